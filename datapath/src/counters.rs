@@ -1,0 +1,143 @@
+//! Counters: every drop has a reason, and every reason a counter. Lock-free (relaxed atomics).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// Why a frame was dropped. `name()` is what `vswitchctl stats` prints.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+
+            /// The reason's stable snake_case name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an Ethernet header, or a header that does not parse.
+    Malformed => "malformed",
+    /// The vnet header is missing or inconsistent with the frame.
+    BadVnetHdr => "bad_vnet_hdr",
+    /// An ethertype the switch does not carry (neither IPv4 nor ARP).
+    UnknownEthertype => "unknown_ethertype",
+    /// IPv6 (not supported yet).
+    Ipv6 => "ipv6_unsupported",
+    /// A pod sent from a MAC that is not its own.
+    SpoofedMac => "spoofed_mac",
+    /// A pod sent from an IPv4 address that is not its own.
+    SpoofedIp => "spoofed_ip",
+    /// An ARP packet whose sender fields are not the pod's own.
+    SpoofedArp => "spoofed_arp",
+    /// An ARP packet that is not a request we answer (replies, gratuitous, unknown target).
+    ArpIgnored => "arp_ignored",
+    /// Broadcast or multicast that is not ARP: the switch does not flood.
+    Multicast => "multicast",
+    /// Unicast to a MAC that is neither a local pod nor the router.
+    UnknownDestMac => "unknown_dest_mac",
+    /// A frame addressed back to the port it came from.
+    Hairpin => "hairpin",
+    /// No route to the destination IP.
+    NoRoute => "no_route",
+    /// TTL ran out.
+    TtlExceeded => "ttl_exceeded",
+    /// Addressed to the switch itself but not something it answers.
+    LocalUnsupported => "local_unsupported",
+    /// Arrived on a port the tables do not know (a port being removed).
+    UnknownPort => "unknown_port",
+    /// Too big for the tunnel and not fragmentable (answered with ICMP where possible).
+    TooBig => "too_big",
+    /// A VXLAN packet that is not well-formed.
+    TunnelMalformed => "tunnel_malformed",
+    /// A VXLAN packet with a VNI that is not ours.
+    TunnelUnknownVni => "tunnel_unknown_vni",
+    /// A VXLAN packet from an address that is not a peer's underlay.
+    TunnelUnknownPeer => "tunnel_unknown_peer",
+    /// A tunnel packet whose inner destination is not on this node (split horizon).
+    TunnelNotOurs => "tunnel_not_ours",
+    /// The I/O shell could not write the frame (device down, queue full).
+    TxError => "tx_error",
+}
+
+/// Node-wide drop counters.
+pub struct Counters {
+    drops: Vec<AtomicU64>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Counters {
+    /// Counts one drop.
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The drop count for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Relaxed)
+    }
+
+    /// Every reason's name with its count.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), self.drops(*r)))
+            .collect()
+    }
+}
+
+/// Traffic counters of one port or peer ("rx" is from the pod/peer into the switch).
+#[derive(Default, Debug)]
+pub struct LinkCounters {
+    /// Frames received.
+    pub rx_packets: AtomicU64,
+    /// Bytes received.
+    pub rx_bytes: AtomicU64,
+    /// Frames sent.
+    pub tx_packets: AtomicU64,
+    /// Bytes sent.
+    pub tx_bytes: AtomicU64,
+    /// Received frames that were dropped.
+    pub rx_dropped: AtomicU64,
+}
+
+impl LinkCounters {
+    /// Counts a received frame of `bytes`.
+    pub fn rx(&self, bytes: usize) {
+        self.rx_packets.fetch_add(1, Relaxed);
+        self.rx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts a sent frame of `bytes`.
+    pub fn tx(&self, bytes: usize) {
+        self.tx_packets.fetch_add(1, Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts a received frame that was dropped.
+    pub fn rx_drop(&self) {
+        self.rx_dropped.fetch_add(1, Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+}

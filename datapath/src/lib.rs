@@ -1,0 +1,93 @@
+//! vswitch-datapath: the sans-IO forwarding core of vswitch.
+//!
+//! Contract:
+//! - Decisions only. This crate performs no I/O: no sockets, no file descriptors, no clock
+//!   reads, no threads, no logging per packet. Time, when needed, comes in as an argument.
+//! - Every frame handed in ends in a [`Verdict`]: sent to a port, sent into the tunnel, or
+//!   dropped with a [`DropReason`] that has been counted. No input panics (fuzzed).
+//! - Frames are rewritten in place inside their [`PacketBuf`]; replies the switch makes itself
+//!   (ARP, ICMP) reuse the buffer of the request and go back out of the ingress port.
+//! - Tables are immutable snapshots ([`Tables`]) swapped atomically by the control plane
+//!   ([`Datapath::install`]); the data path reads them without locks.
+//! - Nothing received from the tunnel is ever sent back into the tunnel (split horizon).
+//! - A pod may only send from its own MAC and IPv4 address.
+
+#![forbid(unsafe_code)]
+
+pub mod buf;
+pub mod counters;
+pub mod tables;
+pub mod types;
+
+mod switch;
+
+pub use buf::{PacketBuf, VnetHdr, HEADROOM, VNET_HDR_LEN};
+pub use counters::{Counters, DropReason, LinkCounters};
+pub use tables::{PeerEntry, PeerId, PortEntry, PortId, Tables};
+pub use types::{Ipv4Cidr, Mac, NodeConfig};
+
+use arc_swap::ArcSwap;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write the buffer's vnet header and frame ([`PacketBuf::tap_write_region`]) to this
+    /// port's TAP. Replies made by the switch come back as `ToPort(ingress)`.
+    ToPort(PortId),
+    /// Send the buffer's frame (VXLAN header + inner Ethernet frame) as a UDP datagram to
+    /// `dst`. When the buffer's vnet header says GSO or partial checksum, the shell first
+    /// turns it into wire-ready datagrams with [`Datapath::segment_for_tunnel`].
+    ToTunnel {
+        /// The peer it goes to.
+        peer: PeerId,
+        /// The peer's underlay address and VXLAN port.
+        dst: SocketAddrV4,
+    },
+    /// Dropped; the reason has already been counted.
+    Drop(DropReason),
+}
+
+/// The forwarding core of one node.
+pub struct Datapath {
+    config: NodeConfig,
+    tables: ArcSwap<Tables>,
+    counters: Counters,
+}
+
+impl Datapath {
+    /// A datapath with empty tables.
+    pub fn new(config: NodeConfig) -> Datapath {
+        Datapath {
+            config,
+            tables: ArcSwap::from_pointee(Tables::default()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The node configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Node-wide drop counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Replaces the tables atomically. Frames being processed finish with the old snapshot.
+    pub fn install(&self, tables: Tables) {
+        self.tables.store(Arc::new(tables));
+    }
+
+    /// The current snapshot. Load once per batch and pass it to the `from_*` calls.
+    pub fn tables(&self) -> arc_swap::Guard<Arc<Tables>> {
+        self.tables.load()
+    }
+
+    /// Counts a drop that the I/O shell decided (for example a failed write).
+    pub fn count_drop(&self, reason: DropReason) {
+        self.counters.count_drop(reason);
+    }
+}

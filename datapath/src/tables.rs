@@ -1,0 +1,103 @@
+//! Forwarding tables: immutable snapshots, built by the control plane and swapped in
+//! atomically. The data path reads them through an `arc_swap` guard and never locks.
+
+use crate::counters::LinkCounters;
+use crate::types::{Ipv4Cidr, Mac};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// A port's identifier, chosen by the I/O shell (its slot in the shell's port array).
+pub type PortId = u32;
+/// A peer's identifier, chosen by the control plane.
+pub type PeerId = u32;
+
+/// A local pod's port.
+#[derive(Clone, Debug)]
+pub struct PortEntry {
+    /// The shell's identifier for the port.
+    pub id: PortId,
+    /// The pod's MAC (the only source MAC it may use).
+    pub mac: Mac,
+    /// The pod's address (the only source IPv4 it may use).
+    pub ip: Ipv4Addr,
+    /// Counters, shared across snapshots.
+    pub counters: Arc<LinkCounters>,
+}
+
+/// A peer node reached through the tunnel.
+#[derive(Clone, Debug)]
+pub struct PeerEntry {
+    /// The control plane's identifier for the peer.
+    pub id: PeerId,
+    /// The peer's underlay address (outer destination, and the only outer source accepted).
+    pub underlay: Ipv4Addr,
+    /// The peer's pod subnet.
+    pub pod_cidr: Ipv4Cidr,
+    /// The peer's VTEP MAC (inner destination MAC of frames sent to it).
+    pub vtep_mac: Mac,
+    /// Counters, shared across snapshots.
+    pub counters: Arc<LinkCounters>,
+}
+
+/// One immutable snapshot of the forwarding tables.
+#[derive(Default, Debug)]
+pub struct Tables {
+    ports: HashMap<PortId, PortEntry>,
+    by_mac: HashMap<Mac, PortId>,
+    by_ip: HashMap<Ipv4Addr, PortId>,
+    peers: Vec<PeerEntry>,
+    peer_by_underlay: HashMap<Ipv4Addr, usize>,
+}
+
+impl Tables {
+    /// Builds a snapshot and its indexes.
+    pub fn new(ports: Vec<PortEntry>, peers: Vec<PeerEntry>) -> Tables {
+        let mut t = Tables::default();
+        for p in ports {
+            t.by_mac.insert(p.mac, p.id);
+            t.by_ip.insert(p.ip, p.id);
+            t.ports.insert(p.id, p);
+        }
+        for (i, p) in peers.iter().enumerate() {
+            t.peer_by_underlay.insert(p.underlay, i);
+        }
+        t.peers = peers;
+        t
+    }
+
+    /// The port with this id.
+    pub fn port(&self, id: PortId) -> Option<&PortEntry> {
+        self.ports.get(&id)
+    }
+
+    /// The local port owning `mac`.
+    pub fn port_by_mac(&self, mac: Mac) -> Option<&PortEntry> {
+        self.by_mac.get(&mac).and_then(|id| self.ports.get(id))
+    }
+
+    /// The local port owning `ip`.
+    pub fn port_by_ip(&self, ip: Ipv4Addr) -> Option<&PortEntry> {
+        self.by_ip.get(&ip).and_then(|id| self.ports.get(id))
+    }
+
+    /// The peer whose pod subnet contains `ip`.
+    pub fn peer_for_ip(&self, ip: Ipv4Addr) -> Option<&PeerEntry> {
+        self.peers.iter().find(|p| p.pod_cidr.contains(ip))
+    }
+
+    /// The peer whose underlay address is `ip`.
+    pub fn peer_by_underlay(&self, ip: Ipv4Addr) -> Option<&PeerEntry> {
+        self.peer_by_underlay.get(&ip).map(|i| &self.peers[*i])
+    }
+
+    /// All ports.
+    pub fn ports(&self) -> impl Iterator<Item = &PortEntry> {
+        self.ports.values()
+    }
+
+    /// All peers.
+    pub fn peers(&self) -> &[PeerEntry] {
+        &self.peers
+    }
+}

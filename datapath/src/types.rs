@@ -1,0 +1,221 @@
+//! Small value types: MAC addresses, IPv4 prefixes, node configuration.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// An Ethernet MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// ff:ff:ff:ff:ff:ff.
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+
+    /// True for group (multicast or broadcast) addresses.
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 != 0
+    }
+
+    /// A locally administered unicast MAC derived from an IPv4 address, as Kubernetes'
+    /// bridge plugins derive pod MACs: `0a:58:a:b:c:d`.
+    pub fn from_ipv4(ip: Ipv4Addr) -> Mac {
+        let o = ip.octets();
+        Mac([0x0a, 0x58, o[0], o[1], o[2], o[3]])
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why a string is not a MAC address we accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacParseError(pub String);
+
+impl fmt::Display for MacParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MacParseError {}
+
+impl FromStr for Mac {
+    type Err = MacParseError;
+    /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`); rejects multicast and all-zero addresses.
+    fn from_str(s: &str) -> Result<Mac, MacParseError> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(MacParseError(format!(
+                "`{s}` is not a MAC address (expected six hex pairs like 0a:58:c6:12:01:05)"
+            )));
+        }
+        let mut m = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(MacParseError(format!(
+                    "`{s}` is not a MAC address (expected six hex pairs like 0a:58:c6:12:01:05)"
+                )));
+            }
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| {
+                MacParseError(format!("`{s}` is not a MAC address (`{p}` is not hex)"))
+            })?;
+        }
+        let mac = Mac(m);
+        if mac.is_multicast() {
+            return Err(MacParseError(format!(
+                "`{s}` is a multicast address; a port needs a unicast MAC"
+            )));
+        }
+        if m == [0; 6] {
+            return Err(MacParseError(format!("`{s}` is the all-zero MAC")));
+        }
+        Ok(mac)
+    }
+}
+
+/// An IPv4 prefix (network address and length), e.g. 198.18.1.0/24.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Ipv4Cidr {
+    addr: Ipv4Addr,
+    len: u8,
+}
+
+impl Ipv4Cidr {
+    /// A prefix; host bits of `addr` are cleared. `None` when `len > 32`.
+    pub fn new(addr: Ipv4Addr, len: u8) -> Option<Ipv4Cidr> {
+        if len > 32 {
+            return None;
+        }
+        let mask = Self::mask_of(len);
+        Some(Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::from(addr) & mask),
+            len,
+        })
+    }
+
+    fn mask_of(len: u8) -> u32 {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        }
+    }
+
+    /// The network address.
+    pub fn network(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    /// True when `ip` lies inside the prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & Self::mask_of(self.len) == u32::from(self.addr)
+    }
+
+    /// The `n`-th address of the prefix (`nth(1)` is the gateway); `None` past the end.
+    pub fn nth(&self, n: u32) -> Option<Ipv4Addr> {
+        let size = 1u64 << (32 - u32::from(self.len));
+        if u64::from(n) >= size {
+            return None;
+        }
+        Some(Ipv4Addr::from(u32::from(self.addr) + n))
+    }
+
+    /// The broadcast address of the prefix.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !Self::mask_of(self.len))
+    }
+
+    /// True when the two prefixes share any address.
+    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+    /// Parses `A.B.C.D/N`; the address must be the network address.
+    fn from_str(s: &str) -> Result<Ipv4Cidr, String> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not a CIDR (expected A.B.C.D/N)"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("`{l}` is not a prefix length (0-32)"))?;
+        let c = Ipv4Cidr::new(addr, len).expect("len checked");
+        if c.addr != addr {
+            return Err(format!("`{s}` has host bits set (did you mean {c}?)"));
+        }
+        Ok(c)
+    }
+}
+
+/// What the datapath knows about its own node. Fixed for the daemon's lifetime.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's pod subnet.
+    pub pod_cidr: Ipv4Cidr,
+    /// The pods' gateway: `.1` of the subnet, answered by the switch.
+    pub gateway: Ipv4Addr,
+    /// The MAC answering for the gateway.
+    pub router_mac: Mac,
+    /// The node's VTEP address: `.0` of the subnet (flannel's convention).
+    pub vtep_ip: Ipv4Addr,
+    /// The MAC used as inner source on frames sent into the tunnel.
+    pub vtep_mac: Mac,
+    /// MTU of the pods' interfaces (underlay MTU - 50).
+    pub pod_mtu: u16,
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// VXLAN UDP destination port.
+    pub vxlan_port: u16,
+}
+
+impl NodeConfig {
+    /// The configuration of a node owning `pod_cidr` with pods at `pod_mtu`: gateway `.1`,
+    /// VTEP `.0`, router and VTEP MACs derived from those addresses, VNI 1, port 4789.
+    pub fn for_subnet(pod_cidr: Ipv4Cidr, pod_mtu: u16) -> NodeConfig {
+        let gateway = pod_cidr.nth(1).unwrap_or(pod_cidr.network());
+        let vtep_ip = pod_cidr.network();
+        NodeConfig {
+            pod_cidr,
+            gateway,
+            router_mac: Mac::from_ipv4(gateway),
+            vtep_ip,
+            vtep_mac: Mac::from_ipv4(vtep_ip),
+            pod_mtu,
+            vni: 1,
+            vxlan_port: 4789,
+        }
+    }
+}

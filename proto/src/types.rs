@@ -1,0 +1,264 @@
+//! Request and response types. Field names are part of the contract (`-o json` prints them).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A request with its protocol version, as it travels on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    /// Must equal [`crate::PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The request itself; its `op` tag is flattened into the envelope.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// Everything a client can ask the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Describe this node.
+    NodeShow,
+    /// Attach a pod: create its TAP in its network namespace and configure it.
+    PortAdd(PortSpec),
+    /// Detach a pod and free its address.
+    PortDel(PortKey),
+    /// List the pods attached to this node.
+    PortList,
+    /// Add (or replace) a peer node reached through the tunnel.
+    PeerAdd(PeerSpec),
+    /// Remove a peer node.
+    PeerDel {
+        /// The peer's node name.
+        node: String,
+    },
+    /// List peer nodes with their traffic counters.
+    PeerList,
+    /// Counters: drops by reason, and per port (or for one port).
+    Stats {
+        /// Limit per-port counters to this port name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+        /// The port's namespace (default `default`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+    },
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
+fn default_ifname() -> String {
+    "eth0".to_string()
+}
+
+/// Names a port: (namespace, name), like a Kubernetes pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortKey {
+    /// The pod name.
+    pub name: String,
+    /// The pod's Kubernetes namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+/// What `port add` asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// The pod name (unique within its namespace on this node).
+    pub name: String,
+    /// The pod's Kubernetes namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Network namespace: a name under /var/run/netns or a path.
+    pub netns: String,
+    /// `ADDR/PLEN` inside the node's pod subnet; allocated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The pod's MAC; derived from its address when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Interface name inside the pod.
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    /// Labels, matched by service selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A port as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// The pod name.
+    pub name: String,
+    /// The pod's Kubernetes namespace.
+    pub namespace: String,
+    /// The pod's address (no prefix length).
+    pub ip: String,
+    /// Prefix length of the pod's address.
+    pub prefix_len: u8,
+    /// The pod's MAC.
+    pub mac: String,
+    /// The node this port lives on.
+    pub node: String,
+    /// `Running` while the TAP is attached, otherwise why not.
+    pub status: String,
+    /// The network namespace it was attached in.
+    pub netns: String,
+    /// Interface name inside the pod.
+    pub ifname: String,
+    /// The pod's gateway.
+    pub gateway: String,
+    /// The pod's MTU.
+    pub mtu: u32,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What `peer add` asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerSpec {
+    /// The peer's node name.
+    pub node: String,
+    /// The peer's underlay IPv4 address.
+    pub underlay: String,
+    /// The peer's pod subnet.
+    pub pod_cidr: String,
+    /// The peer's VTEP MAC; derived as vswitchd derives its own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<String>,
+}
+
+/// A peer as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's node name.
+    pub node: String,
+    /// The peer's underlay address.
+    pub underlay: String,
+    /// The peer's pod subnet.
+    pub pod_cidr: String,
+    /// The peer's VTEP MAC.
+    pub vtep_mac: String,
+    /// Frames sent to the peer.
+    pub tx_packets: u64,
+    /// Bytes sent to the peer (inner frames).
+    pub tx_bytes: u64,
+    /// Frames received from the peer.
+    pub rx_packets: u64,
+    /// Bytes received from the peer (inner frames).
+    pub rx_bytes: u64,
+}
+
+/// `node show`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node name.
+    pub node: String,
+    /// The node's pod subnet.
+    pub pod_cidr: String,
+    /// The pods' gateway (the subnet's `.1`).
+    pub gateway: String,
+    /// The MAC that answers for the gateway.
+    pub router_mac: String,
+    /// The node's VTEP address (the subnet's `.0`).
+    pub vtep_ip: String,
+    /// The node's VTEP MAC (give it to peers' `peer add --vtep-mac`).
+    pub vtep_mac: String,
+    /// Underlay address, if tunnels are enabled.
+    pub underlay: Option<String>,
+    /// VXLAN UDP port.
+    pub vxlan_port: u16,
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// MTU given to pods.
+    pub pod_mtu: u32,
+    /// Which datapath runs (`uring` or `epoll`).
+    pub datapath: String,
+    /// Number of ports attached.
+    pub ports: usize,
+    /// Number of peers.
+    pub peers: usize,
+    /// Daemon version.
+    pub version: String,
+}
+
+/// Counters of one port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortStats {
+    /// The pod name.
+    pub name: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// Frames read from the pod.
+    pub rx_packets: u64,
+    /// Bytes read from the pod.
+    pub rx_bytes: u64,
+    /// Frames written to the pod.
+    pub tx_packets: u64,
+    /// Bytes written to the pod.
+    pub tx_bytes: u64,
+    /// Frames from the pod that were dropped.
+    pub rx_dropped: u64,
+}
+
+/// `stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Drops by reason (every reason is listed, zero or not).
+    pub drops: BTreeMap<String, u64>,
+    /// Per-port counters.
+    pub ports: Vec<PortStats>,
+}
+
+/// A failure, naming the offending field when there is one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The request field that was wrong (`ip`, `mac`, `netns`, `name`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What was wrong, in a sentence.
+    pub message: String,
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Everything the daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", content = "data", rename_all = "snake_case")]
+pub enum Response {
+    /// The request failed; nothing changed.
+    Error(ErrorBody),
+    /// Done, nothing to report.
+    Done,
+    /// `node show`.
+    Node(NodeInfo),
+    /// `port add`.
+    Port(PortInfo),
+    /// `port list`.
+    Ports(Vec<PortInfo>),
+    /// `peer add`.
+    Peer(PeerInfo),
+    /// `peer list`.
+    Peers(Vec<PeerInfo>),
+    /// `stats`.
+    Stats(StatsReport),
+}
+
+impl Response {
+    /// An error response naming `field`.
+    pub fn error(field: Option<&str>, message: impl Into<String>) -> Response {
+        Response::Error(ErrorBody {
+            field: field.map(str::to_string),
+            message: message.into(),
+        })
+    }
+}

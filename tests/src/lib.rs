@@ -1,0 +1,1 @@
+//! Testbed harness (placeholder).
