@@ -68,6 +68,9 @@ drop_reasons! {
     TunnelNotOurs => "tunnel_not_ours",
     /// The I/O shell could not write the frame (device down, queue full).
     TxError => "tx_error",
+    /// A GSO super-frame of a kind the switch cannot segment for the tunnel yet (UDP/USO,
+    /// TCPv6).
+    GsoUnsupported => "gso_unsupported",
 }
 
 /// Node-wide drop counters.

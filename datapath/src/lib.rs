@@ -18,13 +18,23 @@ pub mod buf;
 pub mod counters;
 pub mod tables;
 pub mod types;
+pub mod vxlan;
 
+mod arp;
+mod frag;
+mod gso;
+mod icmp;
+mod route;
 mod switch;
+mod tunnel;
+mod wire;
 
 pub use buf::{PacketBuf, VnetHdr, HEADROOM, VNET_HDR_LEN};
 pub use counters::{Counters, DropReason, LinkCounters};
+pub use gso::complete_checksum;
 pub use tables::{PeerEntry, PeerId, PortEntry, PortId, Tables};
 pub use types::{Ipv4Cidr, Mac, NodeConfig};
+pub use vxlan::{VxlanHdr, VXLAN_HDR_LEN};
 
 use arc_swap::ArcSwap;
 use std::net::SocketAddrV4;

@@ -1,0 +1,323 @@
+//! Wire helpers shared by the forwarding modules: field offsets, checked reads and writes,
+//! Internet checksums (RFC 1071) and their incremental update (RFC 1624), and a validated
+//! view of an IPv4 header.
+//!
+//! Contract (smoltcp's): parsing goes through etherparse slices or through [`Ipv4Info::parse`],
+//! which checks every length once; the writers below take ranges that the caller has already
+//! proven to lie inside the buffer (they are only called with offsets derived from a parsed
+//! header) and use checked slicing anyway, so a logic error can never panic.
+
+use crate::types::Mac;
+use etherparse::Ipv4HeaderSlice;
+use std::net::Ipv4Addr;
+
+/// Length of an Ethernet II header.
+pub const ETH_LEN: usize = 14;
+/// Offset of the destination MAC.
+pub const ETH_DST: usize = 0;
+/// Offset of the source MAC.
+pub const ETH_SRC: usize = 6;
+/// Offset of the ethertype.
+pub const ETH_TYPE: usize = 12;
+/// Ethertype of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// Ethertype of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// Ethertype of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+/// Offsets inside an IPv4 header.
+pub mod ip {
+    /// Total length.
+    pub const TOTAL_LEN: usize = 2;
+    /// Identification.
+    pub const ID: usize = 4;
+    /// Flags and fragment offset.
+    pub const FRAG: usize = 6;
+    /// Time to live.
+    pub const TTL: usize = 8;
+    /// Protocol.
+    pub const PROTO: usize = 9;
+    /// Header checksum.
+    pub const CSUM: usize = 10;
+    /// Source address.
+    pub const SRC: usize = 12;
+    /// Destination address.
+    pub const DST: usize = 16;
+    /// Length of a header without options.
+    pub const MIN_LEN: usize = 20;
+    /// Don't Fragment flag (in the 16-bit flags/offset word).
+    pub const DF: u16 = 0x4000;
+    /// More Fragments flag.
+    pub const MF: u16 = 0x2000;
+    /// Fragment offset mask (units of 8 bytes).
+    pub const OFFSET_MASK: u16 = 0x1fff;
+}
+
+/// IP protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;
+/// IP protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+
+/// Reads a big-endian u16 at `off`; 0 when out of range (callers check ranges first).
+pub fn be16(b: &[u8], off: usize) -> u16 {
+    match b.get(off..off + 2) {
+        Some(s) => u16::from_be_bytes([s[0], s[1]]),
+        None => 0,
+    }
+}
+
+/// Reads a big-endian u32 at `off`; 0 when out of range.
+pub fn be32(b: &[u8], off: usize) -> u32 {
+    match b.get(off..off + 4) {
+        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
+        None => 0,
+    }
+}
+
+/// Writes `src` at `off` when it fits; does nothing otherwise.
+pub fn put(b: &mut [u8], off: usize, src: &[u8]) {
+    if let Some(d) = b.get_mut(off..off + src.len()) {
+        d.copy_from_slice(src);
+    }
+}
+
+/// Writes a big-endian u16 at `off` when it fits.
+pub fn put16(b: &mut [u8], off: usize, v: u16) {
+    put(b, off, &v.to_be_bytes());
+}
+
+/// Writes a big-endian u32 at `off` when it fits.
+pub fn put32(b: &mut [u8], off: usize, v: u32) {
+    put(b, off, &v.to_be_bytes());
+}
+
+/// Reads a MAC at `off`; all-zero when out of range.
+pub fn mac_at(b: &[u8], off: usize) -> Mac {
+    let mut m = [0u8; 6];
+    if let Some(s) = b.get(off..off + 6) {
+        m.copy_from_slice(s);
+    }
+    Mac(m)
+}
+
+/// Reads an IPv4 address at `off`; 0.0.0.0 when out of range.
+pub fn ipv4_at(b: &[u8], off: usize) -> Ipv4Addr {
+    Ipv4Addr::from(be32(b, off))
+}
+
+/// Sums `data` as big-endian 16-bit words (odd tail padded with zero) onto `acc`, unfolded.
+pub fn csum_add(mut acc: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc
+}
+
+/// Folds a sum into 16 bits (not complemented).
+pub fn csum_fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The Internet checksum of `data` (RFC 1071): the complement of the folded sum.
+pub fn checksum(data: &[u8]) -> u16 {
+    !csum_fold(csum_add(0, data))
+}
+
+/// The unfolded sum of the TCP/UDP pseudo-header for IPv4.
+pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4_len: usize) -> u64 {
+    let acc = csum_add(0, &src.octets());
+    let acc = csum_add(acc, &dst.octets());
+    acc + u64::from(proto) + (l4_len as u64 & 0xffff) + ((l4_len as u64) >> 16)
+}
+
+/// RFC 1624 eqn. 3: the new checksum after one 16-bit word of the covered data changed from
+/// `old` to `new`: `HC' = ~(~HC + ~m + m')`.
+pub fn csum_update16(hc: u16, old: u16, new: u16) -> u16 {
+    let acc = u64::from(!hc) + u64::from(!old) + u64::from(new);
+    !csum_fold(acc)
+}
+
+/// Recomputes the header checksum of the IPv4 header at `b[off..off + hlen]` in place.
+pub fn ipv4_fix_checksum(b: &mut [u8], off: usize, hlen: usize) {
+    put16(b, off + ip::CSUM, 0);
+    let c = match b.get(off..off + hlen) {
+        Some(h) => checksum(h),
+        None => return,
+    };
+    put16(b, off + ip::CSUM, c);
+}
+
+/// Decrements the TTL of the IPv4 header at `off` and updates its checksum incrementally.
+/// The caller has checked that the TTL is above 1.
+pub fn ipv4_dec_ttl(b: &mut [u8], off: usize) {
+    let old = be16(b, off + ip::TTL);
+    let new = old.wrapping_sub(0x0100);
+    put16(b, off + ip::TTL, new);
+    let hc = be16(b, off + ip::CSUM);
+    put16(b, off + ip::CSUM, csum_update16(hc, old, new));
+}
+
+/// Writes the Ethernet source and destination MACs of the frame in `b`.
+pub fn set_eth_addrs(b: &mut [u8], src: Mac, dst: Mac) {
+    put(b, ETH_DST, &dst.0);
+    put(b, ETH_SRC, &src.0);
+}
+
+/// The fields of a validated IPv4 header inside a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Info {
+    /// Offset of the header in the frame.
+    pub off: usize,
+    /// Header length in bytes (`ihl * 4`).
+    pub hlen: usize,
+    /// Total length of the IP packet.
+    pub total_len: usize,
+    /// Time to live.
+    pub ttl: u8,
+    /// Protocol number.
+    pub proto: u8,
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// The 16-bit flags and fragment offset word.
+    pub frag: u16,
+}
+
+impl Ipv4Info {
+    /// Parses and validates the IPv4 header at `frame[off..]`: version 4, `ihl >= 5`, the
+    /// header fits, and `ihl * 4 <= total length <= bytes available`. The header checksum is
+    /// not verified (the receiving host does that).
+    pub fn parse(frame: &[u8], off: usize) -> Option<Ipv4Info> {
+        let rest = frame.get(off..)?;
+        let h = Ipv4HeaderSlice::from_slice(rest).ok()?;
+        let hlen = usize::from(h.ihl()) * 4;
+        let total_len = usize::from(h.total_len());
+        if total_len < hlen || total_len > rest.len() {
+            return None;
+        }
+        Some(Ipv4Info {
+            off,
+            hlen,
+            total_len,
+            ttl: h.ttl(),
+            proto: h.protocol().0,
+            src: h.source_addr(),
+            dst: h.destination_addr(),
+            frag: be16(rest, ip::FRAG),
+        })
+    }
+
+    /// True when the Don't Fragment flag is set.
+    pub fn df(&self) -> bool {
+        self.frag & ip::DF != 0
+    }
+
+    /// True when this is a fragment (More Fragments set or a non-zero offset).
+    pub fn is_fragment(&self) -> bool {
+        self.frag & (ip::MF | ip::OFFSET_MASK) != 0
+    }
+
+    /// True when this is a fragment other than the first one.
+    pub fn is_later_fragment(&self) -> bool {
+        self.frag & ip::OFFSET_MASK != 0
+    }
+
+    /// Offset of the L4 header in the frame.
+    pub fn l4_off(&self) -> usize {
+        self.off + self.hlen
+    }
+
+    /// Offset one past the IP packet's last byte in the frame.
+    pub fn end(&self) -> usize {
+        self.off + self.total_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 header: 198.18.1.2 -> 198.18.2.3, TTL 64, UDP, id 0, DF, checksum 0xab50.
+    const HDR: [u8; 20] = [
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xab, 0x50, 198, 18, 1, 2, 198,
+        18, 2, 3,
+    ];
+
+    #[test]
+    fn checksum_of_known_header_verifies() {
+        let mut h = HDR;
+        assert_eq!(checksum(&h), 0);
+        ipv4_fix_checksum(&mut h, 0, 20);
+        assert_eq!(be16(&h, ip::CSUM), 0xab50);
+    }
+
+    #[test]
+    fn ttl_decrement_matches_full_recompute() {
+        let mut h = HDR;
+        ipv4_dec_ttl(&mut h, 0);
+        assert_eq!(h[ip::TTL], 63);
+        let inc = be16(&h, ip::CSUM);
+        ipv4_fix_checksum(&mut h, 0, 20);
+        assert_eq!(inc, be16(&h, ip::CSUM));
+        assert_eq!(inc, 0xac50);
+    }
+
+    #[test]
+    fn parse_rejects_bad_lengths() {
+        let mut f = vec![0u8; 14];
+        f.extend_from_slice(&HDR);
+        // total length 0x73 > available.
+        assert_eq!(Ipv4Info::parse(&f, 14), None);
+        f[14 + 3] = 20;
+        let i = Ipv4Info::parse(&f, 14).unwrap();
+        assert_eq!((i.hlen, i.total_len, i.ttl, i.proto), (20, 20, 64, 17));
+        assert!(i.df() && !i.is_fragment());
+        f[14 + 3] = 19; // shorter than the header
+        assert_eq!(Ipv4Info::parse(&f, 14), None);
+        f[14 + 3] = 20;
+        f[14] = 0x44; // ihl 4
+        assert_eq!(Ipv4Info::parse(&f, 14), None);
+        f[14] = 0x65; // version 6
+        assert_eq!(Ipv4Info::parse(&f, 14), None);
+        assert_eq!(Ipv4Info::parse(&f, 100), None);
+    }
+
+    #[test]
+    fn odd_length_sum_pads_with_zero() {
+        assert_eq!(csum_add(0, &[0x01]), 0x0100);
+        assert_eq!(csum_fold(0x1_fffe), 0xffff);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn incremental_update_equals_full_recompute(
+            mut h in proptest::collection::vec(proptest::num::u8::ANY, 20),
+            word in 0usize..10, new in proptest::num::u16::ANY,
+        ) {
+            if word == 5 { return Ok(()); } // the checksum word itself
+            h[10] = 0; h[11] = 0;
+            let c = checksum(&h);
+            put16(&mut h, 10, c);
+            let old = be16(&h, word * 2);
+            put16(&mut h, word * 2, new);
+            let inc = csum_update16(c, old, new);
+            put16(&mut h, 10, inc);
+            // Both results verify; they are equal up to the +0/-0 ambiguity of one's complement.
+            proptest::prop_assert_eq!(csum_fold(csum_add(0, &h)), 0xffff);
+            put16(&mut h, 10, 0);
+            let full = checksum(&h);
+            proptest::prop_assert!(inc == full || (inc ^ full) == 0xffff && (inc == 0 || full == 0));
+        }
+    }
+}

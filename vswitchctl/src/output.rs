@@ -1,0 +1,477 @@
+//! Rendering of daemon answers: pure functions from proto values to the text printed on stdout.
+//!
+//! - `table` (default): kubectl-style columns, UPPERCASE headers, values left-aligned, two spaces
+//!   between columns, the last column not padded. An empty listing prints the header alone.
+//! - `wide`: the same with more columns (`port list`) or every counter (`stats`).
+//! - `json`: the response data as pretty JSON with the proto field names; listings are arrays.
+//!
+//! Every rendered string ends with a newline.
+
+use std::fmt::Write as _;
+use vswitch_proto::{NodeInfo, PeerInfo, PortInfo, PortKey, StatsReport};
+
+/// The `-o` formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// Aligned columns with more detail.
+    Wide,
+    /// Pretty JSON with the protocol's field names.
+    Json,
+}
+
+/// Aligns `rows` under `headers`: two spaces between columns, no trailing spaces.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < row.len() {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn pretty(v: serde_json::Result<String>) -> String {
+    let mut s = v.expect("proto types always serialize");
+    s.push('\n');
+    s
+}
+
+fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
+    if l.is_empty() {
+        return "<none>".to_string();
+    }
+    let parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(",")
+}
+
+const PORT_HEADERS: [&str; 6] = ["NAME", "NAMESPACE", "IP", "MAC", "NODE", "STATUS"];
+const PORT_WIDE_HEADERS: [&str; 11] = [
+    "NAME",
+    "NAMESPACE",
+    "IP",
+    "MAC",
+    "NODE",
+    "STATUS",
+    "NETNS",
+    "IFNAME",
+    "GATEWAY",
+    "MTU",
+    "LABELS",
+];
+
+fn port_row(p: &PortInfo, wide: bool) -> Vec<String> {
+    let mut row = vec![
+        p.name.clone(),
+        p.namespace.clone(),
+        p.ip.clone(),
+        p.mac.clone(),
+        p.node.clone(),
+        p.status.clone(),
+    ];
+    if wide {
+        row.extend([
+            p.netns.clone(),
+            p.ifname.clone(),
+            p.gateway.clone(),
+            p.mtu.to_string(),
+            labels(&p.labels),
+        ]);
+    }
+    row
+}
+
+/// `port list`.
+pub fn ports(ports: &[PortInfo], f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(ports)),
+        Format::Table => table(
+            &PORT_HEADERS,
+            &ports.iter().map(|p| port_row(p, false)).collect::<Vec<_>>(),
+        ),
+        Format::Wide => table(
+            &PORT_WIDE_HEADERS,
+            &ports.iter().map(|p| port_row(p, true)).collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// `port add`: a one-line confirmation, or the new port as a one-row wide listing / JSON object.
+pub fn port_added(p: &PortInfo, f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(p)),
+        Format::Wide => ports(std::slice::from_ref(p), Format::Wide),
+        Format::Table => format!(
+            "port {}/{} added: {}/{} {}\n",
+            p.namespace, p.name, p.ip, p.prefix_len, p.mac
+        ),
+    }
+}
+
+/// `port del`.
+pub fn port_deleted(k: &PortKey, f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(&serde_json::json!({
+            "name": k.name, "namespace": k.namespace, "deleted": true
+        }))),
+        _ => format!("port {}/{} deleted\n", k.namespace, k.name),
+    }
+}
+
+const PEER_HEADERS: [&str; 8] = [
+    "NODE", "UNDERLAY", "POD-CIDR", "VTEP-MAC", "TX-PKTS", "TX-BYTES", "RX-PKTS", "RX-BYTES",
+];
+
+fn peer_row(p: &PeerInfo) -> Vec<String> {
+    vec![
+        p.node.clone(),
+        p.underlay.clone(),
+        p.pod_cidr.clone(),
+        p.vtep_mac.clone(),
+        p.tx_packets.to_string(),
+        p.tx_bytes.to_string(),
+        p.rx_packets.to_string(),
+        p.rx_bytes.to_string(),
+    ]
+}
+
+/// `peer list` (`wide` is the same as `table`).
+pub fn peers(peers: &[PeerInfo], f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(peers)),
+        _ => table(
+            &PEER_HEADERS,
+            &peers.iter().map(peer_row).collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// `peer add`.
+pub fn peer_added(p: &PeerInfo, f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(p)),
+        Format::Wide => peers(std::slice::from_ref(p), Format::Wide),
+        Format::Table => format!(
+            "peer {} added: underlay {} pod-cidr {} vtep-mac {}\n",
+            p.node, p.underlay, p.pod_cidr, p.vtep_mac
+        ),
+    }
+}
+
+/// `peer del`.
+pub fn peer_deleted(node: &str, f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(&serde_json::json!({
+            "node": node, "deleted": true
+        }))),
+        _ => format!("peer {node} deleted\n"),
+    }
+}
+
+/// `node show`: aligned `key: value` lines, or JSON.
+pub fn node(n: &NodeInfo, f: Format) -> String {
+    if f == Format::Json {
+        return pretty(serde_json::to_string_pretty(n));
+    }
+    let fields: [(&str, String); 14] = [
+        ("node", n.node.clone()),
+        ("pod_cidr", n.pod_cidr.clone()),
+        ("gateway", n.gateway.clone()),
+        ("router_mac", n.router_mac.clone()),
+        ("vtep_ip", n.vtep_ip.clone()),
+        ("vtep_mac", n.vtep_mac.clone()),
+        (
+            "underlay",
+            n.underlay.clone().unwrap_or_else(|| "<none>".into()),
+        ),
+        ("vxlan_port", n.vxlan_port.to_string()),
+        ("vni", n.vni.to_string()),
+        ("pod_mtu", n.pod_mtu.to_string()),
+        ("datapath", n.datapath.clone()),
+        ("ports", n.ports.to_string()),
+        ("peers", n.peers.to_string()),
+        ("version", n.version.clone()),
+    ];
+    let width = fields.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in fields {
+        let _ = writeln!(out, "{:<width$}  {v}", format!("{k}:"));
+    }
+    out
+}
+
+/// `stats`: drop counters (nonzero only, unless `wide`), a blank line, then per-port counters.
+pub fn stats(s: &StatsReport, f: Format) -> String {
+    if f == Format::Json {
+        return pretty(serde_json::to_string_pretty(s));
+    }
+    let drops: Vec<Vec<String>> = s
+        .drops
+        .iter()
+        .filter(|(_, &n)| n != 0 || f == Format::Wide)
+        .map(|(reason, n)| vec![reason.clone(), n.to_string()])
+        .collect();
+    let ports: Vec<Vec<String>> = s
+        .ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.namespace.clone(),
+                p.rx_packets.to_string(),
+                p.rx_bytes.to_string(),
+                p.tx_packets.to_string(),
+                p.tx_bytes.to_string(),
+                p.rx_dropped.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["REASON", "COUNT"], &drops);
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "NAME",
+            "NAMESPACE",
+            "RX-PKTS",
+            "RX-BYTES",
+            "TX-PKTS",
+            "TX-BYTES",
+            "RX-DROPPED",
+        ],
+        &ports,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vswitch_proto::PortStats;
+
+    fn sample_ports() -> Vec<PortInfo> {
+        vec![
+            PortInfo {
+                name: "nginx-server".into(),
+                namespace: "default".into(),
+                ip: "198.18.1.2".into(),
+                prefix_len: 24,
+                mac: "0a:58:c6:12:01:02".into(),
+                node: "node1".into(),
+                status: "Running".into(),
+                netns: "/var/run/netns/nginx".into(),
+                ifname: "eth0".into(),
+                gateway: "198.18.1.1".into(),
+                mtu: 1450,
+                labels: [("app".to_string(), "nginx".to_string())].into(),
+            },
+            PortInfo {
+                name: "bb".into(),
+                namespace: "kube-system".into(),
+                ip: "198.18.1.10".into(),
+                prefix_len: 24,
+                mac: "0a:58:c6:12:01:0a".into(),
+                node: "node1".into(),
+                status: "Detached".into(),
+                netns: "bb".into(),
+                ifname: "eth0".into(),
+                gateway: "198.18.1.1".into(),
+                mtu: 1450,
+                labels: Default::default(),
+            },
+        ]
+    }
+
+    #[test]
+    fn table_aligns_with_two_spaces_and_no_trailing_blanks() {
+        let got = table(
+            &["A", "LONGER", "C"],
+            &[
+                vec!["xxxx".into(), "y".into(), "z".into()],
+                vec!["".into(), "yy".into(), "".into()],
+            ],
+        );
+        assert_eq!(got, "A     LONGER  C\nxxxx  y       z\n      yy\n");
+        assert_eq!(table(&["ONLY"], &[]), "ONLY\n");
+    }
+
+    #[test]
+    fn port_list_table() {
+        let want = "\
+NAME          NAMESPACE    IP           MAC                NODE   STATUS
+nginx-server  default      198.18.1.2   0a:58:c6:12:01:02  node1  Running
+bb            kube-system  198.18.1.10  0a:58:c6:12:01:0a  node1  Detached
+";
+        assert_eq!(ports(&sample_ports(), Format::Table), want);
+    }
+
+    #[test]
+    fn port_list_wide() {
+        let want = "\
+NAME          NAMESPACE    IP           MAC                NODE   STATUS    NETNS                 IFNAME  GATEWAY     MTU   LABELS
+nginx-server  default      198.18.1.2   0a:58:c6:12:01:02  node1  Running   /var/run/netns/nginx  eth0    198.18.1.1  1450  app=nginx
+bb            kube-system  198.18.1.10  0a:58:c6:12:01:0a  node1  Detached  bb                    eth0    198.18.1.1  1450  <none>
+";
+        assert_eq!(ports(&sample_ports(), Format::Wide), want);
+    }
+
+    #[test]
+    fn port_list_json() {
+        let p = &sample_ports()[..1];
+        let want = r#"[
+  {
+    "name": "nginx-server",
+    "namespace": "default",
+    "ip": "198.18.1.2",
+    "prefix_len": 24,
+    "mac": "0a:58:c6:12:01:02",
+    "node": "node1",
+    "status": "Running",
+    "netns": "/var/run/netns/nginx",
+    "ifname": "eth0",
+    "gateway": "198.18.1.1",
+    "mtu": 1450,
+    "labels": {
+      "app": "nginx"
+    }
+  }
+]
+"#;
+        assert_eq!(ports(p, Format::Json), want);
+        assert_eq!(ports(&[], Format::Json), "[]\n");
+        let back: Vec<PortInfo> =
+            serde_json::from_str(&ports(&sample_ports(), Format::Json)).unwrap();
+        assert_eq!(back, sample_ports());
+    }
+
+    #[test]
+    fn empty_port_list_is_a_header() {
+        assert_eq!(
+            ports(&[], Format::Table),
+            "NAME  NAMESPACE  IP  MAC  NODE  STATUS\n"
+        );
+    }
+
+    #[test]
+    fn port_add_and_del_messages() {
+        let p = &sample_ports()[0];
+        assert_eq!(
+            port_added(p, Format::Table),
+            "port default/nginx-server added: 198.18.1.2/24 0a:58:c6:12:01:02\n"
+        );
+        assert_eq!(port_added(p, Format::Wide).lines().count(), 2);
+        let v: serde_json::Value = serde_json::from_str(&port_added(p, Format::Json)).unwrap();
+        assert_eq!(v["ip"], "198.18.1.2");
+        let k = PortKey {
+            name: "x".into(),
+            namespace: "default".into(),
+        };
+        assert_eq!(port_deleted(&k, Format::Table), "port default/x deleted\n");
+        let v: serde_json::Value = serde_json::from_str(&port_deleted(&k, Format::Json)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"name":"x","namespace":"default","deleted":true})
+        );
+    }
+
+    fn sample_peer() -> PeerInfo {
+        PeerInfo {
+            node: "node2".into(),
+            underlay: "192.168.56.12".into(),
+            pod_cidr: "198.18.2.0/24".into(),
+            vtep_mac: "0a:58:c6:12:02:00".into(),
+            tx_packets: 12,
+            tx_bytes: 3456,
+            rx_packets: 7,
+            rx_bytes: 890,
+        }
+    }
+
+    #[test]
+    fn peer_list_table_and_json() {
+        let want = "\
+NODE   UNDERLAY       POD-CIDR       VTEP-MAC           TX-PKTS  TX-BYTES  RX-PKTS  RX-BYTES
+node2  192.168.56.12  198.18.2.0/24  0a:58:c6:12:02:00  12       3456      7        890
+";
+        assert_eq!(peers(&[sample_peer()], Format::Table), want);
+        let v: serde_json::Value =
+            serde_json::from_str(&peers(&[sample_peer()], Format::Json)).unwrap();
+        assert_eq!(v[0]["pod_cidr"], "198.18.2.0/24");
+        assert_eq!(v[0]["tx_bytes"], 3456);
+        assert_eq!(peer_deleted("node2", Format::Table), "peer node2 deleted\n");
+        assert_eq!(
+            peer_added(&sample_peer(), Format::Table),
+            "peer node2 added: underlay 192.168.56.12 pod-cidr 198.18.2.0/24 vtep-mac 0a:58:c6:12:02:00\n"
+        );
+    }
+
+    #[test]
+    fn node_show_is_aligned_key_value_lines() {
+        let n = NodeInfo {
+            node: "node1".into(),
+            pod_cidr: "198.18.1.0/24".into(),
+            gateway: "198.18.1.1".into(),
+            router_mac: "0a:58:c6:12:01:01".into(),
+            vtep_ip: "198.18.1.0".into(),
+            vtep_mac: "0a:58:c6:12:01:00".into(),
+            underlay: None,
+            vxlan_port: 4789,
+            vni: 1,
+            pod_mtu: 1450,
+            datapath: "epoll".into(),
+            ports: 2,
+            peers: 1,
+            version: "0.1.0".into(),
+        };
+        let got = node(&n, Format::Table);
+        assert!(got.starts_with("node:        node1\npod_cidr:    198.18.1.0/24\n"));
+        assert!(got.contains("\nunderlay:    <none>\n"));
+        assert!(got.contains("\nvxlan_port:  4789\n"));
+        assert_eq!(got.lines().count(), 14);
+        let v: serde_json::Value = serde_json::from_str(&node(&n, Format::Json)).unwrap();
+        assert_eq!(v["underlay"], serde_json::Value::Null);
+        assert_eq!(v["vni"], 1);
+    }
+
+    #[test]
+    fn stats_hides_zero_drops_unless_wide() {
+        let s = StatsReport {
+            drops: [("no_route".to_string(), 3), ("spoofed_ip".to_string(), 0)].into(),
+            ports: vec![PortStats {
+                name: "bb".into(),
+                namespace: "default".into(),
+                rx_packets: 5,
+                rx_bytes: 500,
+                tx_packets: 4,
+                tx_bytes: 400,
+                rx_dropped: 3,
+            }],
+        };
+        let want = "\
+REASON    COUNT
+no_route  3
+
+NAME  NAMESPACE  RX-PKTS  RX-BYTES  TX-PKTS  TX-BYTES  RX-DROPPED
+bb    default    5        500       4        400       3
+";
+        assert_eq!(stats(&s, Format::Table), want);
+        assert!(stats(&s, Format::Wide).contains("\nspoofed_ip  0\n"));
+        let v: serde_json::Value = serde_json::from_str(&stats(&s, Format::Json)).unwrap();
+        assert_eq!(v["drops"]["spoofed_ip"], 0);
+        assert_eq!(v["ports"][0]["rx_dropped"], 3);
+    }
+}

@@ -1,0 +1,272 @@
+//! Runs the built `vswitchctl` against a tiny fake daemon on a temporary Unix socket, and checks
+//! the contract scripts rely on: stdout formats, stderr messages and exit codes.
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vswitch_proto::{
+    decode_request, encode_response, ErrorBody, PortInfo, PortKey, Request, Response,
+};
+
+/// A socket path unique to this test, removed on drop.
+struct SocketPath(PathBuf);
+
+impl SocketPath {
+    fn new(test: &str) -> SocketPath {
+        let p = std::env::temp_dir().join(format!("vswitchctl-{}-{test}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        SocketPath(p)
+    }
+}
+
+impl Drop for SocketPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Starts a fake daemon answering each request with `answer(request)`; returns the requests
+/// it has seen. The thread lives until the test process exits.
+fn fake_daemon(
+    path: &Path,
+    answer: impl Fn(&Request) -> Response + Send + 'static,
+) -> Arc<Mutex<Vec<Request>>> {
+    let listener = UnixListener::bind(path).expect("bind fake daemon socket");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut line = Vec::new();
+            if BufReader::new(&stream)
+                .read_until(b'\n', &mut line)
+                .is_err()
+            {
+                continue;
+            }
+            let resp = match decode_request(&line) {
+                Ok(req) => {
+                    let resp = answer(&req);
+                    log.lock().unwrap().push(req);
+                    resp
+                }
+                Err(e) => e.to_response(),
+            };
+            let _ = stream.write_all(encode_response(&resp).as_bytes());
+        }
+    });
+    seen
+}
+
+fn vswitchctl(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vswitchctl"));
+    cmd.args(args).env_remove("VSWITCH_SOCKET");
+    cmd
+}
+
+fn run_at(socket: &Path, args: &[&str]) -> Output {
+    let mut cmd = vswitchctl(&["--socket", socket.to_str().unwrap()]);
+    cmd.args(args).output().expect("run vswitchctl")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn sample_port(name: &str, ip: &str) -> PortInfo {
+    PortInfo {
+        name: name.into(),
+        namespace: "default".into(),
+        ip: ip.into(),
+        prefix_len: 24,
+        mac: "0a:58:c6:12:01:02".into(),
+        node: "node1".into(),
+        status: "Running".into(),
+        netns: format!("/var/run/netns/{name}"),
+        ifname: "eth0".into(),
+        gateway: "198.18.1.1".into(),
+        mtu: 1450,
+        labels: [("app".to_string(), name.to_string())].into(),
+    }
+}
+
+#[test]
+fn port_list_json_is_an_array_of_ports() {
+    let sock = SocketPath::new("list-json");
+    let seen = fake_daemon(&sock.0, |_| {
+        Response::Ports(vec![
+            sample_port("nginx-server", "198.18.1.2"),
+            sample_port("busybox", "198.18.1.3"),
+        ])
+    });
+    let out = run_at(&sock.0, &["port", "list", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let arr = v.as_array().expect("a JSON array");
+    assert_eq!(arr.len(), 2);
+    // Sorted by namespace/name, with the proto field names.
+    assert_eq!(arr[0]["name"], "busybox");
+    assert_eq!(arr[1]["ip"], "198.18.1.2");
+    assert_eq!(arr[1]["prefix_len"], 24);
+    assert_eq!(arr[1]["labels"]["app"], "nginx-server");
+    assert_eq!(*seen.lock().unwrap(), vec![Request::PortList]);
+}
+
+#[test]
+fn port_list_table_uses_vswitch_socket_env() {
+    let sock = SocketPath::new("list-table");
+    fake_daemon(&sock.0, |_| {
+        Response::Ports(vec![sample_port("nginx-server", "198.18.1.2")])
+    });
+    let out = vswitchctl(&["port", "list"])
+        .env("VSWITCH_SOCKET", &sock.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "NAME          NAMESPACE  IP          MAC                NODE   STATUS\n\
+         nginx-server  default    198.18.1.2  0a:58:c6:12:01:02  node1  Running\n"
+    );
+}
+
+#[test]
+fn port_add_and_del_print_confirmations() {
+    let sock = SocketPath::new("add-del");
+    let seen = fake_daemon(&sock.0, |req| match req {
+        Request::PortAdd(spec) => Response::Port(sample_port(&spec.name, "198.18.1.2")),
+        _ => Response::Done,
+    });
+    let out = run_at(
+        &sock.0,
+        &[
+            "port",
+            "add",
+            "nginx-server",
+            "--netns",
+            "nginx",
+            "--label",
+            "app=nginx",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "port default/nginx-server added: 198.18.1.2/24 0a:58:c6:12:01:02\n"
+    );
+    let out = run_at(&sock.0, &["port", "del", "x", "--namespace", "web"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "port web/x deleted\n");
+    let seen = seen.lock().unwrap();
+    match &seen[0] {
+        Request::PortAdd(spec) => assert_eq!(spec.labels["app"], "nginx"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        seen[1],
+        Request::PortDel(PortKey {
+            name: "x".into(),
+            namespace: "web".into()
+        })
+    );
+}
+
+#[test]
+fn daemon_error_exits_1_and_names_the_field() {
+    let sock = SocketPath::new("daemon-error");
+    fake_daemon(&sock.0, |_| {
+        Response::Error(ErrorBody {
+            field: Some("netns".into()),
+            message: "no network namespace `nope`".into(),
+        })
+    });
+    let out = run_at(&sock.0, &["port", "add", "bb", "--netns", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "error: netns: no network namespace `nope`\n");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn malformed_mac_exits_2_before_connecting() {
+    let sock = SocketPath::new("bad-mac");
+    // A listener that never accepts: a connection attempt would still be queued in its backlog.
+    let listener = UnixListener::bind(&sock.0).unwrap();
+    let out = run_at(
+        &sock.0,
+        &["port", "add", "bb", "--netns", "n", "--mac", "0a:58:zz"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: mac: malformed MAC address `0a:58:zz`"),
+        "{err}"
+    );
+    listener.set_nonblocking(true).unwrap();
+    match listener.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("vswitchctl connected anyway: {other:?}"),
+    }
+}
+
+#[test]
+fn missing_socket_exits_1_with_hint() {
+    let sock = SocketPath::new("missing");
+    let out = run_at(&sock.0, &["node", "show"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let want = format!(
+        "error: cannot connect to vswitchd at {}: ",
+        sock.0.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert!(err.trim_end().ends_with("(is vswitchd running?)"), "{err}");
+}
+
+#[test]
+fn silent_daemon_times_out() {
+    let sock = SocketPath::new("silent");
+    let _listener = UnixListener::bind(&sock.0).unwrap(); // never answers
+    let start = Instant::now();
+    let out = run_at(&sock.0, &["--timeout", "1", "peer", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        stderr(&out).starts_with("error: talking to vswitchd: "),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = vswitchctl(&["port", "frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = vswitchctl(&[
+        "peer",
+        "add",
+        "n2",
+        "--underlay",
+        "n2.lan",
+        "--pod-cidr",
+        "10.1.0.0/24",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: underlay: "),
+        "{}",
+        stderr(&out)
+    );
+}

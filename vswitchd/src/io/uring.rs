@@ -1,0 +1,290 @@
+//! The io_uring engine: one read in flight per TAP, writes submitted from the buffer the
+//! frame was read into (no copy), many completions handled and many submissions made per
+//! `io_uring_enter`. The tunnel socket is watched with a poll operation and drained with
+//! non-blocking receives.
+//!
+//! Buffer ownership: a pool buffer is either free, owned by one in-flight operation (its
+//! index is in that operation's `user_data`), or being processed; it returns to the free
+//! list only when its operation's completion has been reaped, so the kernel never writes
+//! into a buffer we reuse.
+
+use super::{Command, EngineCtx, BATCH};
+use anyhow::{Context, Result};
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use vswitch_datapath::{DropReason, PacketBuf, PortId, Verdict};
+
+const RING_ENTRIES: u32 = 1024;
+/// Buffers in the pool (each [`vswitch_datapath::buf::BUF_CAPACITY`] bytes).
+const POOL: usize = 256;
+
+const OP_TAP_READ: u64 = 1;
+const OP_TAP_WRITE: u64 = 2;
+const OP_WAKE: u64 = 3;
+const OP_POLL_TUNNEL: u64 = 4;
+const OP_CANCEL: u64 = 5;
+
+fn ud(op: u64, buf: u32, port: PortId) -> u64 {
+    (op << 56) | ((u64::from(buf) & 0xff_ffff) << 32) | u64::from(port)
+}
+
+fn ud_parts(ud: u64) -> (u64, u32, PortId) {
+    (ud >> 56, ((ud >> 32) & 0xff_ffff) as u32, ud as u32)
+}
+
+/// Checks that io_uring can be set up and supports every operation this engine uses.
+pub fn probe() -> Result<(), String> {
+    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+    let mut probe = Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("io_uring probe failed: {e}"))?;
+    for (code, name) in [
+        (opcode::Read::CODE, "READ"),
+        (opcode::Write::CODE, "WRITE"),
+        (opcode::PollAdd::CODE, "POLL_ADD"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("the kernel lacks IORING_OP_{name}"));
+        }
+    }
+    Ok(())
+}
+
+struct PortState {
+    fd: OwnedFd,
+    /// `user_data` of the read in flight, if any.
+    read_ud: Option<u64>,
+}
+
+struct Engine {
+    ctx: EngineCtx,
+    ring: IoUring,
+    bufs: Vec<PacketBuf>,
+    free: Vec<u32>,
+    ports: HashMap<PortId, PortState>,
+    wake_val: Box<u64>,
+    tunnel: super::tunnel::TunnelTx,
+}
+
+/// Runs the engine until [`Command::Shutdown`].
+pub fn run(ctx: EngineCtx) -> Result<()> {
+    let ring = IoUring::new(RING_ENTRIES).context("io_uring_setup")?;
+    let mut e = Engine {
+        ctx,
+        ring,
+        bufs: (0..POOL).map(|_| PacketBuf::new()).collect(),
+        free: (0..POOL as u32).rev().collect(),
+        ports: HashMap::new(),
+        wake_val: Box::new(0),
+        tunnel: Default::default(),
+    };
+    e.arm_wake();
+    e.arm_tunnel_poll();
+    let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(RING_ENTRIES as usize);
+    loop {
+        e.arm_reads();
+        match e.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(err) if err.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(err) => return Err(err).context("io_uring_enter"),
+        }
+        cqes.clear();
+        cqes.extend(e.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(user_data, res) in &cqes {
+            if !e.complete(user_data, res)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Queues `entry`, flushing the submission queue first when it is full.
+    fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: every entry we build points into memory that stays valid until its
+            // completion is reaped: pool buffers (boxed, never freed while in flight),
+            // `wake_val` (boxed, lives as long as the engine) or nothing at all.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            let _ = self.ring.submit();
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let ptr = (&mut *self.wake_val as *mut u64).cast::<u8>();
+        let fd = self.ctx.wake.as_raw_fd();
+        let entry = opcode::Read::new(types::Fd(fd), ptr, 8)
+            .build()
+            .user_data(ud(OP_WAKE, 0, 0));
+        self.push(&entry);
+    }
+
+    fn arm_tunnel_poll(&mut self) {
+        if let Some(sock) = &self.ctx.tunnel {
+            let entry = opcode::PollAdd::new(types::Fd(sock.as_raw_fd()), libc::POLLIN as u32)
+                .build()
+                .user_data(ud(OP_POLL_TUNNEL, 0, 0));
+            self.push(&entry);
+        }
+    }
+
+    /// Gives every port without a read in flight a buffer and a read.
+    fn arm_reads(&mut self) {
+        let idle: Vec<PortId> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.read_ud.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            let Some(b) = self.free.pop() else { return };
+            let region = self.bufs[b as usize].tap_read_region();
+            let (ptr, len) = (region.as_mut_ptr(), region.len() as u32);
+            let port = self.ports.get_mut(&id).expect("listed above");
+            let user_data = ud(OP_TAP_READ, b, id);
+            port.read_ud = Some(user_data);
+            let entry = opcode::Read::new(types::Fd(port.fd.as_raw_fd()), ptr, len)
+                .build()
+                .user_data(user_data);
+            self.push(&entry);
+        }
+    }
+
+    /// Handles one completion; false means shut down.
+    fn complete(&mut self, user_data: u64, res: i32) -> Result<bool> {
+        let (op, b, port) = ud_parts(user_data);
+        match op {
+            OP_TAP_READ => {
+                let live = match self.ports.get_mut(&port) {
+                    Some(p) if p.read_ud == Some(user_data) => {
+                        p.read_ud = None;
+                        true
+                    }
+                    _ => false,
+                };
+                if !live || res <= 0 {
+                    self.free.push(b);
+                    return Ok(true);
+                }
+                let dp = self.ctx.datapath.clone();
+                let buf = &mut self.bufs[b as usize];
+                if !buf.set_tap_read_len(res as usize) {
+                    dp.count_drop(DropReason::BadVnetHdr);
+                    self.free.push(b);
+                    return Ok(true);
+                }
+                let tables = dp.tables();
+                let v = dp.from_port(&tables, port, buf, self.ctx.now_ms());
+                self.carry_out(b, v);
+            }
+            OP_TAP_WRITE => {
+                self.free.push(b);
+                if res < 0 {
+                    self.ctx.datapath.count_drop(DropReason::TxError);
+                }
+            }
+            OP_WAKE => {
+                while let Ok(cmd) = self.ctx.rx.try_recv() {
+                    if !self.command(cmd) {
+                        return Ok(false);
+                    }
+                }
+                self.arm_wake();
+            }
+            OP_POLL_TUNNEL => {
+                self.drain_tunnel();
+                self.arm_tunnel_poll();
+            }
+            _ => {} // OP_CANCEL and anything unexpected: nothing owned.
+        }
+        Ok(true)
+    }
+
+    fn command(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::AddPort(id, fd, ack) => {
+                // Blocking mode: io_uring then waits for readiness itself instead of
+                // completing reads with EAGAIN.
+                let _ = super::set_nonblocking(fd.as_raw_fd(), false);
+                self.ports.insert(id, PortState { fd, read_ud: None });
+                let _ = ack.send(());
+            }
+            Command::DelPort(id, ack) => {
+                if let Some(p) = self.ports.remove(&id) {
+                    if let Some(read) = p.read_ud {
+                        let entry = opcode::AsyncCancel::new(read)
+                            .build()
+                            .user_data(ud(OP_CANCEL, 0, id));
+                        self.push(&entry);
+                        let _ = self.ring.submit();
+                    }
+                    // Dropping the fd here is safe: an operation in flight holds its own
+                    // reference to the file, and port ids are never reused.
+                }
+                let _ = ack.send(());
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Carries out a verdict for pool buffer `b`, which it consumes.
+    fn carry_out(&mut self, b: u32, v: Verdict) {
+        match v {
+            Verdict::ToPort(dst) => {
+                let Some(fd) = self.ports.get(&dst).map(|p| p.fd.as_raw_fd()) else {
+                    self.ctx.datapath.count_drop(DropReason::TxError);
+                    self.free.push(b);
+                    return;
+                };
+                let region = self.bufs[b as usize].tap_write_region();
+                let (ptr, len) = (region.as_ptr(), region.len() as u32);
+                let entry = opcode::Write::new(types::Fd(fd), ptr, len)
+                    .build()
+                    .user_data(ud(OP_TAP_WRITE, b, dst));
+                self.push(&entry);
+            }
+            Verdict::ToTunnel { dst, .. } => {
+                match &self.ctx.tunnel {
+                    Some(sock) => {
+                        self.tunnel
+                            .send(&self.ctx.datapath, sock, &self.bufs[b as usize], dst)
+                    }
+                    None => self.ctx.datapath.count_drop(DropReason::TxError),
+                }
+                self.free.push(b);
+            }
+            Verdict::Drop(_) => self.free.push(b),
+        }
+    }
+
+    /// Receives up to [`BATCH`] datagrams from the tunnel socket.
+    fn drain_tunnel(&mut self) {
+        let dp = self.ctx.datapath.clone();
+        let tables = dp.tables();
+        let now = self.ctx.now_ms();
+        for _ in 0..BATCH {
+            let Some(b) = self.free.pop() else { return };
+            let Some(sock) = &self.ctx.tunnel else { return };
+            let buf = &mut self.bufs[b as usize];
+            match sock.recv_from(buf.udp_read_region()) {
+                Ok((n, std::net::SocketAddr::V4(src))) => {
+                    buf.set_udp_read_len(n);
+                    let v = dp.from_tunnel(&tables, src, buf, now);
+                    self.carry_out(b, v);
+                }
+                Ok(_) => self.free.push(b),
+                Err(_) => {
+                    self.free.push(b);
+                    return;
+                }
+            }
+        }
+    }
+}

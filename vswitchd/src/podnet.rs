@@ -1,0 +1,425 @@
+//! Pod attachment: create and configure a pod's TAP inside the pod's network namespace.
+//!
+//! Every operation runs in a dedicated, short-lived std thread that `setns(2)`s into the pod
+//! (`CLONE_NEWNET` is per-thread, so the daemon's other threads stay where they are) and
+//! builds its own tokio `current_thread` runtime, so the rtnetlink socket is opened inside the
+//! pod's namespace. The calling thread blocks until that thread is done: from async code, call
+//! these functions through `tokio::task::spawn_blocking`.
+//!
+//! Everything is done with ioctls and rtnetlink; nothing shells out to `ip`.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
+use nix::sched::CloneFlags;
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+use crate::tap::{Tap, TapOptions};
+
+/// Where `ip netns add NAME` mounts named namespaces.
+pub const NETNS_RUN_DIR: &str = "/var/run/netns";
+
+/// What to create inside the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIfConfig {
+    /// Network namespace file (see [`resolve_netns`]).
+    pub netns: PathBuf,
+    /// Interface name inside the pod, usually `eth0`.
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    /// Negotiate TAP offloads (CSUM/TSO/USO); the vnet header is always on.
+    pub offload: bool,
+}
+
+/// What [`inspect_pod`] found in the pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(dead_code)] // read by CNI CHECK (vswitch-cni), not wired yet
+pub struct PodIfState {
+    pub ifname: String,
+    /// False when the interface does not exist; the other fields are then empty.
+    pub exists: bool,
+    pub ifindex: u32,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// IPv4 addresses on the interface, with prefix length.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Gateway of the main-table IPv4 default route through this interface, if any.
+    pub default_gateway: Option<Ipv4Addr>,
+}
+
+#[allow(dead_code)] // used by CNI CHECK (vswitch-cni), not wired yet
+impl PodIfState {
+    /// Compares with what [`attach_pod`] would have configured (CNI CHECK); the error lists
+    /// every mismatch.
+    pub fn check(&self, cfg: &PodIfConfig) -> anyhow::Result<()> {
+        let (ifname, ns) = (&cfg.ifname, cfg.netns.display());
+        if !self.exists {
+            bail!("interface {ifname} does not exist in netns {ns}");
+        }
+        let mut bad = Vec::new();
+        if self.mac != Some(cfg.mac) {
+            bad.push(format!("mac is {:?}", self.mac.map(fmt_mac)));
+        }
+        if self.mtu != cfg.mtu {
+            bad.push(format!("mtu is {}", self.mtu));
+        }
+        if !self.up {
+            bad.push("link is down".to_string());
+        }
+        if !self.addrs.contains(&(cfg.addr, cfg.prefix_len)) {
+            bad.push(format!("addresses are {:?}", self.addrs));
+        }
+        if self.default_gateway != Some(cfg.gateway) {
+            bad.push(format!("default route via {:?}", self.default_gateway));
+        }
+        if !bad.is_empty() {
+            let (mac, mtu, gw) = (fmt_mac(cfg.mac), cfg.mtu, cfg.gateway);
+            let want = format!("{mac} mtu {mtu} {}/{} via {gw}", cfg.addr, cfg.prefix_len);
+            bail!("{ifname} in netns {ns}: {} (want {want})", bad.join("; "));
+        }
+        Ok(())
+    }
+}
+
+/// Resolves NETNS as the CLI takes it: a bare name means `/var/run/netns/NAME`; anything with
+/// a `/` is a path (`/var/run/netns/x`, `/proc/PID/ns/net`). Errors if it does not exist or
+/// is not a network namespace file.
+pub fn resolve_netns(spec: &str) -> anyhow::Result<PathBuf> {
+    if spec.is_empty() || spec == "." || spec == ".." {
+        bail!("invalid network namespace {spec:?}");
+    }
+    let path = if spec.contains('/') {
+        PathBuf::from(spec)
+    } else {
+        Path::new(NETNS_RUN_DIR).join(spec)
+    };
+    let file = File::open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!(
+            "network namespace {spec:?} not found: {} does not exist",
+            path.display()
+        ),
+        _ => anyhow!(e).context(format!("opening network namespace {}", path.display())),
+    })?;
+    check_netns_file(&file, &path)?;
+    Ok(path)
+}
+
+/// Creates `cfg.ifname` as a TAP inside `cfg.netns` and configures it (MAC, MTU, `lo` up,
+/// IPv4 address, link up, default route, IPv6 off). Returns the TAP fd (usable from any
+/// namespace; the TAP disappears when it is closed) and the interface index in the pod.
+/// On any failure after the TAP was created it is destroyed again.
+pub fn attach_pod(cfg: &PodIfConfig) -> anyhow::Result<(OwnedFd, u32)> {
+    if cfg.prefix_len == 0 || cfg.prefix_len > 32 {
+        bail!("invalid prefix length /{} for {}", cfg.prefix_len, cfg.addr);
+    }
+    if cfg.mac[0] & 1 != 0 || cfg.mac == [0; 6] {
+        let mac = fmt_mac(cfg.mac);
+        bail!("invalid pod MAC {mac}: must be non-zero unicast");
+    }
+    let ns = open_netns(&cfg.netns)?;
+    let cfg = cfg.clone();
+    in_netns(ns, "attach", move |h| async move {
+        let (ifname, ns) = (&cfg.ifname, cfg.netns.display());
+        let ctx = format!("{ifname} in netns {ns}");
+        if get_link(&h, ifname).await?.is_some() {
+            bail!("interface {ifname} already exists in netns {ns}");
+        }
+        let tap = Tap::create(&TapOptions {
+            ifname: cfg.ifname.clone(),
+            vnet_hdr: true,
+            offload: cfg.offload,
+            nonblocking: true,
+        })
+        .with_context(|| format!("creating TAP {ctx}"))?;
+        match configure(&h, &tap, &cfg).await {
+            Ok(ifindex) => {
+                tracing::info!(ifname = %cfg.ifname, ifindex, netns = %cfg.netns.display(),
+                    offloads = %crate::tap::offload_names(tap.offloads()), "pod attached");
+                Ok((tap.into_fd(), ifindex))
+            }
+            // Dropping the only fd of a non-persistent TAP unregisters it.
+            Err(e) => {
+                drop(tap);
+                Err(e.context(format!("configuring {ctx} (TAP removed)")))
+            }
+        }
+    })
+}
+
+/// Removes the pod's interface if it still exists. A missing netns or link is success.
+pub fn detach_pod(netns: &Path, ifname: &str) -> anyhow::Result<()> {
+    let ns = match File::open(netns) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!(netns = %netns.display(), "detach: netns already gone");
+            return Ok(());
+        }
+        Err(e) => return Err(e).context(format!("opening netns {}", netns.display())),
+    };
+    if let Err(e) = check_netns_file(&ns, netns) {
+        // E.g. the placeholder file `ip netns del` left after unmounting: the namespace is gone.
+        tracing::warn!(netns = %netns.display(), "detach: {e:#}; treating as already gone");
+        return Ok(());
+    }
+    let ifname = ifname.to_string();
+    in_netns(ns, "detach", move |h| async move {
+        let Some(link) = get_link(&h, &ifname).await? else {
+            return Ok(());
+        };
+        match h.link().del(link.header.index).execute().await {
+            Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(()),
+            r => r.with_context(|| format!("deleting {ifname}")),
+        }
+    })
+}
+
+/// Reads back what is configured on `ifname` in `netns` (for CNI CHECK).
+#[allow(dead_code)] // used by CNI CHECK (vswitch-cni), not wired yet
+pub fn inspect_pod(netns: &Path, ifname: &str) -> anyhow::Result<PodIfState> {
+    let ns = open_netns(netns)?;
+    let ifname = ifname.to_string();
+    in_netns(ns, "inspect", move |h| async move {
+        let ifname2 = ifname.clone();
+        let mut st = PodIfState {
+            ifname: ifname2,
+            ..Default::default()
+        };
+        let Some(link) = get_link(&h, &ifname).await? else {
+            return Ok(st);
+        };
+        st.exists = true;
+        st.ifindex = link.header.index;
+        st.up = link.header.flags.contains(LinkFlags::Up);
+        for attr in &link.attributes {
+            match attr {
+                LinkAttribute::Mtu(m) => st.mtu = *m,
+                LinkAttribute::Address(a) => st.mac = a.as_slice().try_into().ok(),
+                _ => {}
+            }
+        }
+        let req = h.address().get().set_link_index_filter(st.ifindex);
+        let mut addrs = req.execute();
+        while let Some(msg) = addrs.try_next().await.context("RTM_GETADDR")? {
+            let (mut local, mut address) = (None, None);
+            for attr in &msg.attributes {
+                match attr {
+                    AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
+                    AddressAttribute::Address(IpAddr::V4(a)) => address = Some(*a),
+                    _ => {}
+                }
+            }
+            if let Some(a) = local.or(address) {
+                st.addrs.push((a, msg.header.prefix_len));
+            }
+        }
+        let req = h
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build());
+        let mut routes = req.execute();
+        while let Some(r) = routes.try_next().await.context("RTM_GETROUTE")? {
+            // Main table (254) fits the header byte; RTA_TABLE only matters for ids > 255.
+            let hd = &r.header;
+            if hd.table != RouteHeader::RT_TABLE_MAIN || hd.destination_prefix_length != 0 {
+                continue;
+            }
+            let (mut oif, mut gw) = (None, None);
+            for attr in &r.attributes {
+                match attr {
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                    _ => {}
+                }
+            }
+            if oif == Some(st.ifindex) && gw.is_some() {
+                st.default_gateway = gw;
+            }
+        }
+        Ok(st)
+    })
+}
+
+/// Sets MAC/MTU, disables IPv6, brings `lo` up, adds the address, brings the link up and
+/// adds the default route. Returns the ifindex.
+async fn configure(h: &Handle, tap: &Tap, cfg: &PodIfConfig) -> anyhow::Result<u32> {
+    let name = tap.name();
+    let index = get_link(h, name)
+        .await?
+        .ok_or_else(|| anyhow!("TAP {name} vanished right after creation"))?
+        .header
+        .index;
+    let link = LinkUnspec::new_with_index(index);
+    set_link(h, link.address(cfg.mac.to_vec()).mtu(cfg.mtu).build())
+        .await
+        .with_context(|| format!("setting MAC {} and MTU {}", fmt_mac(cfg.mac), cfg.mtu))?;
+    // Before the link goes up, so the pod never sends router solicitations or MLD reports.
+    disable_ipv6(h, name).await;
+    set_link(h, LinkUnspec::new_with_name("lo").up().build())
+        .await
+        .context("bringing lo up")?;
+    h.address()
+        .add(index, IpAddr::V4(cfg.addr), cfg.prefix_len)
+        .execute()
+        .await
+        .with_context(|| format!("adding address {}/{}", cfg.addr, cfg.prefix_len))?;
+    set_link(h, LinkUnspec::new_with_index(index).up().build())
+        .await
+        .context("setting link up")?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(cfg.gateway)
+        .output_interface(index)
+        .build();
+    h.route()
+        .add(route)
+        .execute()
+        .await
+        .with_context(|| format!("adding default route via {}", cfg.gateway))?;
+    Ok(index)
+}
+
+/// Writes `net.ipv6.conf.<ifname>.disable_ipv6 = 1`. Net sysctls resolve against the
+/// opening thread's network namespace, not the mount's; that is double-checked here by
+/// comparing `/proc/sys/net/ipv6/conf/` with the links netlink sees, so a write can never
+/// land on a same-named interface of the daemon's namespace. Best effort: failures are logged.
+async fn disable_ipv6(h: &Handle, ifname: &str) {
+    let conf = Path::new("/proc/sys/net/ipv6/conf");
+    let Ok(dir) = std::fs::read_dir(conf) else {
+        tracing::debug!("no {} (IPv6 disabled in the kernel?)", conf.display());
+        return;
+    };
+    let mut sysctl_links: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n != "all" && n != "default")
+        .collect();
+    let mut nl_links: Vec<String> = match h.link().get().execute().try_collect::<Vec<_>>().await {
+        Ok(links) => links.iter().filter_map(link_name).collect(),
+        Err(e) => {
+            tracing::warn!("not disabling IPv6 on {ifname}: link dump failed: {e}");
+            return;
+        }
+    };
+    sysctl_links.sort();
+    nl_links.sort();
+    if sysctl_links != nl_links {
+        tracing::warn!(
+            ?sysctl_links,
+            ?nl_links,
+            "not disabling IPv6 on {ifname}: /proc/sys/net does not reflect the pod netns"
+        );
+        return;
+    }
+    let path = conf.join(ifname).join("disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Ok(()) => tracing::debug!("IPv6 disabled on {ifname}"),
+        Err(e) => tracing::warn!("writing {}: {e}", path.display()),
+    }
+}
+
+/// The link called `name` in the handle's namespace, `None` if there is none.
+async fn get_link(h: &Handle, name: &str) -> anyhow::Result<Option<LinkMessage>> {
+    let mut req = h.link().get().match_name(name.to_string()).execute();
+    match req.try_next().await {
+        Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(None),
+        r => r.with_context(|| format!("looking up link {name}")),
+    }
+}
+
+/// `ip link set` (RTM_NEWLINK without NLM_F_CREATE).
+async fn set_link(h: &Handle, msg: LinkMessage) -> Result<(), rtnetlink::Error> {
+    h.link().change(msg).execute().await
+}
+
+fn link_name(l: &LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+/// Positive errno of a netlink error reply.
+fn nl_errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}
+
+fn open_netns(path: &Path) -> anyhow::Result<File> {
+    let f = File::open(path).with_context(|| format!("opening netns {}", path.display()))?;
+    check_netns_file(&f, path)?;
+    Ok(f)
+}
+
+/// Errors unless `file` is a namespace file (on nsfs) of type network.
+fn check_netns_file(file: &File, path: &Path) -> anyhow::Result<()> {
+    let fs =
+        nix::sys::statfs::fstatfs(file).with_context(|| format!("statfs {}", path.display()))?;
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+        bail!(
+            "{} is not a network namespace (not on nsfs)",
+            path.display()
+        );
+    }
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns the CLONE_NEW* type of the
+    // namespace the fd refers to; `file` is open for the duration of the call.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
+    if kind < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("NS_GET_NSTYPE on {}", path.display()));
+    }
+    if kind != libc::CLONE_NEWNET {
+        bail!(
+            "{} is a namespace, but not a network namespace",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `f` with an rtnetlink handle on a fresh thread that has joined `ns`. The thread (and
+/// its netns membership, netlink socket and runtime) ends with the call.
+fn in_netns<T, F, Fut>(ns: File, what: &'static str, f: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let thread = std::thread::Builder::new()
+        .name(format!("podnet-{what}"))
+        .spawn(move || -> anyhow::Result<T> {
+            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).context("setns(CLONE_NEWNET)")?;
+            drop(ns);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building netlink runtime")?;
+            rt.block_on(async move {
+                let (conn, handle, _) = rtnetlink::new_connection().context("netlink socket")?;
+                let conn = tokio::spawn(conn);
+                let r = f(handle).await;
+                conn.abort();
+                r
+            })
+        })
+        .context("spawning netns thread")?;
+    thread
+        .join()
+        .map_err(|_| anyhow!("podnet {what} thread panicked"))?
+}
+
+fn fmt_mac(m: [u8; 6]) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}

@@ -1,0 +1,195 @@
+//! Persistent state: what the daemon must remember across restarts (ports with their
+//! addresses, peers, the allocator's cursor), written crash-safe, and the single-instance
+//! lock on the state directory.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Version of the state file format.
+const STATE_VERSION: u32 = 1;
+
+/// A port as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortRecord {
+    pub name: String,
+    pub namespace: String,
+    /// The resolved network namespace path.
+    pub netns: String,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A peer as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub node: String,
+    pub underlay: Ipv4Addr,
+    pub pod_cidr: String,
+    pub vtep_mac: String,
+}
+
+/// Everything persisted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PersistedState {
+    pub version: u32,
+    pub pod_cidr: String,
+    pub ports: Vec<PortRecord>,
+    pub peers: Vec<PeerRecord>,
+    /// The last address handed out (allocation goes round-robin from here).
+    pub last_allocated: Option<Ipv4Addr>,
+}
+
+/// The state directory, locked for this daemon's lifetime.
+pub struct Store {
+    dir: PathBuf,
+    // Held for the flock: dropping it releases the lock.
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl Store {
+    /// Opens (creating) the state directory, takes its lock and checks that no other
+    /// daemon serves on `socket`. A stale socket file is removed.
+    pub fn open(dir: &Path, socket: &Path) -> Result<Store> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("--state-dir: cannot create {}", dir.display()))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("lock"))
+            .with_context(|| format!("--state-dir: cannot open {}/lock", dir.display()))?;
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--state-dir: another vswitchd is running with state directory {}",
+                    dir.display()
+                )
+            })?;
+        if socket.exists() {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                bail!(
+                    "--socket: another vswitchd is serving on {}",
+                    socket.display()
+                );
+            }
+            fs::remove_file(socket)
+                .with_context(|| format!("removing stale socket {}", socket.display()))?;
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Loads the state, or an empty one for a fresh directory.
+    pub fn load(&self) -> Result<PersistedState> {
+        let path = self.path();
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let st: PersistedState = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                if st.version != STATE_VERSION {
+                    bail!(
+                        "{}: state version {} is not supported (expected {STATE_VERSION})",
+                        path.display(),
+                        st.version
+                    );
+                }
+                Ok(st)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PersistedState {
+                version: STATE_VERSION,
+                ..Default::default()
+            }),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes the state crash-safe: a temporary file, fsync, rename over the old one, fsync
+    /// of the directory. After it returns, a crash at any point keeps this state.
+    pub fn save(&self, st: &PersistedState) -> Result<()> {
+        let mut st = st.clone();
+        st.version = STATE_VERSION;
+        let bytes = serde_json::to_vec_pretty(&st)?;
+        let tmp = self.dir.join("state.json.tmp");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, self.path())?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vswitchd-state-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let d = tempdir("rt");
+        let store = Store::open(&d, &d.join("sock")).unwrap();
+        assert_eq!(store.load().unwrap().ports.len(), 0);
+        let st = PersistedState {
+            version: STATE_VERSION,
+            pod_cidr: "198.18.1.0/24".into(),
+            ports: vec![PortRecord {
+                name: "a".into(),
+                namespace: "default".into(),
+                netns: "/var/run/netns/a".into(),
+                ifname: "eth0".into(),
+                ip: "198.18.1.2".parse().unwrap(),
+                prefix_len: 24,
+                mac: "0a:58:c6:12:01:02".into(),
+                labels: BTreeMap::new(),
+            }],
+            peers: vec![],
+            last_allocated: Some("198.18.1.2".parse().unwrap()),
+        };
+        store.save(&st).unwrap();
+        assert_eq!(store.load().unwrap(), st);
+        drop(store);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn second_instance_is_refused() {
+        let d = tempdir("lock");
+        let first = Store::open(&d, &d.join("sock")).unwrap();
+        let err = Store::open(&d, &d.join("sock")).err().unwrap().to_string();
+        assert!(err.contains("another vswitchd"), "{err}");
+        drop(first);
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

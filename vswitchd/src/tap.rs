@@ -1,0 +1,258 @@
+//! TAP devices opened straight through `/dev/net/tun` ioctls.
+//!
+//! We use this small module instead of the `tun-tap` / `tun-rs` crates on purpose: the fast
+//! path needs full control of `IFF_VNET_HDR` (and its header size), `TUNSETOFFLOAD`
+//! negotiation (CSUM/TSO4/TSO6, plus USO4/USO6 where the kernel has it), `TUNSETPERSIST` and
+//! `IFF_MULTI_QUEUE`, and those crates either hide or do not expose these knobs.
+//!
+//! A TAP is created in the network namespace of the **calling thread** (precisely: the one in
+//! effect when `/dev/net/tun` is opened). The returned fd keeps working from any namespace,
+//! so a thread can `setns(2)` into a pod, create the TAP, hand the fd back and exit.
+//!
+//! Frames read from / written to a TAP with `vnet_hdr` are preceded by a
+//! [`VNET_HDR_LEN`]-byte `struct virtio_net_hdr` (no `num_buffers`, host endianness).
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use anyhow::{bail, Context};
+
+/// Size of the `virtio_net_hdr` in front of every frame when `vnet_hdr` is on.
+pub const VNET_HDR_LEN: usize = 10;
+
+/// Offload sets tried in order by [`Tap::create`] when `offload` is requested.
+const OFFLOAD_LADDER: [u32; 3] = [
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_USO4 | libc::TUN_F_USO6,
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+    libc::TUN_F_CSUM,
+];
+
+/// How to open a TAP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapOptions {
+    /// Interface name (at most 15 bytes). A kernel template such as `tap%d` also works.
+    pub ifname: String,
+    /// Prefix every frame with a 10-byte `virtio_net_hdr` (`IFF_VNET_HDR`).
+    pub vnet_hdr: bool,
+    /// Negotiate `TUNSETOFFLOAD` CSUM|TSO4|TSO6 (+ USO4|USO6 when the kernel accepts them).
+    /// Requires `vnet_hdr`.
+    pub offload: bool,
+    /// Open the fd with `O_NONBLOCK`.
+    pub nonblocking: bool,
+}
+
+/// An open TAP queue. Dropping it closes the fd, which removes a non-persistent TAP.
+#[derive(Debug)]
+pub struct Tap {
+    fd: OwnedFd,
+    name: String,
+    /// The `TUN_F_*` set the kernel accepted (0 when offloads are off).
+    offloads: u32,
+}
+
+impl Tap {
+    /// Creates (or attaches to) a TAP named `opts.ifname` in the network namespace of the
+    /// calling thread, with `IFF_TAP | IFF_NO_PI` (`| IFF_VNET_HDR`).
+    ///
+    /// With `vnet_hdr` the header size is set to (and verified as) 10 bytes. With `offload`
+    /// the richest offload set the kernel accepts is enabled (see [`Tap::offloads`]);
+    /// without it offloads are explicitly cleared.
+    pub fn create(opts: &TapOptions) -> anyhow::Result<Tap> {
+        let name = opts.ifname.as_bytes();
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            bail!(
+                "invalid TAP name {:?}: must be 1..={} bytes",
+                opts.ifname,
+                libc::IFNAMSIZ - 1
+            );
+        }
+        if name
+            .iter()
+            .any(|&b| b == 0 || b == b'/' || b.is_ascii_whitespace())
+        {
+            bail!(
+                "invalid TAP name {:?}: contains NUL, '/' or whitespace",
+                opts.ifname
+            );
+        }
+        if opts.offload && !opts.vnet_hdr {
+            bail!(
+                "TAP {}: offloads need vnet_hdr (GSO metadata travels in it)",
+                opts.ifname
+            );
+        }
+
+        let mut flags = libc::O_CLOEXEC;
+        if opts.nonblocking {
+            flags |= libc::O_NONBLOCK;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags)
+            .open("/dev/net/tun")
+            .context("opening /dev/net/tun (is the tun module loaded? CAP_NET_ADMIN?)")?;
+        let fd = OwnedFd::from(file);
+
+        // SAFETY: `ifreq` is a plain C struct (char array + union of PODs); all-zero is a
+        // valid value for it.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, &src) in ifr.ifr_name.iter_mut().zip(name) {
+            *dst = src as libc::c_char;
+        }
+        let mut ifr_flags = libc::IFF_TAP | libc::IFF_NO_PI;
+        if opts.vnet_hdr {
+            ifr_flags |= libc::IFF_VNET_HDR;
+        }
+        ifr.ifr_ifru.ifru_flags = ifr_flags as libc::c_short;
+        // SAFETY: TUNSETIFF reads and writes back one `struct ifreq`; `ifr` is a properly
+        // sized and aligned `libc::ifreq` that lives across the call, and `fd` is an open
+        // /dev/net/tun descriptor.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            let hint = match err.raw_os_error() {
+                Some(libc::EBUSY) => ": a TAP of that name exists and is already attached",
+                Some(libc::EINVAL) => ": an interface of that name exists and is not a TAP",
+                Some(libc::EPERM) => ": CAP_NET_ADMIN required",
+                _ => "",
+            };
+            return Err(err).with_context(|| format!("TUNSETIFF {}{hint}", opts.ifname));
+        }
+        // The kernel writes the final name back (it differs when a `%d` template was used).
+        let name: Vec<u8> = ifr
+            .ifr_name
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        let name = String::from_utf8_lossy(&name).into_owned();
+
+        if opts.vnet_hdr {
+            let want = VNET_HDR_LEN as libc::c_int;
+            // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer; `want` is a live
+            // `c_int` on our stack.
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &want) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error())
+                    .with_context(|| format!("TUNSETVNETHDRSZ {want} on {name}"));
+            }
+            let mut got: libc::c_int = 0;
+            // SAFETY: TUNGETVNETHDRSZ writes one `int` through the pointer; `got` is a live,
+            // writable `c_int`.
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETVNETHDRSZ, &mut got) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error())
+                    .with_context(|| format!("TUNGETVNETHDRSZ on {name}"));
+            }
+            if got != want {
+                bail!("TAP {name}: vnet header size is {got}, expected {want}");
+            }
+        }
+
+        let offloads = if opts.offload {
+            negotiate_offloads(fd.as_fd(), &name)?
+        } else {
+            // Clear anything a previous owner of a persistent TAP may have left enabled.
+            set_offload(fd.as_fd(), 0).with_context(|| format!("TUNSETOFFLOAD 0 on {name}"))?;
+            0
+        };
+
+        Ok(Tap { fd, name, offloads })
+    }
+
+    /// The raw fd (still owned by this `Tap`).
+    #[allow(dead_code)] // kept for callers that borrow the fd (multi-queue workers)
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Gives up ownership of the fd (the TAP lives as long as the fd, unless persistent).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// Interface name as the kernel reports it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `TUN_F_*` offload bits the kernel accepted (0 if offloads are off).
+    pub fn offloads(&self) -> u32 {
+        self.offloads
+    }
+}
+
+impl AsFd for Tap {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Human-readable list of `TUN_F_*` bits, for logs.
+pub fn offload_names(bits: u32) -> String {
+    const NAMES: [(u32, &str); 7] = [
+        (libc::TUN_F_CSUM, "CSUM"),
+        (libc::TUN_F_TSO4, "TSO4"),
+        (libc::TUN_F_TSO6, "TSO6"),
+        (libc::TUN_F_TSO_ECN, "TSO_ECN"),
+        (libc::TUN_F_UFO, "UFO"),
+        (libc::TUN_F_USO4, "USO4"),
+        (libc::TUN_F_USO6, "USO6"),
+    ];
+    let v: Vec<&str> = NAMES
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|&(_, n)| n)
+        .collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join("|")
+    }
+}
+
+fn set_offload(fd: BorrowedFd<'_>, bits: u32) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long bit set), no
+    // memory is passed; `fd` is a live TUN/TAP descriptor borrowed for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, bits as libc::c_ulong) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Tries the offload sets from richest to poorest; the kernel answers EINVAL for bits it
+/// does not know (e.g. USO before 6.2). Falls back to no offloads rather than failing.
+fn negotiate_offloads(fd: BorrowedFd<'_>, name: &str) -> anyhow::Result<u32> {
+    for bits in OFFLOAD_LADDER {
+        match set_offload(fd, bits) {
+            Ok(()) => {
+                tracing::debug!(tap = name, offloads = %offload_names(bits), "TAP offloads active");
+                return Ok(bits);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(tap = name, refused = %offload_names(bits), "kernel refused offload set, trying a smaller one");
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("TUNSETOFFLOAD {} on {name}", offload_names(bits)))
+            }
+        }
+    }
+    tracing::warn!(
+        tap = name,
+        "kernel refused every TAP offload set; running without offloads"
+    );
+    set_offload(fd, 0).with_context(|| format!("TUNSETOFFLOAD 0 on {name}"))?;
+    Ok(0)
+}
