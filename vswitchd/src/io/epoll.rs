@@ -60,12 +60,7 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
                     let tables = ctx.datapath.tables();
                     let now = ctx.now_ms();
                     for _ in 0..BATCH {
-                        let (n, src) = match sock.recv_from(buf.udp_read_region()) {
-                            Ok((n, std::net::SocketAddr::V4(src))) => (n, src),
-                            Ok(_) => continue,
-                            Err(_) => break,
-                        };
-                        buf.set_udp_read_len(n);
+                        let Some(src) = super::tunnel::recv(sock, &mut buf) else { break };
                         let v = ctx.datapath.from_tunnel(&tables, src, &mut buf, now);
                         carry_out(&ctx, &ports, &mut buf, v, &mut tunnel);
                     }

@@ -25,6 +25,9 @@ use vswitch_datapath::{Datapath, PortId};
 /// Most frames one port may hand in per wakeup, so a busy port cannot starve the others.
 pub const BATCH: usize = 64;
 
+/// Send and receive buffer size of the tunnel socket.
+const SOCKET_BUFFER: usize = 8 << 20;
+
 /// What the control plane tells an engine.
 pub enum Command {
     /// Start serving a port's TAP.
@@ -139,7 +142,18 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> std::io::Result<()> {
 fn tunnel_socket(underlay: Ipv4Addr, port: u16) -> Result<UdpSocket> {
     let sock = UdpSocket::bind(SocketAddrV4::new(underlay, port))
         .with_context(|| format!("--underlay: cannot bind UDP {underlay}:{port}"))?;
-    sock.set_nonblocking(true)?;
+    // Blocking sends: a full send buffer pushes back on the engine (as a qdisc would)
+    // instead of losing whole segmented super-frames. Receives pass MSG_DONTWAIT.
+    sock.set_nonblocking(false)?;
+    // Room for bursts of segmented super-frames; FORCE needs CAP_NET_ADMIN, else the
+    // plain option (capped by net.core.[rw]mem_max) is the fallback.
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(&sock, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&sock, sockopt::SndBuf, &SOCKET_BUFFER);
+    }
+    if setsockopt(&sock, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&sock, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
     Ok(sock)
 }
 

@@ -187,6 +187,7 @@ impl Engine {
                 self.free.push(b);
                 if res < 0 {
                     self.ctx.datapath.count_drop(DropReason::TxError);
+                    tracing::debug!(port, errno = -res, "TAP write failed");
                 }
             }
             OP_WAKE => {
@@ -273,14 +274,12 @@ impl Engine {
             let Some(b) = self.free.pop() else { return };
             let Some(sock) = &self.ctx.tunnel else { return };
             let buf = &mut self.bufs[b as usize];
-            match sock.recv_from(buf.udp_read_region()) {
-                Ok((n, std::net::SocketAddr::V4(src))) => {
-                    buf.set_udp_read_len(n);
+            match super::tunnel::recv(sock, buf) {
+                Some(src) => {
                     let v = dp.from_tunnel(&tables, src, buf, now);
                     self.carry_out(b, v);
                 }
-                Ok(_) => self.free.push(b),
-                Err(_) => {
+                None => {
                     self.free.push(b);
                     return;
                 }
