@@ -54,6 +54,7 @@ impl ProtoError {
             _ => None,
         };
         Response::Error(ErrorBody {
+            kind: ErrorKind::Invalid,
             field,
             message: self.to_string(),
         })
@@ -183,6 +184,7 @@ mod tests {
     #[test]
     fn response_round_trip() {
         let resp = Response::Error(ErrorBody {
+            kind: ErrorKind::Invalid,
             field: Some("mac".into()),
             message: "malformed MAC address `zz`".into(),
         });

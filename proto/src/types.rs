@@ -34,6 +34,18 @@ pub enum Request {
     },
     /// List peer nodes with their traffic counters.
     PeerList,
+    /// CNI ADD: attach a container's interface, or return the attachment it already has
+    /// (same container id and interface name: same address).
+    CniAdd(CniAttach),
+    /// CNI DEL: detach a container's interface; success when there is none.
+    CniDel(CniKey),
+    /// CNI CHECK: verify that the interface, address and route are still in place.
+    CniCheck(CniAttach),
+    /// CNI GC: remove every CNI attachment not listed.
+    CniGc {
+        /// The attachments to keep.
+        valid: Vec<CniKey>,
+    },
     /// Counters: drops by reason, and per port (or for one port).
     Stats {
         /// Limit per-port counters to this port name.
@@ -87,6 +99,32 @@ pub struct PortSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Names a CNI attachment: (container id, interface name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CniKey {
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_IFNAME.
+    pub ifname: String,
+}
+
+/// What the CNI plugin asks for on ADD and CHECK.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CniAttach {
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_IFNAME.
+    pub ifname: String,
+    /// CNI_NETNS (a path).
+    pub netns: String,
+    /// K8S_POD_NAME from CNI_ARGS; the port is named after it when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// K8S_POD_NAMESPACE from CNI_ARGS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+}
+
 /// A port as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortInfo {
@@ -114,6 +152,9 @@ pub struct PortInfo {
     pub mtu: u32,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// The CNI container id, for ports attached through the CNI plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// What `peer add` asks for.
@@ -212,9 +253,31 @@ pub struct StatsReport {
     pub ports: Vec<PortStats>,
 }
 
+/// What kind of failure an error is (clients map it, e.g. to CNI error codes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request was wrong (a field, a version, the framing).
+    Invalid,
+    /// What the request names does not exist.
+    NotFound,
+    /// What the request would create exists already.
+    Exists,
+    /// A pool (addresses) is used up.
+    Exhausted,
+    /// A temporary failure; trying again later may succeed.
+    Unavailable,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
 /// A failure, naming the offending field when there is one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// What kind of failure.
+    #[serde(default)]
+    pub kind: ErrorKind,
     /// The request field that was wrong (`ip`, `mac`, `netns`, `name`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -255,8 +318,9 @@ pub enum Response {
 
 impl Response {
     /// An error response naming `field`.
-    pub fn error(field: Option<&str>, message: impl Into<String>) -> Response {
+    pub fn error(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Response {
         Response::Error(ErrorBody {
+            kind,
             field: field.map(str::to_string),
             message: message.into(),
         })

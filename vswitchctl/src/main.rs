@@ -549,7 +549,7 @@ mod tests {
         );
         let err = render(
             &cmd,
-            Response::error(Some("node"), "no peer `node2`"),
+            Response::error(vswitch_proto::ErrorKind::NotFound, Some("node"), "no peer `node2`"),
             Format::Table,
         )
         .unwrap_err();

@@ -278,6 +278,7 @@ mod tests {
                 gateway: "198.18.1.1".into(),
                 mtu: 1450,
                 labels: [("app".to_string(), "nginx".to_string())].into(),
+                container_id: None,
             },
             PortInfo {
                 name: "bb".into(),
@@ -292,6 +293,7 @@ mod tests {
                 gateway: "198.18.1.1".into(),
                 mtu: 1450,
                 labels: Default::default(),
+                container_id: None,
             },
         ]
     }

@@ -94,6 +94,7 @@ fn sample_port(name: &str, ip: &str) -> PortInfo {
         gateway: "198.18.1.1".into(),
         mtu: 1450,
         labels: [("app".to_string(), name.to_string())].into(),
+        container_id: None,
     }
 }
 
@@ -183,6 +184,7 @@ fn daemon_error_exits_1_and_names_the_field() {
     let sock = SocketPath::new("daemon-error");
     fake_daemon(&sock.0, |_| {
         Response::Error(ErrorBody {
+            kind: Default::default(),
             field: Some("netns".into()),
             message: "no network namespace `nope`".into(),
         })

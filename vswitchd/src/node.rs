@@ -18,16 +18,39 @@ use vswitch_datapath::{
     Datapath, Ipv4Cidr, LinkCounters, Mac, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
 use vswitch_proto::{
+    ErrorKind,
     NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats, Request, Response,
     StatsReport,
 };
 
-/// An error answer: (field, message).
-type Reject = (Option<&'static str>, String);
+/// An error answer: (kind, field, message).
+type Reject = (ErrorKind, Option<&'static str>, String);
 
+/// The request's `field` is wrong.
 fn reject(field: &'static str, msg: impl Into<String>) -> Reject {
-    (Some(field), msg.into())
+    (ErrorKind::Invalid, Some(field), msg.into())
 }
+
+/// What `field` names does not exist.
+fn not_found(field: &'static str, msg: impl Into<String>) -> Reject {
+    (ErrorKind::NotFound, Some(field), msg.into())
+}
+
+/// What `field` names exists already.
+fn exists(field: &'static str, msg: impl Into<String>) -> Reject {
+    (ErrorKind::Exists, Some(field), msg.into())
+}
+
+/// Saving the state failed; the change was rolled back.
+fn save_failed(e: anyhow::Error) -> Reject {
+    (
+        ErrorKind::Unavailable,
+        None,
+        format!("saving state failed, nothing changed: {e:#}"),
+    )
+}
+
+mod cni;
 
 struct Port {
     rec: PortRecord,
@@ -99,7 +122,7 @@ impl Node {
                     Ok(peer) => {
                         inner.peers.insert(rec.node.clone(), peer);
                     }
-                    Err((_, msg)) => warn!(peer = %rec.node, "dropping persisted peer: {msg}"),
+                    Err((_, _, msg)) => warn!(peer = %rec.node, "dropping persisted peer: {msg}"),
                 }
             }
             for rec in st.ports {
@@ -140,8 +163,12 @@ impl Node {
         let mut inner = self.inner.lock().await;
         let result = match req {
             Request::NodeShow => Ok(Response::Node(self.node_info(&inner))),
-            Request::PortAdd(spec) => self.port_add(&mut inner, spec).await,
+            Request::PortAdd(spec) => self.port_add(&mut inner, spec, None).await,
             Request::PortDel(key) => self.port_del(&mut inner, key).await,
+            Request::CniAdd(a) => self.cni_add(&mut inner, a).await,
+            Request::CniDel(k) => self.cni_del(&mut inner, k).await,
+            Request::CniCheck(a) => self.cni_check(&inner, a).await,
+            Request::CniGc { valid } => self.cni_gc(&mut inner, valid).await,
             Request::PortList => Ok(Response::Ports(
                 inner.ports.values().map(|p| self.port_info(p)).collect(),
             )),
@@ -152,7 +179,7 @@ impl Node {
             )),
             Request::Stats { port, namespace } => self.stats(&inner, port, namespace),
         };
-        result.unwrap_or_else(|(field, msg)| Response::error(field, msg))
+        result.unwrap_or_else(|(kind, field, msg)| Response::error(kind, field, msg))
     }
 
     /// Detaches every port's TAP from the datapath (on shutdown).
@@ -201,13 +228,14 @@ impl Node {
             gateway: cfg.gateway.to_string(),
             mtu: u32::from(cfg.pod_mtu),
             labels: p.rec.labels.clone(),
+            container_id: p.rec.container_id.clone(),
         }
     }
 
-    /// Creates the pod's TAP and registers it with the I/O engine.
-    async fn attach(&self, inner: &mut Inner, rec: &PortRecord, mac: Mac) -> Result<PortId> {
+    /// What the pod's interface must look like.
+    fn pod_if_config(&self, rec: &PortRecord, mac: Mac) -> PodIfConfig {
         let cfg = self.datapath.config();
-        let ifcfg = PodIfConfig {
+        PodIfConfig {
             netns: PathBuf::from(&rec.netns),
             ifname: rec.ifname.clone(),
             mac: mac.0,
@@ -216,7 +244,12 @@ impl Node {
             gateway: cfg.gateway,
             mtu: u32::from(cfg.pod_mtu),
             offload: self.args.offload == OnOff::On,
-        };
+        }
+    }
+
+    /// Creates the pod's TAP and registers it with the I/O engine.
+    async fn attach(&self, inner: &mut Inner, rec: &PortRecord, mac: Mac) -> Result<PortId> {
+        let ifcfg = self.pod_if_config(rec, mac);
         let (fd, _ifindex) = tokio::task::spawn_blocking(move || podnet::attach_pod(&ifcfg))
             .await
             .map_err(|e| anyhow::anyhow!("attach task failed: {e}"))??;
@@ -226,7 +259,12 @@ impl Node {
         Ok(id)
     }
 
-    async fn port_add(&self, inner: &mut Inner, spec: PortSpec) -> Result<Response, Reject> {
+    async fn port_add(
+        &self,
+        inner: &mut Inner,
+        spec: PortSpec,
+        container_id: Option<String>,
+    ) -> Result<Response, Reject> {
         let cfg = self.datapath.config().clone();
         validate::k8s_name(&spec.name).map_err(|e| reject("name", e))?;
         validate::k8s_name(&spec.namespace).map_err(|e| reject("namespace", e))?;
@@ -239,7 +277,7 @@ impl Node {
             namespace: spec.namespace.clone(),
         };
         if inner.ports.contains_key(&key) {
-            return Err(reject(
+            return Err(exists(
                 "name",
                 format!("port {}/{} already exists", key.namespace, key.name),
             ));
@@ -280,6 +318,7 @@ impl Node {
             prefix_len,
             mac: mac.to_string(),
             labels: spec.labels,
+            container_id,
         };
         let id = self
             .attach(inner, &rec, mac)
@@ -303,7 +342,7 @@ impl Node {
             inner.last_allocated = prev_alloc;
             self.io.del_port(id);
             let _ = podnet::detach_pod(port.rec.netns.as_ref(), &port.rec.ifname);
-            return Err((None, format!("saving state failed, nothing changed: {e:#}")));
+            return Err(save_failed(e));
         }
         self.install(inner);
         let p = &inner.ports[&key];
@@ -313,14 +352,14 @@ impl Node {
 
     async fn port_del(&self, inner: &mut Inner, key: PortKey) -> Result<Response, Reject> {
         let Some(port) = inner.ports.remove(&key) else {
-            return Err(reject(
+            return Err(not_found(
                 "name",
                 format!("port {}/{} does not exist", key.namespace, key.name),
             ));
         };
         if let Err(e) = self.persist(inner) {
             inner.ports.insert(key, port);
-            return Err((None, format!("saving state failed, nothing changed: {e:#}")));
+            return Err(save_failed(e));
         }
         self.install(inner);
         if let Some(id) = port.id {
@@ -395,7 +434,13 @@ impl Node {
         (0..size)
             .map(|i| Ipv4Addr::from(first + (start - first + i) % size))
             .find(|ip| !inner.ports.values().any(|p| p.rec.ip == *ip))
-            .ok_or_else(|| reject("ip", format!("no free address left in {cidr}")))
+            .ok_or_else(|| {
+                (
+                    ErrorKind::Exhausted,
+                    Some("ip"),
+                    format!("no free address left in {cidr}"),
+                )
+            })
     }
 
     fn peer_from_record(&self, inner: &mut Inner, rec: PeerRecord) -> Result<Peer, Reject> {
@@ -471,7 +516,7 @@ impl Node {
             if let Some(old) = old {
                 inner.peers.insert(spec.node, old);
             }
-            return Err((None, format!("saving state failed, nothing changed: {e:#}")));
+            return Err(save_failed(e));
         }
         self.install(inner);
         info!(peer = %spec.node, %underlay, pod_cidr = %cidr, "peer added");
@@ -480,11 +525,11 @@ impl Node {
 
     fn peer_del(&self, inner: &mut Inner, node: &str) -> Result<Response, Reject> {
         let Some(peer) = inner.peers.remove(node) else {
-            return Err(reject("node", format!("peer {node} does not exist")));
+            return Err(not_found("node", format!("peer {node} does not exist")));
         };
         if let Err(e) = self.persist(inner) {
             inner.peers.insert(node.to_string(), peer);
-            return Err((None, format!("saving state failed, nothing changed: {e:#}")));
+            return Err(save_failed(e));
         }
         self.install(inner);
         info!(peer = %node, "peer deleted");
@@ -504,7 +549,7 @@ impl Node {
                 namespace: ns.clone(),
             };
             if !inner.ports.contains_key(&key) {
-                return Err(reject("port", format!("port {ns}/{name} does not exist")));
+                return Err(not_found("port", format!("port {ns}/{name} does not exist")));
             }
         }
         let ports = inner

@@ -45,7 +45,6 @@ pub struct PodIfConfig {
 
 /// What [`inspect_pod`] found in the pod.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[allow(dead_code)] // read by CNI CHECK (vswitch-cni), not wired yet
 pub struct PodIfState {
     pub ifname: String,
     /// False when the interface does not exist; the other fields are then empty.
@@ -61,7 +60,6 @@ pub struct PodIfState {
     pub default_gateway: Option<Ipv4Addr>,
 }
 
-#[allow(dead_code)] // used by CNI CHECK (vswitch-cni), not wired yet
 impl PodIfState {
     /// Compares with what [`attach_pod`] would have configured (CNI CHECK); the error lists
     /// every mismatch.
@@ -188,7 +186,6 @@ pub fn detach_pod(netns: &Path, ifname: &str) -> anyhow::Result<()> {
 }
 
 /// Reads back what is configured on `ifname` in `netns` (for CNI CHECK).
-#[allow(dead_code)] // used by CNI CHECK (vswitch-cni), not wired yet
 pub fn inspect_pod(netns: &Path, ifname: &str) -> anyhow::Result<PodIfState> {
     let ns = open_netns(netns)?;
     let ifname = ifname.to_string();

@@ -27,6 +27,9 @@ pub struct PortRecord {
     pub mac: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The CNI container id, for ports attached through the CNI plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// A peer as persisted.
@@ -173,6 +176,7 @@ mod tests {
                 prefix_len: 24,
                 mac: "0a:58:c6:12:01:02".into(),
                 labels: BTreeMap::new(),
+                container_id: Some("c0ffee".into()),
             }],
             peers: vec![],
             last_allocated: Some("198.18.1.2".parse().unwrap()),

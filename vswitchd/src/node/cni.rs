@@ -1,0 +1,146 @@
+//! The CNI verbs (ADD, DEL, CHECK, GC) on top of the port operations. An attachment is
+//! keyed by (container id, interface name); the port is named after the Kubernetes pod
+//! when the runtime passes K8S_POD_NAME, else after the container id.
+
+use super::{not_found, reject, save_failed, Inner, Node, Reject};
+use crate::{podnet, validate};
+use std::collections::BTreeSet;
+use tracing::info;
+use vswitch_proto::{CniAttach, CniKey, ErrorKind, PortKey, PortSpec, Response};
+
+impl Node {
+    fn find_cni(inner: &Inner, container_id: &str, ifname: &str) -> Option<PortKey> {
+        inner
+            .ports
+            .iter()
+            .find(|(_, p)| {
+                p.rec.container_id.as_deref() == Some(container_id) && p.rec.ifname == ifname
+            })
+            .map(|(k, _)| k.clone())
+    }
+
+    pub(super) async fn cni_add(
+        &self,
+        inner: &mut Inner,
+        a: CniAttach,
+    ) -> Result<Response, Reject> {
+        if a.container_id.is_empty() {
+            return Err(reject("container_id", "CNI_CONTAINERID is empty"));
+        }
+        validate::ifname(&a.ifname).map_err(|e| reject("ifname", e))?;
+        if let Some(key) = Self::find_cni(inner, &a.container_id, &a.ifname) {
+            // The same container asking again gets the same attachment.
+            let attached = inner.ports[&key].id.is_some();
+            if !attached {
+                let netns = podnet::resolve_netns(&a.netns)
+                    .map_err(|e| reject("netns", format!("{e:#}")))?;
+                let mut rec = inner.ports[&key].rec.clone();
+                rec.netns = netns.display().to_string();
+                let mac = inner.ports[&key].mac;
+                let id = self
+                    .attach(inner, &rec, mac)
+                    .await
+                    .map_err(|e| reject("netns", format!("cannot attach the pod: {e:#}")))?;
+                let port = inner.ports.get_mut(&key).expect("found above");
+                let old = std::mem::replace(&mut port.rec, rec);
+                port.id = Some(id);
+                port.status = "Running".into();
+                if let Err(e) = self.persist(inner) {
+                    let port = inner.ports.get_mut(&key).expect("found above");
+                    port.rec = old;
+                    port.id = None;
+                    port.status = "Detached".into();
+                    self.io.del_port(id);
+                    return Err(save_failed(e));
+                }
+                self.install(inner);
+            }
+            return Ok(Response::Port(self.port_info(&inner.ports[&key])));
+        }
+        let name = match &a.pod_name {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => {
+                let short: String = a.container_id.chars().take(12).collect();
+                format!("cni-{}", short.to_ascii_lowercase())
+            }
+        };
+        let namespace = a
+            .pod_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let spec = PortSpec {
+            name,
+            namespace,
+            netns: a.netns,
+            ip: None,
+            mac: None,
+            ifname: a.ifname,
+            labels: Default::default(),
+        };
+        self.port_add(inner, spec, Some(a.container_id)).await
+    }
+
+    pub(super) async fn cni_del(&self, inner: &mut Inner, k: CniKey) -> Result<Response, Reject> {
+        match Self::find_cni(inner, &k.container_id, &k.ifname) {
+            Some(key) => self.port_del(inner, key).await,
+            None => Ok(Response::Done), // DEL is idempotent.
+        }
+    }
+
+    pub(super) async fn cni_check(&self, inner: &Inner, a: CniAttach) -> Result<Response, Reject> {
+        let Some(key) = Self::find_cni(inner, &a.container_id, &a.ifname) else {
+            return Err(not_found(
+                "container_id",
+                format!(
+                    "no attachment for container {} interface {}",
+                    a.container_id, a.ifname
+                ),
+            ));
+        };
+        let port = &inner.ports[&key];
+        if port.id.is_none() {
+            return Err((
+                ErrorKind::Other,
+                None,
+                format!("port {}/{} is not attached", key.namespace, key.name),
+            ));
+        }
+        let want = self.pod_if_config(&port.rec, port.mac);
+        let (netns, ifname) = (want.netns.clone(), want.ifname.clone());
+        let state = tokio::task::spawn_blocking(move || podnet::inspect_pod(&netns, &ifname))
+            .await
+            .map_err(|e| (ErrorKind::Other, None, format!("inspect task failed: {e}")))?
+            .map_err(|e| (ErrorKind::Other, None, format!("{e:#}")))?;
+        state
+            .check(&want)
+            .map_err(|e| (ErrorKind::Other, None, format!("{e:#}")))?;
+        Ok(Response::Port(self.port_info(port)))
+    }
+
+    pub(super) async fn cni_gc(
+        &self,
+        inner: &mut Inner,
+        valid: Vec<CniKey>,
+    ) -> Result<Response, Reject> {
+        let keep: BTreeSet<(String, String)> = valid
+            .into_iter()
+            .map(|k| (k.container_id, k.ifname))
+            .collect();
+        let stale: Vec<PortKey> = inner
+            .ports
+            .iter()
+            .filter(|(_, p)| match &p.rec.container_id {
+                Some(c) => !keep.contains(&(c.clone(), p.rec.ifname.clone())),
+                None => false, // ports added by an operator are not the runtime's to collect
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            info!(port = %key.name, namespace = %key.namespace, "CNI GC: removing stale attachment");
+            self.port_del(inner, key).await?;
+        }
+        Ok(Response::Done)
+    }
+}
+
