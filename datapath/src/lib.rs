@@ -9,8 +9,20 @@
 //!   (ARP, ICMP) reuse the buffer of the request and go back out of the ingress port.
 //! - Tables are immutable snapshots ([`Tables`]) swapped atomically by the control plane
 //!   ([`Datapath::install`]); the data path reads them without locks.
-//! - Nothing received from the tunnel is ever sent back into the tunnel (split horizon).
+//! - Nothing received from the tunnel is ever forwarded back into the tunnel (split horizon);
+//!   the only tunnel-to-tunnel traffic is the switch's own answer (an ICMP echo reply) to the
+//!   peer that asked.
 //! - A pod may only send from its own MAC and IPv4 address.
+//! - Counting is done here, not in the shell: `rx` on the ingress port or peer for every frame,
+//!   the [`DropReason`] and the ingress link's `rx_drop` for every drop, `tx` on the port a
+//!   `ToPort` goes to and on the peer a `ToTunnel` goes to (inner frame length).
+//! - No per-packet heap allocation on the forwarding path: [`Datapath::from_port`] and
+//!   [`Datapath::from_tunnel`] work in the buffer; [`Datapath::segment_for_tunnel`] writes
+//!   into a `Vec` the caller keeps and reuses.
+//!
+//! Module map: `switch` (port ingress, L2), `arp`, `route` (L3), `icmp` (echo replies and
+//! errors), `vxlan` (header, encapsulation, PMTU), `tunnel` (tunnel ingress), `gso` (TSO,
+//! checksum completion), `frag` (IPv4 fragmentation), `wire` (offsets, checksums).
 
 #![forbid(unsafe_code)]
 
@@ -47,8 +59,9 @@ pub enum Verdict {
     /// port's TAP. Replies made by the switch come back as `ToPort(ingress)`.
     ToPort(PortId),
     /// Send the buffer's frame (VXLAN header + inner Ethernet frame) as a UDP datagram to
-    /// `dst`. When the buffer's vnet header says GSO or partial checksum, the shell first
-    /// turns it into wire-ready datagrams with [`Datapath::segment_for_tunnel`].
+    /// `dst`. When [`Datapath::needs_segmentation`] says so (GSO, partial checksum, or an
+    /// inner packet over `pod_mtu` without DF), the shell first turns it into wire-ready
+    /// datagrams with [`Datapath::segment_for_tunnel`].
     ToTunnel {
         /// The peer it goes to.
         peer: PeerId,

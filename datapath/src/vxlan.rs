@@ -7,7 +7,7 @@
 //! Path MTU: the tunnel carries inner IP packets of up to `pod_mtu` bytes. A bigger non-GSO
 //! packet with DF set is answered with ICMP "fragmentation needed" (next-hop MTU =
 //! `pod_mtu`) and counted as [`DropReason::TooBig`]; without DF it goes into the tunnel
-//! whole and [`Datapath::segment_for_tunnel`] fragments it (see [`crate::frag`]).
+//! whole and [`Datapath::segment_for_tunnel`] fragments it (see `frag.rs`).
 
 use crate::counters::DropReason;
 use crate::icmp;
@@ -49,6 +49,22 @@ impl VxlanHdr {
     }
 }
 
+/// The largest IPv4 packet the frame puts on the wire: its own length, or for a GSO
+/// super-frame the length of one segment (headers plus `gso_size`), as the kernel checks
+/// GSO packets against the path MTU (`skb_gso_validate_network_len`).
+fn wire_ip_len(pkt: &PacketBuf, ip: &Ipv4Info) -> usize {
+    if !pkt.vnet.is_gso() {
+        return ip.total_len;
+    }
+    let f = pkt.frame();
+    let l4 = ip.l4_off();
+    let l4_hdr = match ip.proto {
+        crate::wire::PROTO_TCP => f.get(l4 + 12).map_or(20, |b| usize::from(b >> 4) * 4),
+        _ => 8,
+    };
+    ip.hlen + l4_hdr + usize::from(pkt.vnet.gso_size)
+}
+
 impl Datapath {
     /// Routes a pod's IPv4 packet to a peer node: PMTU check, inner MACs rewritten to
     /// (our VTEP -> peer VTEP), TTL decremented, VXLAN header pushed.
@@ -60,7 +76,7 @@ impl Datapath {
         ip: &Ipv4Info,
     ) -> Result<Verdict, DropReason> {
         let mtu = self.config.pod_mtu;
-        if !pkt.vnet.is_gso() && ip.total_len > usize::from(mtu) && ip.df() {
+        if wire_ip_len(pkt, ip) > usize::from(mtu) && ip.df() {
             return self.reject(
                 port,
                 pkt,

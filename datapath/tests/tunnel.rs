@@ -43,7 +43,10 @@ fn flannel_style_inbound_is_delivered_golden() {
     assert_checksums(pkt.frame());
     let inner_len = FLANNEL_SYNACK_TO_B.len() - 8;
     assert_eq!(get(&n.peer.rx_bytes), inner_len as u64);
-    assert_eq!((get(&n.b.tx_packets), get(&n.b.tx_bytes)), (1, inner_len as u64));
+    assert_eq!(
+        (get(&n.b.tx_packets), get(&n.b.tx_bytes)),
+        (1, inner_len as u64)
+    );
 
     // The inner destination MAC may also be the router MAC (or anything unicast).
     let mut d = FLANNEL_SYNACK_TO_B;
@@ -79,7 +82,11 @@ fn tunnel_admission_drops() {
         n.tunnel(peer_src(), &FLANNEL_SYNACK_TO_B[..20]).0,
         Verdict::Drop(DropReason::Malformed)
     );
-    assert_eq!(get(&n.peer.rx_dropped), 4, "drops from a known peer count on it");
+    assert_eq!(
+        get(&n.peer.rx_dropped),
+        4,
+        "drops from a known peer count on it"
+    );
     assert_eq!(n.drops(DropReason::TunnelUnknownPeer), 1);
 }
 
@@ -96,24 +103,55 @@ fn split_horizon_and_inner_classification() {
     let vm = vtep_mac();
     let cases = [
         // To the peer's own subnet: would go back into the tunnel.
-        (udp_frame(pm, vm, IP_R, Ipv4Addr::new(198, 18, 2, 9), 64, true, b"x"), DropReason::TunnelNotOurs),
+        (
+            udp_frame(pm, vm, IP_R, Ipv4Addr::new(198, 18, 2, 9), 64, true, b"x"),
+            DropReason::TunnelNotOurs,
+        ),
         // Anywhere else.
-        (udp_frame(pm, vm, IP_R, Ipv4Addr::new(198, 18, 9, 9), 64, true, b"x"), DropReason::TunnelNotOurs),
+        (
+            udp_frame(pm, vm, IP_R, Ipv4Addr::new(198, 18, 9, 9), 64, true, b"x"),
+            DropReason::TunnelNotOurs,
+        ),
         // Unused address of our subnet.
-        (udp_frame(pm, vm, IP_R, Ipv4Addr::new(198, 18, 1, 99), 64, true, b"x"), DropReason::TunnelNotOurs),
-        (udp_frame(pm, vm, IP_R, IP_B, 1, true, b"x"), DropReason::TtlExceeded),
-        (udp_frame(pm, vm, IP_R, GW, 64, true, b"x"), DropReason::LocalUnsupported),
-        (udp_frame(pm, Mac::BROADCAST, IP_R, IP_B, 64, true, b"x"), DropReason::Multicast),
-        (arp_frame(pm, Mac::BROADCAST, 1, pm, IP_R, Mac([0; 6]), IP_B), DropReason::ArpIgnored),
+        (
+            udp_frame(pm, vm, IP_R, Ipv4Addr::new(198, 18, 1, 99), 64, true, b"x"),
+            DropReason::TunnelNotOurs,
+        ),
+        (
+            udp_frame(pm, vm, IP_R, IP_B, 1, true, b"x"),
+            DropReason::TtlExceeded,
+        ),
+        (
+            udp_frame(pm, vm, IP_R, GW, 64, true, b"x"),
+            DropReason::LocalUnsupported,
+        ),
+        (
+            udp_frame(pm, Mac::BROADCAST, IP_R, IP_B, 64, true, b"x"),
+            DropReason::Multicast,
+        ),
+        (
+            arp_frame(pm, Mac::BROADCAST, 1, pm, IP_R, Mac([0; 6]), IP_B),
+            DropReason::ArpIgnored,
+        ),
     ];
     for (i, (inner, reason)) in cases.iter().enumerate() {
-        assert_eq!(n.tunnel(peer_src(), &vxlan(inner)).0, Verdict::Drop(*reason), "case {i}");
+        assert_eq!(
+            n.tunnel(peer_src(), &vxlan(inner)).0,
+            Verdict::Drop(*reason),
+            "case {i}"
+        );
     }
     let mut v6 = udp_frame(pm, vm, IP_R, IP_B, 64, true, b"x");
     v6[12..14].copy_from_slice(&[0x86, 0xdd]);
-    assert_eq!(n.tunnel(peer_src(), &vxlan(&v6)).0, Verdict::Drop(DropReason::Ipv6));
+    assert_eq!(
+        n.tunnel(peer_src(), &vxlan(&v6)).0,
+        Verdict::Drop(DropReason::Ipv6)
+    );
     v6[12..14].copy_from_slice(&[0x88, 0xcc]);
-    assert_eq!(n.tunnel(peer_src(), &vxlan(&v6)).0, Verdict::Drop(DropReason::UnknownEthertype));
+    assert_eq!(
+        n.tunnel(peer_src(), &vxlan(&v6)).0,
+        Verdict::Drop(DropReason::UnknownEthertype)
+    );
 }
 
 #[test]
@@ -155,14 +193,24 @@ fn pmtu_frag_needed_is_answered() {
     assert_eq!(&r[0..6], &mac_a().0);
     assert_eq!(&r[6..12], &router().0);
     let ip = Ipv4HeaderSlice::from_slice(&r[14..]).unwrap();
-    assert_eq!((ip.source_addr(), ip.destination_addr(), ip.ttl()), (GW, IP_A, 64));
+    assert_eq!(
+        (ip.source_addr(), ip.destination_addr(), ip.ttl()),
+        (GW, IP_A, 64)
+    );
     assert_eq!(usize::from(ip.total_len()), r.len() - 14);
     assert_eq!(&r[34..36], &[3, 4], "type 3 code 4");
-    assert_eq!(&r[38..42], &[0, 0, (MTU >> 8) as u8, MTU as u8], "next-hop MTU");
+    assert_eq!(
+        &r[38..42],
+        &[0, 0, (MTU >> 8) as u8, MTU as u8],
+        "next-hop MTU"
+    );
     assert_eq!(&r[42..70], &f[14..42], "original header + 8 bytes");
     assert_checksums(r);
     let p = SlicedPacket::from_ethernet(r).unwrap();
-    assert!(matches!(p.transport, Some(etherparse::TransportSlice::Icmpv4(_))));
+    assert!(matches!(
+        p.transport,
+        Some(etherparse::TransportSlice::Icmpv4(_))
+    ));
 
     // Exactly MTU bytes go through.
     let f = udp_frame(mac_a(), router(), IP_A, IP_R, 64, true, &payload[1..]);
@@ -225,4 +273,41 @@ proptest! {
             prop_assert!(echo && (dst == GW || dst == VTEP));
         }
     }
+}
+
+/// A TSO super-frame whose segments would exceed the tunnel (the pod's MTU was raised) is
+/// answered with frag-needed like a plain DF packet, so TCP lowers its MSS.
+#[test]
+fn pmtu_applies_to_gso_segment_size() {
+    let n = node();
+    let mss = usize::from(MTU) - 40 + 100; // segments 100 bytes over the tunnel's MTU
+    let payload = vec![0x33; mss * 3];
+    let f = tcp_frame(mac_a(), router(), IP_A, IP_R, &payload);
+    let vnet = VnetHdr {
+        flags: buf::VNET_F_NEEDS_CSUM,
+        gso_type: buf::VNET_GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: mss as u16,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    let (v, pkt) = n.port(A, &f, vnet);
+    assert_eq!(v, Verdict::ToPort(A));
+    assert_eq!(n.drops(DropReason::TooBig), 1);
+    assert_eq!(get(&n.peer.tx_packets), 0);
+    let r = pkt.frame();
+    assert_eq!(&r[34..36], &[3, 4], "type 3 code 4");
+    assert_eq!(&r[38..42], &[0, 0, (MTU >> 8) as u8, MTU as u8]);
+    assert_eq!(pkt.vnet, VnetHdr::default(), "the reply is a plain frame");
+    assert_checksums(r);
+
+    // Segments that fit go into the tunnel.
+    let ok_mss = usize::from(MTU) - 40;
+    let f = tcp_frame(mac_a(), router(), IP_A, IP_R, &vec![0x44; ok_mss * 3]);
+    let vnet = VnetHdr {
+        gso_size: ok_mss as u16,
+        ..vnet
+    };
+    let (v, _) = n.port(A, &f, vnet);
+    assert!(matches!(v, Verdict::ToTunnel { .. }), "{v:?}");
 }

@@ -178,6 +178,11 @@ impl Node {
                 inner.peers.values().map(peer_info).collect(),
             )),
             Request::Stats { port, namespace } => self.stats(&inner, port, namespace),
+            Request::ServiceAdd(_) | Request::ServiceDel(_) | Request::ServiceList => Err((
+                ErrorKind::Other,
+                None,
+                "services are not implemented in this build yet".to_string(),
+            )),
         };
         result.unwrap_or_else(|(kind, field, msg)| Response::error(kind, field, msg))
     }

@@ -2,7 +2,7 @@
 //!
 //! We use this small module instead of the `tun-tap` / `tun-rs` crates on purpose: the fast
 //! path needs full control of `IFF_VNET_HDR` (and its header size), `TUNSETOFFLOAD`
-//! negotiation (CSUM/TSO4/TSO6, plus USO4/USO6 where the kernel has it), `TUNSETPERSIST` and
+//! negotiation (CSUM/TSO4/TSO6), `TUNSETPERSIST` and
 //! `IFF_MULTI_QUEUE`, and those crates either hide or do not expose these knobs.
 //!
 //! A TAP is created in the network namespace of the **calling thread** (precisely: the one in
@@ -23,8 +23,11 @@ use anyhow::{bail, Context};
 pub const VNET_HDR_LEN: usize = 10;
 
 /// Offload sets tried in order by [`Tap::create`] when `offload` is requested.
-const OFFLOAD_LADDER: [u32; 3] = [
-    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_USO4 | libc::TUN_F_USO6,
+///
+/// USO4/USO6 are left out on purpose: the datapath cannot yet segment UDP super-frames for
+/// the tunnel (`segment_for_tunnel` answers `gso_unsupported`), so a pod would lose its
+/// large UDP sends to other nodes. Add them back when it can.
+const OFFLOAD_LADDER: [u32; 2] = [
     libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
     libc::TUN_F_CSUM,
 ];
@@ -36,7 +39,7 @@ pub struct TapOptions {
     pub ifname: String,
     /// Prefix every frame with a 10-byte `virtio_net_hdr` (`IFF_VNET_HDR`).
     pub vnet_hdr: bool,
-    /// Negotiate `TUNSETOFFLOAD` CSUM|TSO4|TSO6 (+ USO4|USO6 when the kernel accepts them).
+    /// Negotiate `TUNSETOFFLOAD` CSUM|TSO4|TSO6 (CSUM alone where TSO is refused).
     /// Requires `vnet_hdr`.
     pub offload: bool,
     /// Open the fd with `O_NONBLOCK`.

@@ -223,7 +223,10 @@ pub const UNDERLAY1: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 /// Its `a` counters are R's, `peer` those of node 1.
 pub fn node2() -> Node {
     let n = Node {
-        dp: Datapath::new(NodeConfig::for_subnet("198.18.2.0/24".parse().unwrap(), MTU)),
+        dp: Datapath::new(NodeConfig::for_subnet(
+            "198.18.2.0/24".parse().unwrap(),
+            MTU,
+        )),
         a: Arc::default(),
         b: Arc::default(),
         peer: Arc::default(),

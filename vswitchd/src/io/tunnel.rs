@@ -1,5 +1,5 @@
 //! Sending into the tunnel: a plain frame goes out as one datagram; a GSO super-frame (or a
-//! frame with a partial checksum) is first made wire-ready by the datapath
+//! frame with a partial checksum, or one to fragment) is first made wire-ready by the datapath
 //! (`segment_for_tunnel`) and then leaves in ONE `sendmsg` with UDP GSO (`UDP_SEGMENT`),
 //! falling back to one `sendto` per datagram where the kernel refuses UDP GSO.
 
@@ -25,7 +25,7 @@ pub struct TunnelTx {
 impl TunnelTx {
     /// Sends the buffer's frame (VXLAN header + inner frame) to `dst`.
     pub fn send(&mut self, dp: &Datapath, sock: &UdpSocket, buf: &PacketBuf, dst: SocketAddrV4) {
-        if !(buf.vnet.is_gso() || buf.vnet.needs_csum()) {
+        if !dp.needs_segmentation(buf) {
             if let Err(e) = sock.send_to(buf.frame(), dst) {
                 dp.count_drop(DropReason::TxError);
                 tracing::debug!(%dst, len = buf.len(), vnet = ?buf.vnet, "tunnel send failed: {e}");
