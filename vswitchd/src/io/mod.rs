@@ -41,6 +41,8 @@ pub enum Command {
 /// The control plane's handle on the running engine.
 pub struct IoHandle {
     kind: &'static str,
+    /// The engine's clock origin (see [`EngineCtx::now_ms`]).
+    epoch: Instant,
     tx: Sender<Command>,
     wake: Arc<OwnedFd>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -50,6 +52,12 @@ impl IoHandle {
     /// `uring` or `epoll`.
     pub fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    /// The origin of the datapath's clock: `now_ms` handed to the datapath is the time
+    /// elapsed since this instant, on the engine thread and in the control plane alike.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
     }
 
     fn send(&self, cmd: Command) {
@@ -140,8 +148,21 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> std::io::Result<()> {
 }
 
 fn tunnel_socket(underlay: Ipv4Addr, port: u16) -> Result<UdpSocket> {
-    let sock = UdpSocket::bind(SocketAddrV4::new(underlay, port))
-        .with_context(|| format!("--underlay: cannot bind UDP {underlay}:{port}"))?;
+    // A previous instance killed a moment ago may still hold the port while the kernel
+    // tears its io_uring down: retry for a few seconds before giving up.
+    let addr = SocketAddrV4::new(underlay, port);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sock = loop {
+        match UdpSocket::bind(addr) {
+            Ok(s) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("--underlay: cannot bind UDP {addr}"))
+            }
+        }
+    };
     // Blocking sends: a full send buffer pushes back on the engine (as a qdisc would)
     // instead of losing whole segmented super-frames. Receives pass MSG_DONTWAIT.
     sock.set_nonblocking(false)?;
@@ -189,12 +210,13 @@ pub fn start(
         .transpose()?;
     let wake_fd = Arc::new(eventfd()?);
     let (tx, rx) = mpsc::channel();
+    let epoch = Instant::now();
     let ctx = EngineCtx {
         datapath,
         rx,
         wake: wake_fd.clone(),
         tunnel,
-        epoch: Instant::now(),
+        epoch,
     };
     let thread = std::thread::Builder::new()
         .name(format!("vswitch-{chosen}"))
@@ -210,6 +232,7 @@ pub fn start(
         })?;
     Ok(IoHandle {
         kind: chosen,
+        epoch,
         tx,
         wake: wake_fd,
         thread: std::sync::Mutex::new(Some(thread)),

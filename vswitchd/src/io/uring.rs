@@ -96,6 +96,7 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
         cqes.extend(e.ring.completion().map(|c| (c.user_data(), c.result())));
         for &(user_data, res) in &cqes {
             if !e.complete(user_data, res)? {
+                e.teardown();
                 return Ok(());
             }
         }
@@ -103,6 +104,23 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
 }
 
 impl Engine {
+    /// Cancels every operation in flight and reaps them, so that no TAP or socket outlives
+    /// the engine inside the ring's asynchronous teardown (a restarted daemon must be able to
+    /// bind the tunnel port and recreate the pods' interfaces at once).
+    fn teardown(&mut self) {
+        let _ = self.ring.submit();
+        let timeout = types::Timespec::new().sec(1);
+        if let Err(e) = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(timeout), types::CancelBuilder::any())
+        {
+            tracing::debug!("io_uring sync cancel: {e}");
+        }
+        self.ring.completion().for_each(drop);
+        self.ports.clear();
+    }
+
     /// Queues `entry`, flushing the submission queue first when it is full.
     fn push(&mut self, entry: &squeue::Entry) {
         loop {
