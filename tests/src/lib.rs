@@ -1,1 +1,28 @@
-//! Testbed harness (placeholder).
+//! vswitch-e2e: end-to-end tests of vswitch in network namespaces, and their testbed harness.
+//!
+//! A [`Testbed`] builds nodes (network namespaces running `vswitchd`, joined by an underlay
+//! bridge) and pods (network namespaces holding the TAP `eth0` the daemon created), runs
+//! commands in them with deadlines, and removes everything when dropped, on panic too. The
+//! rules it enforces are design.md section 6: per-test name prefixes, the RFC 2544 address
+//! plan only, bounded commands.
+//!
+//! ```no_run
+//! use vswitch_e2e::{NodeOpts, Testbed};
+//! let Some(tb) = Testbed::new("example") else { return };
+//! let node = tb.add_node(1, NodeOpts::default());
+//! let pod = tb.add_pod(&node, "busybox-client", &[]);
+//! assert!(pod.ping(node.gateway).status.success());
+//! ```
+//!
+//! Environment: `VSWITCH_BIN_DIR` (where `vswitchd`/`vswitchctl` are; default
+//! `<workspace>/target/release`), `VSWITCH_E2E_LOGS=1` (print daemon logs even when the test
+//! passes), `VSWITCH_E2E_KEEP_DIR=1` (keep the temp dir), `VSWITCH_E2E_NO_SKIP=1` (fail
+//! instead of skipping on a missing kernel feature).
+
+pub mod cmd;
+pub mod testbed;
+
+pub use cmd::{run_with_timeout, OutputExt};
+pub use testbed::{
+    exec_in, ip, ip_ok, list_netns, netns_exists, Bg, Node, NodeOpts, Pod, Skip, Testbed,
+};

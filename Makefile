@@ -1,0 +1,113 @@
+# vswitch: build, test, demo and benchmark on a Debian 12 machine, as root.
+#
+#   make deps        install the Debian packages the tests and the demo use (only what is missing)
+#   make build       cargo build --release --workspace
+#   make test        deps, build, fmt check, clippy, all tests (end-to-end ones in network
+#                    namespaces), fuzz smoke; fails if a network namespace is left behind
+#   make demo        the tutorial's story on a throw-away testbed (scripts/demo.sh)
+#   make bench       benchmarks (scripts/bench.sh)
+#   make fuzz-build  build the fuzz targets;  make fuzz-smoke: run each for FUZZ_SECONDS
+#   make install     vswitchd and vswitchctl to $(PREFIX)/bin
+#   make clean
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+CARGO ?= cargo
+# cargo-fuzz passes nightly-only flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+FUZZ ?= RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+FUZZ_DIR ?= fuzz
+FUZZ_SECONDS ?= 20
+PREFIX ?= /usr/local
+DESTDIR ?=
+TEST_THREADS ?= 2
+
+# What the tests and the demo run: ip and bridge, nginx (nginx-light), busybox (wget, ping),
+# iperf3, ps, ping -M (iputils), python3 (transfer checks), ethtool (the interop node).
+DEB_PACKAGES := iproute2 nginx-light busybox iperf3 procps iputils-ping python3 ethtool
+# What the benchmark plots need on top.
+DEB_PACKAGES_BENCH := $(DEB_PACKAGES) python3-matplotlib
+
+.PHONY: all deps deps-bench build test demo bench fuzz-tools fuzz-build fuzz-smoke install \
+	clean check-netns
+
+all: build
+
+# Installs only missing packages; apt-get update runs only when something is missing.
+define apt_install_missing
+	@missing=""; \
+	for p in $(1); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq >/dev/null; \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	$(call apt_install_missing,$(DEB_PACKAGES))
+
+deps-bench:
+	$(call apt_install_missing,$(DEB_PACKAGES_BENCH))
+
+build:
+	$(CARGO) build --release --workspace
+
+# Release tests: the end-to-end tests drive the release binaries built just before.
+test: deps build
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace --release -- --test-threads=$(TEST_THREADS)
+	$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory check-netns
+
+# Fails when any network namespace exists (every test must remove its own).
+check-netns:
+	@left="$$(ip netns list)"; \
+	if [ -n "$$left" ]; then echo "network namespaces left behind:"; echo "$$left"; exit 1; fi; \
+	echo "check-netns: no network namespace left behind"
+
+demo: deps build
+	scripts/demo.sh
+
+bench: deps-bench build
+	@test -x scripts/bench.sh || { echo "scripts/bench.sh is missing"; exit 1; }
+	scripts/bench.sh
+
+fuzz-tools:
+	@if [ -d $(FUZZ_DIR) ]; then \
+		$(CARGO) fuzz --help >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked; \
+	fi
+
+fuzz-build: fuzz-tools
+	@if [ ! -d $(FUZZ_DIR) ]; then echo "fuzz-build: no $(FUZZ_DIR)/, nothing to build"; exit 0; fi; \
+	$(FUZZ) build --fuzz-dir $(FUZZ_DIR)
+
+# Each target runs FUZZ_SECONDS; new inputs go to a scratch dir, the committed seeds in
+# $(FUZZ_DIR)/corpus/<target> are only read.
+fuzz-smoke: fuzz-build
+	@if [ ! -d $(FUZZ_DIR) ]; then echo "fuzz-smoke: no $(FUZZ_DIR)/, nothing to run"; exit 0; fi; \
+	targets="$$($(FUZZ) list --fuzz-dir $(FUZZ_DIR))"; \
+	for t in $$targets; do \
+		scratch="$$(mktemp -d)"; \
+		seeds=""; [ -d "$(FUZZ_DIR)/corpus/$$t" ] && seeds="$(FUZZ_DIR)/corpus/$$t"; \
+		echo "fuzz-smoke: $$t for $(FUZZ_SECONDS) s"; \
+		if ! $(FUZZ) run --fuzz-dir $(FUZZ_DIR) "$$t" "$$scratch" $$seeds -- \
+			-max_total_time=$(FUZZ_SECONDS) >"$$scratch.log" 2>&1; then \
+			tail -n 60 "$$scratch.log"; rm -rf "$$scratch" "$$scratch.log"; \
+			echo "fuzz-smoke: $$t FAILED"; exit 1; \
+		fi; \
+		tail -n 1 "$$scratch.log"; rm -rf "$$scratch" "$$scratch.log"; \
+	done
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 target/release/vswitchd target/release/vswitchctl $(DESTDIR)$(PREFIX)/bin/
+# CNI plugin, when cni/ lands (uncomment):
+#	install -D -m 0755 target/release/vswitch-cni $(DESTDIR)/opt/cni/bin/vswitch
+
+clean:
+	$(CARGO) clean
+	@if [ -d $(FUZZ_DIR)/target ]; then rm -rf $(FUZZ_DIR)/target; fi
