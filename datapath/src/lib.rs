@@ -22,7 +22,8 @@
 //!
 //! Module map: `switch` (port ingress, L2), `arp`, `route` (L3), `icmp` (echo replies and
 //! errors), `vxlan` (header, encapsulation, PMTU), `tunnel` (tunnel ingress), `gso` (TSO,
-//! checksum completion), `frag` (IPv4 fragmentation), `wire` (offsets, checksums).
+//! checksum completion), `gro` (merging tunnel segments for a pod), `frag` (IPv4
+//! fragmentation), `wire` (offsets, checksums).
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +35,7 @@ pub mod vxlan;
 
 mod arp;
 mod frag;
+mod gro;
 mod gso;
 mod icmp;
 mod route;
@@ -43,6 +45,7 @@ mod wire;
 
 pub use buf::{PacketBuf, VnetHdr, HEADROOM, VNET_HDR_LEN};
 pub use counters::{Counters, DropReason, LinkCounters};
+pub use gro::gro_append;
 pub use gso::complete_checksum;
 pub use tables::{PeerEntry, PeerId, PortEntry, PortId, Tables};
 pub use types::{Ipv4Cidr, Mac, NodeConfig};

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use etherparse::{Ipv4HeaderSlice, PacketBuilder, SlicedPacket, TcpHeader, TcpOptionElement};
+use etherparse::{Ipv4HeaderSlice, SlicedPacket};
 use proptest::prelude::*;
 use vswitch_datapath::buf::{
     VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4,
@@ -13,53 +13,6 @@ use vswitch_datapath::*;
 const FIN: u8 = 0x01;
 const PSH: u8 = 0x08;
 const CWR: u8 = 0x80;
-
-/// The folded (not complemented) pseudo-header sum a kernel leaves in a partial checksum.
-fn pseudo(frame: &[u8], l4_len: usize, proto: u8) -> [u8; 2] {
-    let mut s: u32 = frame[26..34]
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    s += u32::from(proto) + l4_len as u32;
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    (s as u16).to_be_bytes()
-}
-
-/// A TCPv4 super-frame from pod A to pod R (node 2), as a TAP with TSO hands it over:
-/// timestamps option, partial checksum.
-fn tso_frame(payload: &[u8], flags: u8, id: u16, seq: u32) -> Vec<u8> {
-    let mut tcp = TcpHeader::new(40000, 80, seq, 64240);
-    tcp.ack = true;
-    tcp.acknowledgment_number = 9;
-    tcp.set_options(&[
-        TcpOptionElement::Noop,
-        TcpOptionElement::Noop,
-        TcpOptionElement::Timestamp(7, 8),
-    ])
-    .unwrap();
-    let b = PacketBuilder::ethernet2(mac_a().0, router().0)
-        .ip(ipv4(IP_A, IP_R, 64, true, id))
-        .tcp_header(tcp);
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v[47] |= flags;
-    let p = pseudo(&v, v.len() - 34, 6);
-    v[50..52].copy_from_slice(&p);
-    v
-}
-
-fn tso_vnet(mss: u16) -> VnetHdr {
-    VnetHdr {
-        flags: VNET_F_NEEDS_CSUM,
-        gso_type: VNET_GSO_TCPV4,
-        hdr_len: 66,
-        gso_size: mss,
-        csum_start: 34,
-        csum_offset: 16,
-    }
-}
 
 /// Sends `frame` from pod A; it must go into the tunnel. Returns `(stride, count, out)`.
 fn through_tunnel(n: &Node, frame: &[u8], vnet: VnetHdr) -> (usize, usize, Vec<u8>) {

@@ -4,10 +4,13 @@
 
 pub mod golden;
 
-use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder, SlicedPacket};
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, PacketBuilder, SlicedPacket, TcpHeader, TcpOptionElement,
+};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use vswitch_datapath::buf::{VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
 use vswitch_datapath::*;
 
 pub const A: PortId = 1;
@@ -265,4 +268,51 @@ pub fn ip_after_hops(ip_packet: &[u8], by: u8) -> Vec<u8> {
     }
     p[10..12].copy_from_slice(&(!(s as u16)).to_be_bytes());
     p
+}
+
+/// The folded (not complemented) pseudo-header sum a kernel leaves in a partial checksum.
+pub fn pseudo(frame: &[u8], l4_len: usize, proto: u8) -> [u8; 2] {
+    let mut s: u32 = frame[26..34]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    s += u32::from(proto) + l4_len as u32;
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    (s as u16).to_be_bytes()
+}
+
+/// A TCPv4 super-frame from pod A to pod R (node 2), as a TAP with TSO hands it over:
+/// timestamps option, partial checksum.
+pub fn tso_frame(payload: &[u8], flags: u8, id: u16, seq: u32) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(40000, 80, seq, 64240);
+    tcp.ack = true;
+    tcp.acknowledgment_number = 9;
+    tcp.set_options(&[
+        TcpOptionElement::Noop,
+        TcpOptionElement::Noop,
+        TcpOptionElement::Timestamp(7, 8),
+    ])
+    .unwrap();
+    let b = PacketBuilder::ethernet2(mac_a().0, router().0)
+        .ip(ipv4(IP_A, IP_R, 64, true, id))
+        .tcp_header(tcp);
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v[47] |= flags;
+    let p = pseudo(&v, v.len() - 34, 6);
+    v[50..52].copy_from_slice(&p);
+    v
+}
+
+pub fn tso_vnet(mss: u16) -> VnetHdr {
+    VnetHdr {
+        flags: VNET_F_NEEDS_CSUM,
+        gso_type: VNET_GSO_TCPV4,
+        hdr_len: 66,
+        gso_size: mss,
+        csum_start: 34,
+        csum_offset: 16,
+    }
 }

@@ -2,13 +2,13 @@
 //! ready port, each frame carried out at once (TAP writes never block). The fallback where
 //! io_uring is unavailable; it needs no `unsafe` of its own.
 
-use super::{Command, EngineCtx, BATCH};
+use super::{Command, EngineCtx, BATCH, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use vswitch_datapath::{DropReason, PacketBuf, PortId, Verdict};
+use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Verdict};
 
 const TOKEN_WAKE: u64 = 0;
 const TOKEN_TUNNEL: u64 = 1;
@@ -17,13 +17,20 @@ const TOKEN_PORT_BASE: u64 = 16;
 /// Runs the engine until [`Command::Shutdown`].
 pub fn run(ctx: EngineCtx) -> Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
-    epoll.add(ctx.wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE))?;
+    epoll.add(
+        ctx.wake.as_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE),
+    )?;
     if let Some(sock) = &ctx.tunnel {
-        epoll.add(sock.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TUNNEL))?;
+        epoll.add(
+            sock.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TUNNEL),
+        )?;
     }
     let mut ports: HashMap<PortId, OwnedFd> = HashMap::new();
     let mut events = vec![EpollEvent::empty(); 64];
     let mut buf = PacketBuf::new();
+    let mut gro_buf = PacketBuf::new();
     let mut tunnel = super::tunnel::TunnelTx::default();
     loop {
         let n = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
@@ -41,7 +48,8 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
                             Command::AddPort(id, fd, ack) => {
                                 let _ = super::set_nonblocking(fd.as_raw_fd(), true);
                                 let token = TOKEN_PORT_BASE + u64::from(id);
-                                epoll.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+                                epoll
+                                    .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))?;
                                 ports.insert(id, fd);
                                 let _ = ack.send(());
                             }
@@ -59,10 +67,35 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
                     let Some(sock) = &ctx.tunnel else { continue };
                     let tables = ctx.datapath.tables();
                     let now = ctx.now_ms();
-                    for _ in 0..BATCH {
-                        let Some(src) = super::tunnel::recv(sock, &mut buf) else { break };
+                    // Frames for pods are held back one step so that consecutive segments
+                    // of a flow merge into one super-frame (GRO) before the TAP write.
+                    let mut held: Option<PortId> = None;
+                    for _ in 0..TUNNEL_BATCH {
+                        let Some(src) = super::tunnel::recv(sock, &mut buf) else {
+                            break;
+                        };
                         let v = ctx.datapath.from_tunnel(&tables, src, &mut buf, now);
+                        if let Verdict::ToPort(p) = v {
+                            if held == Some(p) && gro_append(&mut gro_buf, &buf) {
+                                continue;
+                            }
+                            if let Some(h) = held.take() {
+                                carry_out(
+                                    &ctx,
+                                    &ports,
+                                    &mut gro_buf,
+                                    Verdict::ToPort(h),
+                                    &mut tunnel,
+                                );
+                            }
+                            std::mem::swap(&mut buf, &mut gro_buf);
+                            held = Some(p);
+                            continue;
+                        }
                         carry_out(&ctx, &ports, &mut buf, v, &mut tunnel);
+                    }
+                    if let Some(h) = held {
+                        carry_out(&ctx, &ports, &mut gro_buf, Verdict::ToPort(h), &mut tunnel);
                     }
                 }
                 token => {

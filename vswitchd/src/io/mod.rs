@@ -24,6 +24,9 @@ use vswitch_datapath::{Datapath, PortId};
 
 /// Most frames one port may hand in per wakeup, so a busy port cannot starve the others.
 pub const BATCH: usize = 64;
+/// Most datagrams taken from the tunnel socket per wakeup: enough for a whole segmented
+/// 64 KiB super-frame, so that it can merge back into one (GRO).
+pub const TUNNEL_BATCH: usize = 128;
 
 /// Send and receive buffer size of the tunnel socket.
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -158,9 +161,7 @@ fn tunnel_socket(underlay: Ipv4Addr, port: u16) -> Result<UdpSocket> {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("--underlay: cannot bind UDP {addr}"))
-            }
+            Err(e) => return Err(e).with_context(|| format!("--underlay: cannot bind UDP {addr}")),
         }
     };
     // Blocking sends: a full send buffer pushes back on the engine (as a qdisc would)
@@ -205,9 +206,7 @@ pub fn start(
     if kind != DatapathKind::Auto {
         info!("datapath: {chosen} (chosen by --datapath)");
     }
-    let tunnel = underlay
-        .map(|u| tunnel_socket(u, vxlan_port))
-        .transpose()?;
+    let tunnel = underlay.map(|u| tunnel_socket(u, vxlan_port)).transpose()?;
     let wake_fd = Arc::new(eventfd()?);
     let (tx, rx) = mpsc::channel();
     let epoch = Instant::now();

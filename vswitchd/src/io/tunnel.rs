@@ -49,12 +49,20 @@ impl TunnelTx {
             for group in self.scratch.chunks(stride * per_send) {
                 let iov = [IoSlice::new(group)];
                 let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
-                match sendmsg(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&addr)) {
+                match sendmsg(
+                    sock.as_raw_fd(),
+                    &iov,
+                    &cmsg,
+                    MsgFlags::empty(),
+                    Some(&addr),
+                ) {
                     Ok(_) => sent += group.len(),
                     Err(nix::errno::Errno::EIO)
                     | Err(nix::errno::Errno::ENOPROTOOPT)
                     | Err(nix::errno::Errno::EOPNOTSUPP) => {
-                        tracing::info!("UDP GSO refused by the kernel; sending datagrams one by one");
+                        tracing::info!(
+                            "UDP GSO refused by the kernel; sending datagrams one by one"
+                        );
                         self.no_gso = true;
                         break;
                     }
@@ -82,7 +90,6 @@ impl TunnelTx {
         }
     }
 }
-
 
 /// Receives one datagram without blocking into the buffer's UDP region; `None` when the
 /// socket has nothing more. (std's `recv_from` takes no flags, and the socket stays in

@@ -8,12 +8,12 @@
 //! list only when its operation's completion has been reaped, so the kernel never writes
 //! into a buffer we reuse.
 
-use super::{Command, EngineCtx, BATCH};
+use super::{Command, EngineCtx, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use vswitch_datapath::{DropReason, PacketBuf, PortId, Verdict};
+use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Verdict};
 
 const RING_ENTRIES: u32 = 1024;
 /// Buffers in the pool (each [`vswitch_datapath::buf::BUF_CAPACITY`] bytes).
@@ -283,25 +283,56 @@ impl Engine {
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams from the tunnel socket.
+    /// Receives up to [`TUNNEL_BATCH`] datagrams from the tunnel socket. Frames for pods are
+    /// held back one step so that consecutive segments of a flow merge (GRO) into one
+    /// super-frame before the TAP write.
     fn drain_tunnel(&mut self) {
         let dp = self.ctx.datapath.clone();
         let tables = dp.tables();
         let now = self.ctx.now_ms();
-        for _ in 0..BATCH {
-            let Some(b) = self.free.pop() else { return };
-            let Some(sock) = &self.ctx.tunnel else { return };
-            let buf = &mut self.bufs[b as usize];
-            match super::tunnel::recv(sock, buf) {
-                Some(src) => {
-                    let v = dp.from_tunnel(&tables, src, buf, now);
-                    self.carry_out(b, v);
+        let mut held: Option<(u32, PortId)> = None;
+        for _ in 0..TUNNEL_BATCH {
+            let Some(b) = self.free.pop() else { break };
+            let Some(sock) = &self.ctx.tunnel else {
+                self.free.push(b);
+                break;
+            };
+            let Some(src) = super::tunnel::recv(sock, &mut self.bufs[b as usize]) else {
+                self.free.push(b);
+                break;
+            };
+            let v = dp.from_tunnel(&tables, src, &mut self.bufs[b as usize], now);
+            let Verdict::ToPort(p) = v else {
+                self.carry_out(b, v);
+                continue;
+            };
+            if let Some((hb, hp)) = held {
+                if hp == p {
+                    let (held_buf, next) = two_mut(&mut self.bufs, hb, b);
+                    if gro_append(held_buf, next) {
+                        self.free.push(b);
+                        continue;
+                    }
                 }
-                None => {
-                    self.free.push(b);
-                    return;
-                }
+                self.carry_out(hb, Verdict::ToPort(hp));
             }
+            held = Some((b, p));
         }
+        if let Some((hb, hp)) = held {
+            self.carry_out(hb, Verdict::ToPort(hp));
+        }
+    }
+}
+
+/// Two distinct elements of `v`, both mutable.
+fn two_mut(v: &mut [PacketBuf], a: u32, b: u32) -> (&mut PacketBuf, &mut PacketBuf) {
+    let (a, b) = (a as usize, b as usize);
+    assert_ne!(a, b, "a pool buffer is never held twice");
+    if a < b {
+        let (x, y) = v.split_at_mut(b);
+        (&mut x[a], &mut y[0])
+    } else {
+        let (x, y) = v.split_at_mut(a);
+        (&mut y[0], &mut x[b])
     }
 }

@@ -1,0 +1,159 @@
+//! Receive-side merging (GRO) for frames headed to a pod: consecutive TCP segments of one flow
+//! that came out of the tunnel one MTU-sized datagram at a time are merged into one TSO
+//! super-frame, so the pod's kernel takes one 64 KiB write instead of forty-odd small ones.
+//!
+//! The rules follow the kernel's `tcp_gro_receive`: same addresses, ports, ACK number,
+//! header lengths and options; consecutive sequence numbers; only ACK (and PSH on the last
+//! segment) set; every segment but the last exactly `gso_size` long. Each segment's TCP
+//! checksum is verified before it is merged (a zero outer UDP checksum protects nothing),
+//! because the merged frame is handed to the pod with a partial checksum it will not verify.
+
+use crate::buf::{PacketBuf, VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+use crate::wire::{self, ip, ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP};
+
+/// Largest IPv4 packet a merged frame may become.
+const MAX_MERGED_IP_LEN: usize = 65535;
+/// TCP flags (byte 13) a mergeable segment may carry: ACK, optionally PSH.
+const ACK: u8 = 0x10;
+const PSH: u8 = 0x08;
+/// Offset of the TCP checksum within the TCP header.
+const TCP_CSUM: usize = 16;
+
+/// The parts of a TCP/IPv4 frame that decide whether two segments merge.
+struct Seg {
+    tcp: usize,
+    hdr_end: usize,
+    ip_len: usize,
+    seq: u32,
+    flags: u8,
+}
+
+/// Parses a plain (no IP options, not fragmented) TCP/IPv4 frame with a payload.
+fn parse(f: &[u8]) -> Option<Seg> {
+    if f.len() < ETH_LEN + 20 + 20 || wire::be16(f, wire::ETH_TYPE) != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ipo = ETH_LEN;
+    if f[ipo] != 0x45 || f[ipo + ip::PROTO] != PROTO_TCP {
+        return None;
+    }
+    if wire::be16(f, ipo + ip::FRAG) & (ip::MF | ip::OFFSET_MASK) != 0 {
+        return None;
+    }
+    let ip_len = usize::from(wire::be16(f, ipo + ip::TOTAL_LEN));
+    if ip_len > f.len() - ETH_LEN {
+        return None;
+    }
+    let tcp = ipo + 20;
+    let thl = usize::from(f[tcp + 12] >> 4) * 4;
+    let hdr_end = tcp + thl;
+    if thl < 20 || hdr_end >= ETH_LEN + ip_len {
+        return None; // bad header, or no payload
+    }
+    Some(Seg {
+        tcp,
+        hdr_end,
+        ip_len,
+        seq: wire::be32(f, tcp + 4),
+        flags: f[tcp + 13],
+    })
+}
+
+/// True when the TCP checksum of the plain segment `f` is correct.
+fn tcp_csum_ok(f: &[u8], s: &Seg) -> bool {
+    let src = wire::ipv4_at(f, ETH_LEN + ip::SRC);
+    let dst = wire::ipv4_at(f, ETH_LEN + ip::DST);
+    let l4_len = s.ip_len - 20;
+    let Some(l4) = f.get(s.tcp..s.tcp + l4_len) else {
+        return false;
+    };
+    let acc = wire::pseudo_header_sum(src, dst, PROTO_TCP, l4_len);
+    wire::csum_fold(wire::csum_add(acc, l4)) == 0xffff
+}
+
+/// Appends `next`'s TCP payload to `held` when `next` is the next segment of `held`'s flow,
+/// turning `held` into (or growing) a TSO super-frame with a partial checksum. Returns false,
+/// changing nothing, when they do not merge; the caller then sends `held` on its way.
+///
+/// Both frames are Ethernet frames as the datapath hands them to a port (`held` may already
+/// be a super-frame this function made; `next` must be a plain frame).
+pub fn gro_append(held: &mut PacketBuf, next: &PacketBuf) -> bool {
+    if next.vnet != VnetHdr::default() {
+        return false;
+    }
+    let merged = held.vnet.gso_type == VNET_GSO_TCPV4;
+    if !merged && held.vnet != VnetHdr::default() {
+        return false;
+    }
+    let (h, n) = (held.frame(), next.frame());
+    let (Some(hs), Some(ns)) = (parse(h), parse(n)) else {
+        return false;
+    };
+    // Same L2/L3/L4 identity: MACs, TOS, TTL, addresses, ports, ACK, window-independent
+    // header bytes and options (header lengths equal).
+    let same = hs.hdr_end == ns.hdr_end
+        && h[..12] == n[..12]
+        && h[ETH_LEN + 1] == n[ETH_LEN + 1]
+        && h[ETH_LEN + ip::TTL] == n[ETH_LEN + ip::TTL]
+        && h[ETH_LEN + 12..ETH_LEN + 20] == n[ETH_LEN + 12..ETH_LEN + 20]
+        && h[hs.tcp..hs.tcp + 4] == n[ns.tcp..ns.tcp + 4]
+        && h[hs.tcp + 8..hs.tcp + 12] == n[ns.tcp + 8..ns.tcp + 12]
+        && h[hs.tcp + 20..hs.hdr_end] == n[ns.tcp + 20..ns.hdr_end];
+    if !same || hs.flags & !PSH != ACK || ns.flags & !PSH != ACK || hs.flags & PSH != 0 {
+        return false;
+    }
+    let hdr_len = hs.hdr_end - ETH_LEN; // IP + TCP headers
+    let held_payload = hs.ip_len - hdr_len;
+    let next_payload = ns.ip_len - hdr_len;
+    let mss = if merged {
+        usize::from(held.vnet.gso_size)
+    } else {
+        held_payload
+    };
+    if held_payload % mss != 0
+        || next_payload > mss
+        || hs.seq.wrapping_add(held_payload as u32) != ns.seq
+        || hs.ip_len + next_payload > MAX_MERGED_IP_LEN
+    {
+        return false;
+    }
+    if !tcp_csum_ok(n, &ns) || (!merged && !tcp_csum_ok(h, &hs)) {
+        return false;
+    }
+    // Merge: append the payload, fix the IP length and checksum, carry PSH over, and leave
+    // the pseudo-header sum in the TCP checksum field (a partial checksum).
+    let old_len = held.len();
+    let end = ETH_LEN + hs.ip_len;
+    if end != old_len && !held.set_len(end) {
+        return false;
+    }
+    if !held.set_len(end + next_payload) {
+        held.set_len(old_len);
+        return false;
+    }
+    let payload = &n[ns.hdr_end..ETH_LEN + ns.ip_len];
+    let new_ip_len = hs.ip_len + next_payload;
+    let f = held.frame_mut();
+    f[end..end + next_payload].copy_from_slice(payload);
+    wire::put16(f, ETH_LEN + ip::TOTAL_LEN, new_ip_len as u16);
+    wire::ipv4_fix_checksum(f, ETH_LEN, 20);
+    f[hs.tcp + 13] |= ns.flags & PSH;
+    let src = wire::ipv4_at(f, ETH_LEN + ip::SRC);
+    let dst = wire::ipv4_at(f, ETH_LEN + ip::DST);
+    let pseudo = wire::csum_fold(wire::pseudo_header_sum(
+        src,
+        dst,
+        PROTO_TCP,
+        new_ip_len - 20,
+    ));
+    wire::put16(f, hs.tcp + TCP_CSUM, pseudo);
+    held.vnet = VnetHdr {
+        flags: VNET_F_NEEDS_CSUM,
+        gso_type: VNET_GSO_TCPV4,
+        hdr_len: (ETH_LEN + hdr_len) as u16,
+        gso_size: mss as u16,
+        csum_start: hs.tcp as u16,
+        csum_offset: TCP_CSUM as u16,
+    };
+    true
+}
