@@ -32,6 +32,10 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
     let mut buf = PacketBuf::new();
     let mut gro_buf = PacketBuf::new();
     let mut tunnel = super::tunnel::TunnelTx::default();
+    let mut rx = super::tunnel::TunnelRx::default();
+    if let Some(sock) = &ctx.tunnel {
+        super::tunnel::TunnelRx::enable_gro(sock);
+    }
     loop {
         let n = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
             Ok(n) => n,
@@ -70,8 +74,10 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
                     // Frames for pods are held back one step so that consecutive segments
                     // of a flow merge into one super-frame (GRO) before the TAP write.
                     let mut held: Option<PortId> = None;
-                    for _ in 0..TUNNEL_BATCH {
-                        let Some(src) = super::tunnel::recv(sock, &mut buf) else {
+                    let mut i = 0;
+                    while i < TUNNEL_BATCH || rx.pending() {
+                        i += 1;
+                        let Some(src) = rx.next(sock, &mut buf) else {
                             break;
                         };
                         let v = ctx.datapath.from_tunnel(&tables, src, &mut buf, now);

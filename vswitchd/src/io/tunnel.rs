@@ -91,40 +91,130 @@ impl TunnelTx {
     }
 }
 
-/// Receives one datagram without blocking into the buffer's UDP region; `None` when the
-/// socket has nothing more. (std's `recv_from` takes no flags, and the socket stays in
-/// blocking mode for sends, hence the direct call.)
-pub fn recv(sock: &UdpSocket, buf: &mut PacketBuf) -> Option<SocketAddrV4> {
-    loop {
-        let region = buf.udp_read_region();
-        // SAFETY: an all-zero sockaddr_in is a valid value of that plain C struct.
-        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        let mut alen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: `region` is a live, writable slice of `region.len()` bytes; `addr` and
-        // `alen` are live locals of the sizes passed; the call writes nothing else.
-        let n = unsafe {
-            libc::recvfrom(
+/// Receiving from the tunnel with UDP GRO: one `recvmsg` may return many datagrams of one
+/// outer flow back to back (the kernel says the segment size in a control message); they are
+/// handed out one by one, each copied into the caller's buffer, so the datapath sees the
+/// same datagrams as without GRO.
+pub struct TunnelRx {
+    stash: PacketBuf,
+    src: SocketAddrV4,
+    /// Segment size of the stashed receive, and where the next datagram starts.
+    seg: usize,
+    off: usize,
+    len: usize,
+}
+
+impl Default for TunnelRx {
+    fn default() -> Self {
+        TunnelRx {
+            stash: PacketBuf::new(),
+            src: SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            seg: 0,
+            off: 0,
+            len: 0,
+        }
+    }
+}
+
+impl TunnelRx {
+    /// Turns UDP GRO on for `sock` (a kernel without it just keeps sending datagrams singly).
+    pub fn enable_gro(sock: &UdpSocket) {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int from a live local of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
                 sock.as_raw_fd(),
-                region.as_mut_ptr().cast(),
-                region.len(),
-                libc::MSG_DONTWAIT,
-                (&mut addr as *mut libc::sockaddr_in).cast(),
-                &mut alen,
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
+        if rc != 0 {
+            tracing::info!(
+                "UDP GRO is not available: {}; receiving datagrams one by one",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// True while datagrams of an earlier coalesced receive are waiting.
+    pub fn pending(&self) -> bool {
+        self.off < self.len
+    }
+
+    /// Puts the next datagram into `buf` (its UDP region) and returns its source; `None`
+    /// when nothing more is waiting on the socket.
+    pub fn next(&mut self, sock: &UdpSocket, buf: &mut PacketBuf) -> Option<SocketAddrV4> {
+        if !self.pending() {
+            let (src, len, seg) = recv_coalesced(sock, &mut self.stash)?;
+            self.src = src;
+            self.len = len;
+            self.seg = if seg == 0 { len } else { seg };
+            self.off = 0;
+        }
+        let end = (self.off + self.seg).min(self.len);
+        let dgram = &self.stash.frame()[self.off..end];
+        let region = buf.udp_read_region();
+        let n = dgram.len().min(region.len());
+        region[..n].copy_from_slice(&dgram[..n]);
+        buf.set_udp_read_len(n);
+        self.off = end;
+        Some(self.src)
+    }
+}
+
+/// One `recvmsg` without blocking into `stash`'s UDP region: (source, bytes, GRO segment
+/// size or 0). (std's `recv_from` takes no flags and returns no control messages.)
+fn recv_coalesced(sock: &UdpSocket, stash: &mut PacketBuf) -> Option<(SocketAddrV4, usize, usize)> {
+    loop {
+        let region = stash.udp_read_region();
+        let mut iov = libc::iovec {
+            iov_base: region.as_mut_ptr().cast(),
+            iov_len: region.len(),
+        };
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut cbuf = [0u64; 8];
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        // SAFETY: `msg` points at live locals (`addr`, `iov`, `cbuf`) and at `region`, a
+        // live writable slice, with the sizes given; nothing else is written.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
         if n < 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
             return None;
         }
-        buf.set_udp_read_len(n as usize);
+        let n = n as usize;
+        stash.set_udp_read_len(n);
         if i32::from(addr.sin_family) != libc::AF_INET {
             continue;
         }
-        return Some(SocketAddrV4::new(
+        let mut seg = 0usize;
+        // SAFETY: the CMSG_* helpers walk the control buffer the kernel filled in, within
+        // `msg.msg_controllen`; the UDP_GRO payload is an int.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    seg = usize::try_from(v).unwrap_or(0);
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        let src = SocketAddrV4::new(
             u32::from_be(addr.sin_addr.s_addr).into(),
             u16::from_be(addr.sin_port),
-        ));
+        );
+        return Some((src, n, seg));
     }
 }

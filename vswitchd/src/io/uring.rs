@@ -67,6 +67,7 @@ struct Engine {
     ports: HashMap<PortId, PortState>,
     wake_val: Box<u64>,
     tunnel: super::tunnel::TunnelTx,
+    tunnel_rx: super::tunnel::TunnelRx,
 }
 
 /// Runs the engine until [`Command::Shutdown`].
@@ -80,7 +81,11 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
         ports: HashMap::new(),
         wake_val: Box::new(0),
         tunnel: Default::default(),
+        tunnel_rx: Default::default(),
     };
+    if let Some(sock) = &e.ctx.tunnel {
+        super::tunnel::TunnelRx::enable_gro(sock);
+    }
     e.arm_wake();
     e.arm_tunnel_poll();
     let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(RING_ENTRIES as usize);
@@ -291,13 +296,15 @@ impl Engine {
         let tables = dp.tables();
         let now = self.ctx.now_ms();
         let mut held: Option<(u32, PortId)> = None;
-        for _ in 0..TUNNEL_BATCH {
+        let mut i = 0;
+        while i < TUNNEL_BATCH || self.tunnel_rx.pending() {
+            i += 1;
             let Some(b) = self.free.pop() else { break };
             let Some(sock) = &self.ctx.tunnel else {
                 self.free.push(b);
                 break;
             };
-            let Some(src) = super::tunnel::recv(sock, &mut self.bufs[b as usize]) else {
+            let Some(src) = self.tunnel_rx.next(sock, &mut self.bufs[b as usize]) else {
                 self.free.push(b);
                 break;
             };
