@@ -7,7 +7,8 @@
 #   make demo        the tutorial's story on a throw-away testbed (scripts/demo.sh)
 #   make bench       benchmarks (scripts/bench.sh)
 #   make fuzz-build  build the fuzz targets;  make fuzz-smoke: run each for FUZZ_SECONDS
-#   make install     vswitchd and vswitchctl to $(PREFIX)/bin
+#   make install     vswitchd, vswitchctl to $(PREFIX)/bin; vswitch-cni to /opt/cni/bin;
+#                    an example /etc/cni/net.d/10-vswitch.conflist unless one exists
 #   make clean
 
 SHELL := /bin/bash
@@ -102,11 +103,17 @@ fuzz-smoke: fuzz-build
 		tail -n 1 "$$scratch.log"; rm -rf "$$scratch" "$$scratch.log"; \
 	done
 
+# The binaries, the CNI plugin where runtimes look for it, and an example network config list
+# (never overwriting one that exists).
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 target/release/vswitchd target/release/vswitchctl $(DESTDIR)$(PREFIX)/bin/
-# CNI plugin, when cni/ lands (uncomment):
-#	install -D -m 0755 target/release/vswitch-cni $(DESTDIR)/opt/cni/bin/vswitch
+	install -D -m 0755 target/release/vswitch-cni $(DESTDIR)/opt/cni/bin/vswitch-cni
+	@if [ -e $(DESTDIR)/etc/cni/net.d/10-vswitch.conflist ]; then \
+		echo "install: keeping the existing $(DESTDIR)/etc/cni/net.d/10-vswitch.conflist"; \
+	else \
+		install -D -m 0644 cni/10-vswitch.conflist $(DESTDIR)/etc/cni/net.d/10-vswitch.conflist; \
+	fi
 
 clean:
 	$(CARGO) clean
