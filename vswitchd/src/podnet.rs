@@ -70,7 +70,8 @@ impl PodIfState {
         }
         let mut bad = Vec::new();
         if self.mac != Some(cfg.mac) {
-            bad.push(format!("mac is {:?}", self.mac.map(fmt_mac)));
+            let mac = self.mac.map_or_else(|| "missing".to_string(), fmt_mac);
+            bad.push(format!("mac is {mac}"));
         }
         if self.mtu != cfg.mtu {
             bad.push(format!("mtu is {}", self.mtu));
@@ -79,10 +80,18 @@ impl PodIfState {
             bad.push("link is down".to_string());
         }
         if !self.addrs.contains(&(cfg.addr, cfg.prefix_len)) {
-            bad.push(format!("addresses are {:?}", self.addrs));
+            let addrs: Vec<String> = self.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
+            bad.push(if addrs.is_empty() {
+                "no IPv4 address".to_string()
+            } else {
+                format!("addresses are {}", addrs.join(", "))
+            });
         }
         if self.default_gateway != Some(cfg.gateway) {
-            bad.push(format!("default route via {:?}", self.default_gateway));
+            bad.push(match self.default_gateway {
+                Some(gw) => format!("default route via {gw}"),
+                None => "no default route".to_string(),
+            });
         }
         if !bad.is_empty() {
             let (mac, mtu, gw) = (fmt_mac(cfg.mac), cfg.mtu, cfg.gateway);
