@@ -127,9 +127,21 @@ pub fn resolve_netns(spec: &str) -> anyhow::Result<PathBuf> {
 
 /// Creates `cfg.ifname` as a TAP inside `cfg.netns` and configures it (MAC, MTU, `lo` up,
 /// IPv4 address, link up, default route, IPv6 off). Returns the TAP fd (usable from any
-/// namespace; the TAP disappears when it is closed) and the interface index in the pod.
-/// On any failure after the TAP was created it is destroyed again.
+/// namespace) and the interface index in the pod. The TAP is persistent: it outlives the
+/// daemon (see [`reattach_pod`]) and is removed by [`detach_pod`] or with its namespace.
+/// On any failure the TAP is destroyed again. Fails if the interface exists already.
 pub fn attach_pod(cfg: &PodIfConfig) -> anyhow::Result<(OwnedFd, u32)> {
+    attach(cfg, false)
+}
+
+/// Like [`attach_pod`], but an existing TAP of that name (left by an earlier run of the
+/// daemon) is taken over and its configuration completed instead of refused: the pod keeps
+/// its interface across a daemon restart.
+pub fn reattach_pod(cfg: &PodIfConfig) -> anyhow::Result<(OwnedFd, u32)> {
+    attach(cfg, true)
+}
+
+fn attach(cfg: &PodIfConfig, take_over: bool) -> anyhow::Result<(OwnedFd, u32)> {
     if cfg.prefix_len == 0 || cfg.prefix_len > 32 {
         bail!("invalid prefix length /{} for {}", cfg.prefix_len, cfg.addr);
     }
@@ -142,28 +154,55 @@ pub fn attach_pod(cfg: &PodIfConfig) -> anyhow::Result<(OwnedFd, u32)> {
     in_netns(ns, "attach", move |h| async move {
         let (ifname, ns) = (&cfg.ifname, cfg.netns.display());
         let ctx = format!("{ifname} in netns {ns}");
-        if get_link(&h, ifname).await?.is_some() {
+        let existed = get_link(&h, ifname).await?.is_some();
+        if existed && !take_over {
             bail!("interface {ifname} already exists in netns {ns}");
         }
-        let tap = Tap::create(&TapOptions {
+        let opts = TapOptions {
             ifname: cfg.ifname.clone(),
             vnet_hdr: true,
             offload: cfg.offload,
             nonblocking: true,
-        })
-        .with_context(|| format!("creating TAP {ctx}"))?;
-        match configure(&h, &tap, &cfg).await {
+        };
+        // A previous daemon's descriptor may take a moment to be released (EBUSY).
+        let mut tries = 0;
+        let tap = loop {
+            match Tap::create(&opts) {
+                Ok(t) => break t,
+                Err(e) if existed && tries < 20 && is_busy(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.context(format!("creating TAP {ctx}"))),
+            }
+        };
+        let configured = configure(&h, &tap, &cfg, existed).await;
+        let result = configured.and_then(|ifindex| {
+            tap.set_persist(true)?;
+            Ok(ifindex)
+        });
+        match result {
             Ok(ifindex) => {
                 tracing::info!(ifname = %cfg.ifname, ifindex, netns = %cfg.netns.display(),
-                    offloads = %crate::tap::offload_names(tap.offloads()), "pod attached");
+                    offloads = %crate::tap::offload_names(tap.offloads()),
+                    reattached = existed, "pod attached");
                 Ok((tap.into_fd(), ifindex))
             }
             // Dropping the only fd of a non-persistent TAP unregisters it.
             Err(e) => {
+                let _ = tap.set_persist(false);
                 drop(tap);
                 Err(e.context(format!("configuring {ctx} (TAP removed)")))
             }
         }
+    })
+}
+
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            == Some(libc::EBUSY)
     })
 }
 
@@ -260,7 +299,18 @@ pub fn inspect_pod(netns: &Path, ifname: &str) -> anyhow::Result<PodIfState> {
 
 /// Sets MAC/MTU, disables IPv6, brings `lo` up, adds the address, brings the link up and
 /// adds the default route. Returns the ifindex.
-async fn configure(h: &Handle, tap: &Tap, cfg: &PodIfConfig) -> anyhow::Result<u32> {
+/// Configures the pod's interface; with `existing`, what is already in place (an address or
+/// route left from before) is accepted.
+async fn configure(
+    h: &Handle,
+    tap: &Tap,
+    cfg: &PodIfConfig,
+    existing: bool,
+) -> anyhow::Result<u32> {
+    let tolerate = |r: Result<(), rtnetlink::Error>| match r {
+        Err(e) if existing && nl_errno(&e) == Some(libc::EEXIST) => Ok(()),
+        r => r,
+    };
     let name = tap.name();
     let index = get_link(h, name)
         .await?
@@ -276,11 +326,13 @@ async fn configure(h: &Handle, tap: &Tap, cfg: &PodIfConfig) -> anyhow::Result<u
     set_link(h, LinkUnspec::new_with_name("lo").up().build())
         .await
         .context("bringing lo up")?;
-    h.address()
-        .add(index, IpAddr::V4(cfg.addr), cfg.prefix_len)
-        .execute()
-        .await
-        .with_context(|| format!("adding address {}/{}", cfg.addr, cfg.prefix_len))?;
+    tolerate(
+        h.address()
+            .add(index, IpAddr::V4(cfg.addr), cfg.prefix_len)
+            .execute()
+            .await,
+    )
+    .with_context(|| format!("adding address {}/{}", cfg.addr, cfg.prefix_len))?;
     set_link(h, LinkUnspec::new_with_index(index).up().build())
         .await
         .context("setting link up")?;
@@ -288,10 +340,7 @@ async fn configure(h: &Handle, tap: &Tap, cfg: &PodIfConfig) -> anyhow::Result<u
         .gateway(cfg.gateway)
         .output_interface(index)
         .build();
-    h.route()
-        .add(route)
-        .execute()
-        .await
+    tolerate(h.route().add(route).execute().await)
         .with_context(|| format!("adding default route via {}", cfg.gateway))?;
     Ok(index)
 }

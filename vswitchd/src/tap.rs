@@ -166,6 +166,25 @@ impl Tap {
         Ok(Tap { fd, name, offloads })
     }
 
+    /// Makes the TAP outlive its file descriptors (`TUNSETPERSIST`): a restarted daemon
+    /// re-attaches to it and the pod keeps its interface, address and routes meanwhile.
+    pub fn set_persist(&self, on: bool) -> anyhow::Result<()> {
+        // SAFETY: TUNSETPERSIST takes its argument by value (no pointer); `fd` is an open,
+        // attached TAP descriptor.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETPERSIST,
+                libc::c_ulong::from(on),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("TUNSETPERSIST {on} on {}", self.name));
+        }
+        Ok(())
+    }
+
     /// The raw fd (still owned by this `Tap`).
     #[allow(dead_code)] // kept for callers that borrow the fd (multi-queue workers)
     pub fn fd(&self) -> RawFd {
