@@ -1,0 +1,469 @@
+#!/usr/bin/env python3
+"""vswitch benchmark engine: vswitchd (io_uring and epoll datapaths) against the kernel's
+bridge / flannel-style VXLAN, on throw-away network namespace testbeds, in the same run.
+
+Started by scripts/bench.sh (which owns the per-run prefix and a last-resort cleanup trap);
+see docs/bench/README.md for the method. Writes docs/bench/results.json and the table in
+docs/bench/README.md, then calls scripts/bench_plot.py for docs/bench/results.png.
+
+Environment: BENCH_RUNS (3), BENCH_QUICK=1 (smoke: 1 run, 2 s), BENCH_SECONDS (5),
+BENCH_PING_COUNT (200), BENCH_SCENARIOS (same-node,cross-node), BENCH_DATAPATHS
+(kernel,uring,epoll), BENCH_OUT (docs/bench), VSWITCH_BIN_DIR (target/release),
+BENCH_PREFIX (set by bench.sh).
+"""
+import datetime, json, math, os, random, re, shutil, signal, statistics
+import subprocess, sys, tempfile, time
+
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
+from bench_report import fmt, machine, table, write_readme
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("VSWITCH_BIN_DIR", os.path.join(ROOT, "target", "release"))
+OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "docs", "bench"))
+QUICK = os.environ.get("BENCH_QUICK", "0") not in ("", "0")
+RUNS = int(os.environ.get("BENCH_RUNS", "1" if QUICK else "3"))
+SECS = int(os.environ.get("BENCH_SECONDS", "2" if QUICK else "5"))
+PING_COUNT = int(os.environ.get("BENCH_PING_COUNT", "50" if QUICK else "200"))
+PING_INTERVAL = 0.01
+SCENARIOS = os.environ.get("BENCH_SCENARIOS", "same-node,cross-node").split(",")
+DATAPATHS = os.environ.get("BENCH_DATAPATHS", "kernel,uring,epoll").split(",")
+PREFIX = os.environ.get("BENCH_PREFIX") or "vq%04x" % random.randrange(0x10000)
+REACH_TIMEOUT = 5.0  # seconds for a testbed's first ping to get through
+METRICS = ["tcp1_gbps", "tcp4_gbps", "rtt_p50_us", "rtt_p99_us", "vswitchd_cpu_s_per_gbit",
+           "vswitchd_cpu_s_per_gbit_tcp4", "host_busy_cpu_s_per_gbit"]
+RATIO_METRICS = ["tcp1_gbps", "tcp4_gbps", "rtt_p50_us", "rtt_p99_us"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Unavailable(Exception):
+    """The combination cannot run (binary missing, daemon or tunnel not working)."""
+
+
+def log(msg):
+    print("bench: " + msg, flush=True)
+
+
+def sh(*args, timeout=20, check=True):
+    p = subprocess.run([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        err = RuntimeError("`%s` failed (%d): %s" % (" ".join(map(str, args)), p.returncode,
+                                                     (p.stderr or p.stdout).strip()[-400:]))
+        err.detail = (p.stderr or p.stdout).strip()[-300:]
+        raise err
+    return p.stdout
+
+
+class Testbed:
+    """Namespaces, processes and a scratch dir, all removed by close()."""
+
+    def __init__(self, tag):
+        self.tag = tag
+        self.netns, self.procs, self.daemons, self.underlay_nodes = [], [], [], []
+        self.socks = []
+        self.tmp = tempfile.mkdtemp(prefix="%s-bench-" % PREFIX)
+
+    def ns(self, name):
+        full = "%s%s%s" % (PREFIX, self.tag, name)
+        sh("ip", "netns", "add", full)
+        self.netns.append(full)
+        sh("ip", "-n", full, "link", "set", "lo", "up")
+        return full
+
+    def spawn(self, args, logname=None, daemon=False):
+        out = open(os.path.join(self.tmp, logname), "w") if logname else subprocess.DEVNULL
+        p = subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT
+                             if logname else subprocess.DEVNULL, start_new_session=True)
+        (self.daemons if daemon else self.procs).append(p)
+        return p
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.daemons:
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.time() + 3
+        for p in self.procs + self.daemons:
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(2)
+        for ns in reversed(self.netns):
+            for pid in sh("ip", "netns", "pids", ns, check=False).split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh("ip", "netns", "del", ns, check=False)
+            # vswitchd writes the pod's resolver there (`ip netns exec` mounts it).
+            shutil.rmtree(os.path.join("/etc/netns", ns), ignore_errors=True)
+        self.netns = []
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- testbeds
+# Each builder returns (client_ns, server_ns, server_ip); pods are 198.18.N.10 / .11.
+
+def pod_veth(tb, node, pod, idx, ip, gw_on_bridge):
+    """Kernel baseline pod: a veth whose node end is on the node's bridge."""
+    ln = "%sv%d" % (PREFIX, idx)
+    sh("ip", "-n", node, "link", "add", ln, "mtu", 1450, "type", "veth",
+       "peer", "name", "eth0", "netns", pod)
+    sh("ip", "-n", node, "link", "set", ln, "master", "%sbr" % PREFIX, "up")
+    sh("ip", "-n", pod, "link", "set", "eth0", "mtu", 1450, "up")
+    sh("ip", "-n", pod, "addr", "add", ip + "/24", "dev", "eth0")
+    sh("ip", "-n", pod, "route", "add", "default", "via", gw_on_bridge)
+
+
+def bridge(tb, node, n):
+    br = "%sbr" % PREFIX
+    sh("ip", "-n", node, "link", "add", br, "type", "bridge")
+    sh("ip", "-n", node, "addr", "add", "198.18.%d.1/24" % n, "dev", br)
+    sh("ip", "-n", node, "link", "set", br, "up")
+
+
+def underlay(tb, n1, n2):
+    tb.underlay_nodes = [n1, n2]
+    a, b = "%su1" % PREFIX, "%su2" % PREFIX
+    sh("ip", "-n", n1, "link", "add", a, "mtu", 1500, "type", "veth", "peer", "name", b,
+       "netns", n2)
+    for ns, ln, ip in ((n1, a, "198.19.0.1/24"), (n2, b, "198.19.0.2/24")):
+        sh("ip", "-n", ns, "addr", "add", ip, "dev", ln)
+        sh("ip", "-n", ns, "link", "set", ln, "up")
+    return a, b
+
+
+def kernel_same(tb):
+    node, pa, pb = tb.ns("n1"), tb.ns("pa"), tb.ns("pb")
+    bridge(tb, node, 1)
+    pod_veth(tb, node, pa, 1, "198.18.1.10", "198.18.1.1")
+    pod_veth(tb, node, pb, 2, "198.18.1.11", "198.18.1.1")
+    return pb, pa, "198.18.1.10", []
+
+
+def kernel_cross(tb):
+    """flannel's vxlan backend, by hand: bridge + pod veth + vxlan device per node."""
+    nodes = {1: tb.ns("n1"), 2: tb.ns("n2")}
+    pods = {1: tb.ns("pa"), 2: tb.ns("pb")}
+    ul = dict(zip((1, 2), underlay(tb, nodes[1], nodes[2])))
+    vx, mac = "%svx" % PREFIX, {}
+    for n, node in nodes.items():
+        sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        bridge(tb, node, n)
+        pod_veth(tb, node, pods[n], n, "198.18.%d.10" % n, "198.18.%d.1" % n)
+        sh("ip", "-n", node, "link", "add", vx, "mtu", 1450, "type", "vxlan", "id", 1,
+           "dstport", 4789, "local", "198.19.0.%d" % n, "dev", ul[n], "nolearning")
+        sh("ip", "-n", node, "addr", "add", "198.18.%d.0/32" % n, "dev", vx)
+        sh("ip", "-n", node, "link", "set", vx, "up")
+        mac[n] = json.loads(sh("ip", "-n", node, "-j", "link", "show", vx))[0]["address"]
+    for n, node in nodes.items():
+        m = 3 - n
+        sh("ip", "-n", node, "route", "add", "198.18.%d.0/24" % m, "via", "198.18.%d.0" % m,
+           "dev", vx, "onlink")
+        sh("ip", "-n", node, "neigh", "add", "198.18.%d.0" % m, "lladdr", mac[m], "dev", vx,
+           "nud", "permanent")
+        sh("bridge", "-n", node, "fdb", "append", mac[m], "dev", vx, "dst", "198.19.0.%d" % m)
+    return pods[2], pods[1], "198.18.1.10", []
+
+
+def underlay_rx(nodes):
+    """Bytes the receiving node (node 1) got on its underlay veth: proof of the tunnel path."""
+    if not nodes:
+        return 0
+    ns = [n for n in nodes if n.endswith("n1")][0]
+    j = json.loads(sh("ip", "-n", ns, "-j", "-s", "link", "show", "%su1" % PREFIX))
+    return j[0]["stats64"]["rx"]["bytes"]
+
+
+def ctl(sock, *args, timeout=15):
+    return sh(os.path.join(BIN, "vswitchctl"), "--socket", sock, *args, timeout=timeout)
+
+
+def start_daemon(tb, node, name, n, datapath, extra=()):
+    sock = os.path.join(tb.tmp, name + ".sock")
+    logname = name + ".log"
+    p = tb.spawn(["ip", "netns", "exec", node, os.path.join(BIN, "vswitchd"), "--node", name,
+                  "--pod-cidr", "198.18.%d.0/24" % n, "--mtu", 1500, "--socket", sock,
+                  "--state-dir", os.path.join(tb.tmp, name + ".state"), "--datapath", datapath,
+                  *extra], logname=logname, daemon=True)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if p.poll() is not None:
+            break
+        if subprocess.run([os.path.join(BIN, "vswitchctl"), "--socket", sock, "--timeout", "1",
+                           "node", "show"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=5).returncode == 0:
+            tb.socks.append(sock)
+            return p, sock
+        time.sleep(0.1)
+    with open(os.path.join(tb.tmp, logname)) as f:
+        tail = " | ".join(f.read().strip().splitlines()[-3:])
+    raise Unavailable("vswitchd --datapath %s did not become ready (%s): %s" % (
+        datapath, "exited %s" % p.returncode if p.poll() is not None else "timeout", tail))
+
+
+def drops(socks):
+    """Non-zero drop counters summed over the run's daemons (from `stats -o json`)."""
+    total = {}
+    for sock in socks:
+        try:
+            for k, v in json.loads(ctl(sock, "-o", "json", "stats")).get("drops", {}).items():
+                if v:
+                    total[k] = total.get(k, 0) + v
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+            total["stats_error"] = str(e)[:200]
+    return total
+
+
+def vsw_same(tb, datapath):
+    node, pa, pb = tb.ns("n1"), tb.ns("pa"), tb.ns("pb")
+    d, sock = start_daemon(tb, node, "n1", 1, datapath)
+    ctl(sock, "port", "add", "pa", "--netns", pa, "--ip", "198.18.1.10/24")
+    ctl(sock, "port", "add", "pb", "--netns", pb, "--ip", "198.18.1.11/24")
+    return pb, pa, "198.18.1.10", [d]
+
+
+def vsw_cross(tb, datapath):
+    nodes = {1: tb.ns("n1"), 2: tb.ns("n2")}
+    pods = {1: tb.ns("pa"), 2: tb.ns("pb")}
+    underlay(tb, nodes[1], nodes[2])
+    d, socks, vtep = [], {}, {}
+    for n, node in nodes.items():
+        p, socks[n] = start_daemon(tb, node, "n%d" % n, n, datapath,
+                                   ("--underlay", "198.19.0.%d" % n))
+        d.append(p)
+        ctl(socks[n], "port", "add", "p%d" % n, "--netns", pods[n],
+            "--ip", "198.18.%d.10/24" % n)
+        vtep[n] = json.loads(ctl(socks[n], "-o", "json", "node", "show"))["vtep_mac"]
+    for n in nodes:
+        m = 3 - n
+        try:
+            ctl(socks[n], "peer", "add", "n%d" % m, "--underlay", "198.19.0.%d" % m,
+                "--pod-cidr", "198.18.%d.0/24" % m, "--vtep-mac", vtep[m])
+        except RuntimeError as e:
+            raise Unavailable("`vswitchctl peer add` failed: %s" % getattr(e, "detail", e))
+    return pods[2], pods[1], "198.18.1.10", d
+
+
+def build(tb, scenario, datapath):
+    if datapath == "kernel":
+        return (kernel_same if scenario == "same-node" else kernel_cross)(tb)
+    return (vsw_same if scenario == "same-node" else vsw_cross)(tb, datapath)
+
+
+# ---------------------------------------------------------------- measurements
+
+def reachable(client, ip):
+    deadline = time.time() + REACH_TIMEOUT
+    while time.time() < deadline:
+        if subprocess.run(["ip", "netns", "exec", client, "ping", "-c", "1", "-W", "1", ip],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=5).returncode == 0:
+            return True
+    return False
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[max(0, math.ceil(p / 100.0 * len(xs)) - 1)]
+
+
+def ping_rtt(client, ip):
+    deadline = int(PING_COUNT * PING_INTERVAL + 5)
+    out = sh("ip", "netns", "exec", client, "ping", "-n", "-c", PING_COUNT, "-i", PING_INTERVAL,
+             "-W", 1, "-w", deadline, ip, timeout=deadline + 5, check=False)
+    rtts = [float(t) * 1000 for t in re.findall(r"time=([0-9.]+) ms", out)]
+    if not rtts:
+        raise RuntimeError("ping got no reply")
+    return {"rtt_p50_us": round(percentile(rtts, 50), 1),
+            "rtt_p99_us": round(percentile(rtts, 99), 1),
+            "ping_loss": round(1 - len(rtts) / PING_COUNT, 4)}
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+def host_busy_ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4]  # all but idle and iowait
+
+
+def wait_listening(server, port):
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        if sh("ip", "netns", "exec", server, "ss", "-Hltn", "sport = :%d" % port,
+              check=False).strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("iperf3 server did not start")
+
+
+def iperf(tb, client, server, ip, streams, daemons):
+    port = 5201
+    srv = tb.spawn(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-B", ip, "-p", port])
+    wait_listening(server, port)
+    pids = [d.pid for d in daemons]
+    u0 = underlay_rx(tb.underlay_nodes)
+    c0, h0, t0 = cpu_ticks(pids), host_busy_ticks(), time.time()
+    out = sh("ip", "netns", "exec", client, "iperf3", "-c", ip, "-p", port, "-t", SECS,
+             "-P", streams, "-J", "--connect-timeout", 3000, timeout=SECS + 20, check=False)
+    c1, h1, t1 = cpu_ticks(pids), host_busy_ticks(), time.time()
+    u1 = underlay_rx(tb.underlay_nodes)
+    try:
+        srv.wait(5)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+    try:
+        j = json.loads(out)
+    except ValueError:
+        raise RuntimeError("iperf3 printed no JSON: %s" % out[-300:])
+    if "error" in j:
+        raise RuntimeError("iperf3: %s" % j["error"])
+    recv = j["end"]["sum_received"]
+    gbit = recv["bytes"] * 8 / 1e9
+    r = {"gbps": round(recv["bits_per_second"] / 1e9, 3),
+         "retransmits": j["end"].get("sum_sent", {}).get("retransmits"),
+         "host_busy_cpu_s": round((h1 - h0) / CLK_TCK, 2), "wall_s": round(t1 - t0, 2),
+         "vswitchd_cpu_s": round((c1 - c0) / CLK_TCK, 2) if pids else None,
+         "underlay_rx_bytes_per_payload_byte": round((u1 - u0) / recv["bytes"], 3)
+         if tb.underlay_nodes and recv["bytes"] else None}
+    if tb.underlay_nodes and (u1 - u0) < recv["bytes"]:
+        raise RuntimeError("underlay carried %d bytes < %d payload bytes: traffic bypassed the "
+                           "tunnel" % (u1 - u0, recv["bytes"]))
+    r["vswitchd_cpu_s_per_gbit"] = (round(r["vswitchd_cpu_s"] / gbit, 4)
+                                    if pids and gbit > 0 else None)
+    r["host_busy_cpu_s_per_gbit"] = round(r["host_busy_cpu_s"] / gbit, 4) if gbit > 0 else None
+    return r
+
+
+def one_run(scenario, datapath, rnd):
+    tb = Testbed(rnd)
+    try:
+        client, server, ip, daemons = build(tb, scenario, datapath)
+        if not reachable(client, ip):
+            raise Unavailable("no ping reply from %s within %.0f s after setup%s" % (
+                ip, REACH_TIMEOUT, "; vswitchd drops: %s" % json.dumps(drops(tb.socks))
+                if tb.socks else ""))
+        with open("/proc/loadavg") as f:
+            load = float(f.read().split()[0])
+        h0 = host_busy_ticks()
+        time.sleep(0.5)
+        # Busy cores while this testbed idles: other work sharing the machine skews the numbers.
+        r = {"loadavg_1m_before": load,
+             "idle_host_busy_cores": round((host_busy_ticks() - h0) / CLK_TCK / 0.5, 2)}
+        r.update(ping_rtt(client, ip))
+        t1 = iperf(tb, client, server, ip, 1, daemons)
+        t4 = iperf(tb, client, server, ip, 4, daemons)
+        r.update({"tcp1_gbps": t1["gbps"], "tcp4_gbps": t4["gbps"],
+                  "underlay_rx_bytes_per_payload_byte": t1["underlay_rx_bytes_per_payload_byte"],
+                  "tcp1_retransmits": t1["retransmits"], "tcp4_retransmits": t4["retransmits"],
+                  "vswitchd_cpu_s": t1["vswitchd_cpu_s"],
+                  "vswitchd_cpu_s_per_gbit": t1["vswitchd_cpu_s_per_gbit"],
+                  "vswitchd_cpu_s_per_gbit_tcp4": t4["vswitchd_cpu_s_per_gbit"],
+                  "host_busy_cpu_s_per_gbit": t1["host_busy_cpu_s_per_gbit"]})
+        for d in daemons:
+            if d.poll() is not None:
+                raise RuntimeError("vswitchd exited (%s) during the run" % d.returncode)
+        if tb.socks:
+            r["vswitchd_drops"] = drops(tb.socks)
+        return r
+    finally:
+        tb.close()
+
+
+# ---------------------------------------------------------------- report
+
+def medians(runs):
+    ok = [r for r in runs if "error" not in r]
+    med = {}
+    for m in METRICS:
+        vals = [r[m] for r in ok if r.get(m) is not None]
+        med[m] = round(statistics.median(vals), 4) if vals else None
+    return med
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench: must run as root (it creates network namespaces)")
+
+    def on_signal(sig, _frame):
+        raise KeyboardInterrupt("signal %d" % sig)
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    have_bin = all(os.access(os.path.join(BIN, b), os.X_OK) for b in ("vswitchd", "vswitchctl"))
+    res = {"schema": 1, "quick": QUICK,
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "machine": machine(BIN, ROOT),
+           "config": {"runs": RUNS, "iperf_seconds": SECS, "ping_count": PING_COUNT,
+                      "ping_interval_s": PING_INTERVAL, "nice": os.nice(0), "pod_mtu": 1450, "underlay_mtu": 1500,
+                      "direction": "client pod b -> server pod a (node 2 -> node 1 cross-node)"},
+           "scenarios": {}}
+    cells = {(sc, dp): {"available": True, "runs": []} for sc in SCENARIOS for dp in DATAPATHS}
+    for (sc, dp), c in cells.items():
+        if dp != "kernel" and not have_bin:
+            c.update(available=False, reason="binary missing (%s/vswitchd)" % BIN)
+    est = sum(c["available"] for c in cells.values()) * RUNS * (2 * SECS + PING_COUNT * PING_INTERVAL + 4)
+    log("prefix %s, %d run(s), iperf3 -t %d, ping -c %d; about %.0f s" % (
+        PREFIX, RUNS, SECS, PING_COUNT, est))
+    t_start = time.time()
+    for rnd in range(RUNS):
+        order = DATAPATHS[rnd % len(DATAPATHS):] + DATAPATHS[:rnd % len(DATAPATHS)]
+        for sc in SCENARIOS:
+            for dp in order:
+                c = cells[(sc, dp)]
+                if not c["available"]:
+                    continue
+                t0 = time.time()
+                try:
+                    r = one_run(sc, dp, "r%d" % rnd)
+                    log("run %d %-10s %-6s tcp1 %.2f tcp4 %.2f Gbit/s, rtt p50 %.0f p99 %.0f µs,"
+                        " vswitchd %s s/Gbit (%.0f s)" % (
+                            rnd + 1, sc, dp, r["tcp1_gbps"], r["tcp4_gbps"], r["rtt_p50_us"],
+                            r["rtt_p99_us"], fmt(r["vswitchd_cpu_s_per_gbit"], 3),
+                            time.time() - t0))
+                except (Unavailable, RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                    msg = str(e).strip() or type(e).__name__
+                    log("run %d %-10s %-6s FAILED: %s" % (rnd + 1, sc, dp, msg))
+                    r = {"error": msg}
+                    if not any("error" not in x for x in c["runs"]):
+                        c.update(available=False, reason=msg)
+                c["runs"].append(r)
+    for (sc, dp), c in cells.items():
+        c["median"] = medians(c["runs"]) if c["available"] else None
+        res["scenarios"].setdefault(sc, {})[dp] = c
+    for sc, per in res["scenarios"].items():
+        k = per.get("kernel")
+        for dp, c in per.items():
+            if dp == "kernel" or not c["available"]:
+                continue
+            c["ratio_to_kernel"] = {m: (round(c["median"][m] / k["median"][m], 3) if k and
+                                        k["available"] and k["median"][m] and
+                                        c["median"][m] is not None else None)
+                                    for m in RATIO_METRICS}
+    res["elapsed_s"] = round(time.time() - t_start, 1)
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(res, f, indent=2)
+        f.write("\n")
+    write_readme(res, OUT)
+    log("wrote %s/results.json and the table in %s/README.md (%.0f s)" % (
+        OUT, OUT, res["elapsed_s"]))
+    print(table(res))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        log("interrupted (%s): testbed removed, no results written" % (e or "SIGINT"))
+        sys.exit(130)
