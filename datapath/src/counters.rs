@@ -71,6 +71,20 @@ drop_reasons! {
     /// A GSO super-frame of a kind the switch cannot segment for the tunnel yet (UDP/USO,
     /// TCPv6).
     GsoUnsupported => "gso_unsupported",
+    /// A connection to a service port without ready endpoints (answered with a TCP RST or
+    /// an ICMP port unreachable from the VIP).
+    ServiceNoEndpoints => "service_no_endpoints",
+    /// A packet to a service VIP (or the DNS address) that no service port takes: an unknown
+    /// port or protocol, ICMP, a non-first fragment. (An address of the service range that
+    /// is no VIP counts as `no_route`.)
+    ServiceUnknownPort => "service_unknown_port",
+    /// A new service connection while conntrack is full of established connections.
+    ConntrackFull => "conntrack_full",
+    /// A packet to the cluster DNS address that is not a DNS query the switch can parse.
+    DnsMalformed => "dns_malformed",
+    /// A DNS query the switch does not serve (outside the cluster domain); it is answered
+    /// REFUSED, and counted here because it was not served.
+    DnsRefused => "dns_refused",
 }
 
 /// Node-wide drop counters.

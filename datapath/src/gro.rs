@@ -110,7 +110,7 @@ pub fn gro_append(held: &mut PacketBuf, next: &PacketBuf) -> bool {
     } else {
         held_payload
     };
-    if held_payload % mss != 0
+    if !held_payload.is_multiple_of(mss)
         || next_payload > mss
         || hs.seq.wrapping_add(held_payload as u32) != ns.seq
         || hs.ip_len + next_payload > MAX_MERGED_IP_LEN

@@ -134,7 +134,7 @@ pub fn icmp_error(
 
 /// Writes a 20-byte IPv4 header (no options, no fragmentation, TTL 64) at `off`.
 #[allow(clippy::too_many_arguments)]
-fn write_ipv4(
+pub(crate) fn write_ipv4(
     f: &mut [u8],
     off: usize,
     tos: u8,

@@ -6,7 +6,13 @@
 //! - Every frame handed in ends in a [`Verdict`]: sent to a port, sent into the tunnel, or
 //!   dropped with a [`DropReason`] that has been counted. No input panics (fuzzed).
 //! - Frames are rewritten in place inside their [`PacketBuf`]; replies the switch makes itself
-//!   (ARP, ICMP) reuse the buffer of the request and go back out of the ingress port.
+//!   (ARP, ICMP, DNS answers, the TCP RST of a service without endpoints) reuse the buffer of
+//!   the request and go back out of the ingress port.
+//! - Services (ClusterIP) are load balanced at the client's node with kube-proxy's semantics:
+//!   DNAT to one ready endpoint, connection tracking for the replies, ClientIP affinity,
+//!   reject without endpoints, masquerade on hairpin. Conntrack is the one piece of mutable
+//!   shared state: a bounded concurrent map ([`NodeConfig::ct_max`]), expired by
+//!   [`Datapath::expire`] and lazily on lookup; it survives table swaps.
 //! - Tables are immutable snapshots ([`Tables`]) swapped atomically by the control plane
 //!   ([`Datapath::install`]); the data path reads them without locks.
 //! - Nothing received from the tunnel is ever forwarded back into the tunnel (split horizon);
@@ -18,12 +24,15 @@
 //!   `ToPort` goes to and on the peer a `ToTunnel` goes to (inner frame length).
 //! - No per-packet heap allocation on the forwarding path: [`Datapath::from_port`] and
 //!   [`Datapath::from_tunnel`] work in the buffer; [`Datapath::segment_for_tunnel`] writes
-//!   into a `Vec` the caller keeps and reuses.
+//!   into a `Vec` the caller keeps and reuses. A new service connection allocates its
+//!   conntrack entry; DNS answers (the host stack, not forwarding) allocate.
 //!
 //! Module map: `switch` (port ingress, L2), `arp`, `route` (L3), `icmp` (echo replies and
 //! errors), `vxlan` (header, encapsulation, PMTU), `tunnel` (tunnel ingress), `gso` (TSO,
 //! checksum completion), `gro` (merging tunnel segments for a pod), `frag` (IPv4
-//! fragmentation), `wire` (offsets, checksums).
+//! fragmentation), `wire` (offsets, checksums), `service` (service table, endpoint choice,
+//! affinity), `lb` (service traffic: NAT paths, rejects), `nat` (rewrites, incremental
+//! checksums), `conntrack` (the table), `ct_state` (states, timeouts), `dns` (the cluster DNS).
 
 #![forbid(unsafe_code)]
 
@@ -34,11 +43,17 @@ pub mod types;
 pub mod vxlan;
 
 mod arp;
+mod conntrack;
+mod ct_state;
+mod dns;
 mod frag;
 mod gro;
 mod gso;
 mod icmp;
+mod lb;
+mod nat;
 mod route;
+mod service;
 mod switch;
 mod tunnel;
 mod wire;
@@ -47,12 +62,15 @@ pub use buf::{PacketBuf, VnetHdr, HEADROOM, VNET_HDR_LEN};
 pub use counters::{Counters, DropReason, LinkCounters};
 pub use gro::gro_append;
 pub use gso::complete_checksum;
+pub use service::{DnsEntry, L4Proto, ServiceEntry};
 pub use tables::{PeerEntry, PeerId, PortEntry, PortId, Tables};
 pub use types::{Ipv4Cidr, Mac, NodeConfig};
 pub use vxlan::{VxlanHdr, VXLAN_HDR_LEN};
 
 use arc_swap::ArcSwap;
-use std::net::SocketAddrV4;
+use conntrack::Conntrack;
+use service::Balancer;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 /// Where a frame goes.
@@ -80,12 +98,16 @@ pub struct Datapath {
     config: NodeConfig,
     tables: ArcSwap<Tables>,
     counters: Counters,
+    ct: Conntrack,
+    lb: Balancer,
 }
 
 impl Datapath {
     /// A datapath with empty tables.
     pub fn new(config: NodeConfig) -> Datapath {
         Datapath {
+            ct: Conntrack::new(config.ct_max),
+            lb: Balancer::new(config.ct_max),
             config,
             tables: ArcSwap::from_pointee(Tables::default()),
             counters: Counters::default(),
@@ -110,6 +132,26 @@ impl Datapath {
     /// The current snapshot. Load once per batch and pass it to the `from_*` calls.
     pub fn tables(&self) -> arc_swap::Guard<Arc<Tables>> {
         self.tables.load()
+    }
+
+    /// Number of tracked (service NAT) connections.
+    pub fn conntrack_len(&self) -> usize {
+        self.ct.len()
+    }
+
+    /// Removes conntrack entries whose endpoint is `ep` (all protocols when `proto` is
+    /// None) and the ClientIP affinities pinned to it; returns the number of connections
+    /// removed. Called when an endpoint leaves a service (kube-proxy flushes UDP entries).
+    pub fn flush_endpoint(&self, ep: Ipv4Addr, proto: Option<L4Proto>) -> usize {
+        self.lb.flush_endpoint(ep, proto);
+        self.ct.flush_endpoint(ep, proto)
+    }
+
+    /// Expires idle conntrack and affinity entries; the shell calls it about once a second
+    /// with its monotonic clock (the same one it passes to `from_port`/`from_tunnel`).
+    pub fn expire(&self, now_ms: u64) {
+        self.ct.expire(now_ms);
+        self.lb.expire(now_ms);
     }
 
     /// Counts a drop that the I/O shell decided (for example a failed write).

@@ -4,13 +4,14 @@
 //! Order of the checks (the first failing one names the drop):
 //! unknown port, frame too short, bad vnet header, spoofed source MAC, ethertype (ARP goes to
 //! [`crate::arp`]; IPv6, VLAN and others are dropped), IPv4 header validity, spoofed source
-//! IP, group destination MAC, router MAC (routed), a local pod's MAC (switched), otherwise
-//! unknown destination.
+//! IP, group destination MAC, a tracked service connection ([`crate::lb`]: NATed), router
+//! MAC (routed), a local pod's MAC (switched), otherwise unknown destination.
 
 use crate::buf::{
     VnetHdr, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP, VNET_GSO_UDP_L4,
 };
 use crate::counters::{DropReason, LinkCounters};
+use crate::lb::Ingress;
 use crate::tables::PortEntry;
 use crate::types::Mac;
 use crate::wire::{self, Ipv4Info, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_LEN};
@@ -37,13 +38,12 @@ impl Datapath {
         pkt: &mut PacketBuf,
         now_ms: u64,
     ) -> Verdict {
-        let _ = now_ms;
         let Some(port) = tables.port(in_port) else {
             self.counters.count_drop(DropReason::UnknownPort);
             return Verdict::Drop(DropReason::UnknownPort);
         };
         port.counters.rx(pkt.len());
-        match self.port_ingress(tables, port, pkt) {
+        match self.port_ingress(tables, port, pkt, now_ms) {
             Ok(v) => v,
             Err(reason) => self.drop_on(&port.counters, reason),
         }
@@ -54,6 +54,7 @@ impl Datapath {
         tables: &Tables,
         port: &PortEntry,
         pkt: &mut PacketBuf,
+        now_ms: u64,
     ) -> Result<Verdict, DropReason> {
         let frame = pkt.frame();
         let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| DropReason::Malformed)?;
@@ -75,8 +76,13 @@ impl Datapath {
         if dst.is_multicast() {
             return Err(DropReason::Multicast);
         }
-        if dst == self.config.router_mac {
-            return self.route_from_port(tables, port, pkt, &ip);
+        let routed = dst == self.config.router_mac;
+        let from = Ingress::Port(port, routed);
+        if let Some(v) = self.conntrack_packet(tables, from, pkt, &ip, now_ms) {
+            return v;
+        }
+        if routed {
+            return self.route_from_port(tables, port, pkt, &ip, now_ms);
         }
         match tables.port_by_mac(dst) {
             Some(to) if to.id == port.id => Err(DropReason::Hairpin),

@@ -2,6 +2,7 @@
 //! atomically. The data path reads them through an `arc_swap` guard and never locks.
 
 use crate::counters::LinkCounters;
+use crate::service::{DnsEntry, ServiceEntry, ServiceTable};
 use crate::types::{Ipv4Cidr, Mac};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -48,6 +49,7 @@ pub struct Tables {
     by_ip: HashMap<Ipv4Addr, PortId>,
     peers: Vec<PeerEntry>,
     peer_by_underlay: HashMap<Ipv4Addr, usize>,
+    services: ServiceTable,
 }
 
 impl Tables {
@@ -64,6 +66,18 @@ impl Tables {
         }
         t.peers = peers;
         t
+    }
+
+    /// The same snapshot with a service table (service ports with their endpoints, and the
+    /// DNS names of services) and its indexes. Replaces any services set before.
+    pub fn with_services(mut self, services: Vec<ServiceEntry>, dns: Vec<DnsEntry>) -> Tables {
+        self.services = ServiceTable::new(services, dns);
+        self
+    }
+
+    /// The service part of the snapshot.
+    pub(crate) fn services(&self) -> &ServiceTable {
+        &self.services
     }
 
     /// The port with this id.

@@ -10,6 +10,7 @@
 
 use crate::counters::DropReason;
 use crate::icmp;
+use crate::lb::Ingress;
 use crate::switch::forward_l3;
 use crate::tables::PeerEntry;
 use crate::types::Mac;
@@ -34,7 +35,9 @@ impl Datapath {
     ///   to the same peer; anything else for those addresses is
     ///   [`DropReason::LocalUnsupported`];
     /// - anything else, including another peer's subnet: [`DropReason::TunnelNotOurs`]
-    ///   (split horizon: never `ToTunnel` for a forwarded packet).
+    ///   (split horizon: never `ToTunnel` for a forwarded packet);
+    /// - a reply of a tracked service connection (endpoint -> client on this node) is reverse
+    ///   NATed (source back to VIP:port) first, then delivered as above.
     ///
     /// Counting: the peer counts `rx` of the inner frame length (datagram less 8 bytes) for
     /// every datagram from a known peer, and `rx_drop` with each drop; `ToPort(p)` counts `tx`
@@ -46,13 +49,12 @@ impl Datapath {
         pkt: &mut PacketBuf,
         now_ms: u64,
     ) -> Verdict {
-        let _ = now_ms;
         let Some(peer) = tables.peer_by_underlay(*src.ip()) else {
             self.counters.count_drop(DropReason::TunnelUnknownPeer);
             return Verdict::Drop(DropReason::TunnelUnknownPeer);
         };
         peer.counters.rx(pkt.len().saturating_sub(VXLAN_HDR_LEN));
-        match self.tunnel_ingress(tables, peer, pkt) {
+        match self.tunnel_ingress(tables, peer, pkt, now_ms) {
             Ok(v) => v,
             Err(reason) => self.drop_on(&peer.counters, reason),
         }
@@ -63,6 +65,7 @@ impl Datapath {
         tables: &Tables,
         peer: &PeerEntry,
         pkt: &mut PacketBuf,
+        now_ms: u64,
     ) -> Result<Verdict, DropReason> {
         let vx = VxlanHdr::parse(pkt.frame())?;
         if vx.vni != self.config.vni {
@@ -82,6 +85,10 @@ impl Datapath {
             return Err(DropReason::Multicast);
         }
         let ip = Ipv4Info::parse(frame, ETH_LEN).ok_or(DropReason::Malformed)?;
+        if let Some(v) = self.conntrack_packet(tables, Ingress::Tunnel, pkt, &ip, now_ms) {
+            return v;
+        }
+        let frame = pkt.frame();
         let cfg = &self.config;
         if ip.dst == cfg.gateway || ip.dst == cfg.vtep_ip {
             if !icmp::is_echo_request(frame, &ip) {

@@ -199,11 +199,21 @@ pub struct NodeConfig {
     pub vni: u32,
     /// VXLAN UDP destination port.
     pub vxlan_port: u16,
+    /// The service (ClusterIP) range: frames routed to an address inside it are service
+    /// traffic (NATed, or dropped when no service matches).
+    pub service_cidr: Option<Ipv4Cidr>,
+    /// The cluster DNS address the switch answers on (UDP port 53).
+    pub dns_ip: Option<Ipv4Addr>,
+    /// The cluster DNS domain (`cluster.local`), without a trailing dot.
+    pub cluster_domain: String,
+    /// Most connections conntrack holds at once.
+    pub ct_max: usize,
 }
 
 impl NodeConfig {
     /// The configuration of a node owning `pod_cidr` with pods at `pod_mtu`: gateway `.1`,
-    /// VTEP `.0`, router and VTEP MACs derived from those addresses, VNI 1, port 4789.
+    /// VTEP `.0`, router and VTEP MACs derived from those addresses, VNI 1, port 4789, no
+    /// service CIDR nor DNS address, domain `cluster.local`, 65536 connections.
     pub fn for_subnet(pod_cidr: Ipv4Cidr, pod_mtu: u16) -> NodeConfig {
         let gateway = pod_cidr.nth(1).unwrap_or(pod_cidr.network());
         let vtep_ip = pod_cidr.network();
@@ -216,6 +226,10 @@ impl NodeConfig {
             pod_mtu,
             vni: 1,
             vxlan_port: 4789,
+            service_cidr: None,
+            dns_ip: None,
+            cluster_domain: "cluster.local".to_string(),
+            ct_max: 65536,
         }
     }
 }

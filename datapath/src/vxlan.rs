@@ -66,6 +66,12 @@ fn wire_ip_len(pkt: &PacketBuf, ip: &Ipv4Info) -> usize {
 }
 
 impl Datapath {
+    /// True when the packet must not go into the tunnel as it is: bigger than `pod_mtu` (per
+    /// segment for GSO) with DF set.
+    pub(crate) fn too_big_for_tunnel(&self, pkt: &PacketBuf, ip: &Ipv4Info) -> bool {
+        wire_ip_len(pkt, ip) > usize::from(self.config.pod_mtu) && ip.df()
+    }
+
     /// Routes a pod's IPv4 packet to a peer node: PMTU check, inner MACs rewritten to
     /// (our VTEP -> peer VTEP), TTL decremented, VXLAN header pushed.
     pub(crate) fn to_peer(
@@ -76,7 +82,7 @@ impl Datapath {
         ip: &Ipv4Info,
     ) -> Result<Verdict, DropReason> {
         let mtu = self.config.pod_mtu;
-        if wire_ip_len(pkt, ip) > usize::from(mtu) && ip.df() {
+        if self.too_big_for_tunnel(pkt, ip) {
             return self.reject(
                 port,
                 pkt,

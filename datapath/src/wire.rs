@@ -110,11 +110,21 @@ pub fn ipv4_at(b: &[u8], off: usize) -> Ipv4Addr {
 
 /// Sums `data` as big-endian 16-bit words (odd tail padded with zero) onto `acc`, unfolded.
 pub fn csum_add(mut acc: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
+    // Eight bytes at a time as two big-endian 32-bit words: the one's complement sum of
+    // 32-bit words folds to the same 16-bit sum as the sum of 16-bit words (RFC 1071 §2),
+    // and a u64 cannot overflow before 2^32 additions. With 16-bit words, `tcp_csum_ok` was
+    // 17.7 % of the receiving daemon's samples in a cross-node iperf3 profile; with this,
+    // 7.5 % (perf record, same setup, both on a loaded machine).
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w >> 32) + (w & 0xffff_ffff);
+    }
+    let mut words = chunks.remainder().chunks_exact(2);
+    for c in &mut words {
         acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = words.remainder() {
         acc += u64::from(*last) << 8;
     }
     acc
@@ -253,6 +263,22 @@ mod tests {
         0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xab, 0x50, 198, 18, 1, 2, 198,
         18, 2, 3,
     ];
+
+    /// The plain RFC 1071 sum over 16-bit words, the reference for [`csum_add`].
+    fn reference_sum(data: &[u8]) -> u16 {
+        let mut acc: u64 = 0;
+        for c in data.chunks(2) {
+            acc += u64::from(c[0]) << 8 | u64::from(*c.get(1).unwrap_or(&0));
+        }
+        csum_fold(acc)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn wide_sum_equals_word_sum(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            proptest::prop_assert_eq!(csum_fold(csum_add(0, &data)), reference_sum(&data));
+        }
+    }
 
     #[test]
     fn checksum_of_known_header_verifies() {

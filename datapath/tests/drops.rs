@@ -5,6 +5,7 @@
 mod common;
 
 use common::golden::*;
+use common::svc::*;
 use common::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use vswitch_datapath::buf::{VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4};
@@ -17,6 +18,8 @@ enum Input {
     Segment(Vec<u8>, VnetHdr),
     /// Counted by the shell through `count_drop`.
     Shell,
+    /// From pod A on a node with services (see `svc_node`), at most `ct_max` connections.
+    Service(usize, Vec<u8>),
 }
 
 fn vx(inner: &[u8]) -> Vec<u8> {
@@ -107,21 +110,62 @@ fn provoke(r: DropReason) -> Input {
                 csum_offset: 16,
             },
         ),
+        ServiceNoEndpoints => {
+            Input::Service(1, udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP2, 53), b"q", 64))
+        }
+        ServiceUnknownPort => {
+            Input::Service(1, udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP, 81), b"q", 64))
+        }
+        ConntrackFull => Input::Service(0, udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP, 80), b"q", 64)),
+        DnsMalformed => Input::Service(
+            1,
+            udp_dgram(a, rt, sa(IP_A, 5000), sa(DNS_IP, 53), b"q", 64),
+        ),
+        DnsRefused => {
+            let q = [
+                &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0][..],
+                b"\x07example\x03com\x00\x00\x01\x00\x01",
+            ]
+            .concat();
+            Input::Service(1, udp_dgram(a, rt, sa(IP_A, 5000), sa(DNS_IP, 53), &q, 64))
+        }
     }
+}
+
+/// Answered in place (ICMP error, TCP RST, DNS error) although counted as a drop.
+fn answered(r: DropReason) -> bool {
+    use DropReason::*;
+    matches!(r, TooBig | TtlExceeded | ServiceNoEndpoints | DnsRefused)
 }
 
 #[test]
 fn every_drop_reason_is_counted() {
     for &r in DropReason::ALL {
-        let n = node();
+        let input = provoke(r);
+        let n = match &input {
+            Input::Service(ct_max, _) => svc_node(
+                *ct_max,
+                vec![
+                    svc(VIP, 80, L4Proto::Udp, &[sa(IP_B, 8080)], None),
+                    svc(VIP2, 53, L4Proto::Udp, &[], None),
+                ],
+                vec![],
+            ),
+            _ => node(),
+        };
         let before = n.drops(r);
         let link_drops =
             |n: &Node| get(&n.a.rx_dropped) + get(&n.b.rx_dropped) + get(&n.peer.rx_dropped);
-        match provoke(r) {
+        let input = match input {
+            Input::Service(_, f) => Input::Port(A, f, VnetHdr::default()),
+            i => i,
+        };
+        match input {
             Input::Port(p, f, vnet) => {
                 let (v, _) = n.port(p, &f, vnet);
-                // TooBig and TtlExceeded are answered with ICMP; the rest are plain drops.
-                if !matches!(r, DropReason::TooBig | DropReason::TtlExceeded) {
+                if answered(r) {
+                    assert_eq!(v, Verdict::ToPort(p), "{r:?} answered");
+                } else {
                     assert_eq!(v, Verdict::Drop(r), "{r:?}");
                 }
                 let expect_link = u64::from(r != DropReason::UnknownPort);
@@ -140,6 +184,7 @@ fn every_drop_reason_is_counted() {
                 assert_eq!(n.dp.segment_for_tunnel(&pkt, &mut out), Err(r));
             }
             Input::Shell => n.dp.count_drop(r),
+            Input::Service(..) => unreachable!("turned into Port above"),
         }
         assert_eq!(n.drops(r), before + 1, "{r:?} ({}) counted once", r.name());
         let total: u64 = n.dp.counters().snapshot().iter().map(|(_, c)| c).sum();

@@ -53,6 +53,53 @@ fn write_fuzz_seeds() {
     seed(p, "udp_ttl1_a_to_b", 0, d, &ttl1);
     let l2 = tcp_frame(mac_b(), mac_a(), IP_B, IP_A, b"l2");
     seed(p, "tcp_l2_b_to_a", 1, d, &l2);
+    // Services (the fuzz node has them, see fuzz/fuzz_targets/common.rs).
+    use common::svc::*;
+    let vip_syn = tcp_seg(
+        mac_a(),
+        router(),
+        sa(IP_A, 40000),
+        sa(VIP, 80),
+        SYN,
+        1,
+        0,
+        b"",
+    );
+    seed(p, "svc_syn_a_to_vip", 0, d, &vip_syn);
+    let no_eps = tcp_seg(
+        mac_a(),
+        router(),
+        sa(IP_A, 40000),
+        sa(VIP2, 80),
+        SYN,
+        1,
+        0,
+        b"",
+    );
+    seed(p, "svc_syn_no_endpoints", 0, d, &no_eps);
+    let hairpin = udp_dgram(mac_a(), router(), sa(IP_A, 999), sa(VIP, 53), b"x", 64);
+    seed(p, "svc_udp_hairpin", 0, d, &hairpin);
+    let reply = tcp_seg(
+        mac_b(),
+        mac_a(),
+        sa(IP_B, 8080),
+        sa(IP_A, 40000),
+        SYN | ACK,
+        9,
+        2,
+        b"",
+    );
+    seed(p, "svc_synack_b_to_a", 1, d, &reply);
+    let mut big = tso_frame(&[0x42; 4000], 0, 7, 1);
+    big[30..34].copy_from_slice(&VIP.octets());
+    seed(p, "svc_tso_a_to_vip", 0, tso, &big);
+    let q = [
+        &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0][..],
+        b"\x03web\x00\x00\x01\x00\x01",
+    ]
+    .concat();
+    let dns = udp_dgram(mac_a(), router(), sa(IP_A, 5353), sa(DNS_IP, 53), &q, 64);
+    seed(p, "dns_query_web", 0, d, &dns);
 
     let t = "ingress_tunnel";
     seed(t, "flannel_synack_to_b", 0, d, &FLANNEL_SYNACK_TO_B);
@@ -78,4 +125,54 @@ fn write_fuzz_seeds() {
     ));
     seed(t, "vxlan_tso_5000", 0, tso, &big);
     seed(t, "stranger", 1, d, &FLANNEL_SYNACK_TO_B);
+    let mut r_reply = vec![8, 0, 0, 0, 0, 0, 1, 0];
+    r_reply.extend_from_slice(&common::svc::tcp_seg(
+        peer_vtep_mac(),
+        vtep_mac(),
+        common::svc::sa(IP_R, 8080),
+        common::svc::sa(IP_A, 40000),
+        common::svc::SYN | common::svc::ACK,
+        9,
+        2,
+        b"",
+    ));
+    seed(t, "svc_synack_r_to_a", 0, d, &r_reply);
+}
+
+/// Seeds of the `dns` target: raw DNS queries (the UDP payload).
+#[test]
+#[ignore = "writes files into fuzz/corpus; run explicitly"]
+fn write_dns_fuzz_seeds() {
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/dns");
+    std::fs::create_dir_all(&dir).unwrap();
+    let q = |file: &str, name: &str, ty: RecordType, edns: bool| {
+        let mut m = Message::new(0x4d2, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), ty));
+        if edns {
+            let mut e = Edns::new();
+            e.set_max_payload(1232);
+            m.set_edns(e);
+        }
+        std::fs::write(dir.join(file), m.to_vec().unwrap()).unwrap();
+    };
+    q(
+        "a_fqdn_edns",
+        "nginx-service.default.svc.cluster.local.",
+        RecordType::A,
+        true,
+    );
+    q("a_bare", "nginx-service", RecordType::A, false);
+    q("a_ns", "API.prod", RecordType::A, false);
+    q("aaaa", "nginx-service.default.svc", RecordType::AAAA, false);
+    q(
+        "nxdomain",
+        "nope.default.svc.cluster.local",
+        RecordType::A,
+        false,
+    );
+    q("refused", "example.com", RecordType::A, true);
+    q("ambiguous", "dup", RecordType::ANY, false);
 }

@@ -1,5 +1,8 @@
 //! The node both targets run against: 198.18.1.0/24 with pods A (port 1, .2) and B (port 2,
-//! .3), one peer (node 2, 198.18.2.0/24 behind 198.19.0.2). Port 3 is unknown.
+//! .3), one peer (node 2, 198.18.2.0/24 behind 198.19.0.2). Port 3 is unknown. Services
+//! (198.19.96.0/20, DNS at .10): 198.19.96.20:80/tcp -> B:8080 and 198.18.2.5:8080,
+//! 198.19.96.20:53/udp -> A:5353 (hairpin for A), 198.19.96.21:80/tcp without endpoints;
+//! conntrack holds at most 64 connections, so eviction is exercised too.
 //!
 //! Input layout for both targets: `[selector][virtio-net header, 10 bytes LE][bytes...]`.
 
@@ -12,10 +15,11 @@ pub const PEER_UNDERLAY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
 pub fn datapath() -> &'static Datapath {
     static DP: OnceLock<Datapath> = OnceLock::new();
     DP.get_or_init(|| {
-        let dp = Datapath::new(NodeConfig::for_subnet(
-            "198.18.1.0/24".parse().unwrap(),
-            1450,
-        ));
+        let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
+        cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
+        cfg.dns_ip = Some(Ipv4Addr::new(198, 19, 96, 10));
+        cfg.ct_max = 64;
+        let dp = Datapath::new(cfg);
         let port = |id, ip: Ipv4Addr| PortEntry {
             id,
             mac: Mac::from_ipv4(ip),
@@ -33,7 +37,31 @@ pub fn datapath() -> &'static Datapath {
             vtep_mac: Mac::from_ipv4(Ipv4Addr::new(198, 18, 2, 0)),
             counters: Arc::default(),
         }];
-        dp.install(Tables::new(ports, peers));
+        let vip = Ipv4Addr::new(198, 19, 96, 20);
+        let ep = |a, b, c, d, port| SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port);
+        let svc = |vip, port, proto, endpoints| ServiceEntry {
+            vip,
+            port,
+            proto,
+            endpoints,
+            affinity_ms: None,
+        };
+        let services = vec![
+            svc(
+                vip,
+                80,
+                L4Proto::Tcp,
+                vec![ep(198, 18, 1, 3, 8080), ep(198, 18, 2, 5, 8080)],
+            ),
+            svc(vip, 53, L4Proto::Udp, vec![ep(198, 18, 1, 2, 5353)]),
+            svc(Ipv4Addr::new(198, 19, 96, 21), 80, L4Proto::Tcp, vec![]),
+        ];
+        let dns = vec![DnsEntry {
+            name: "web".into(),
+            namespace: "default".into(),
+            vip,
+        }];
+        dp.install(Tables::new(ports, peers).with_services(services, dns));
         dp
     })
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod golden;
+pub mod svc;
 
 use etherparse::{
     IpHeaders, IpNumber, Ipv4Header, PacketBuilder, SlicedPacket, TcpHeader, TcpOptionElement,

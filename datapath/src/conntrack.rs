@@ -1,0 +1,364 @@
+//! Connection tracking for service NAT: a bounded concurrent map from the 5-tuples of both
+//! directions of a connection to the connection, with TCP-state-aware timeouts.
+//!
+//! - A connection is keyed twice: by its original tuple (client -> VIP, as the client sends)
+//!   and by its reply tuple (endpoint -> client, or -> the SNAT address on hairpin, as the
+//!   endpoint answers). One lookup per packet tells the direction.
+//! - Every packet moves its connection's state ([`crate::ct_state`]) and refreshes the
+//!   timeout of the state it is in.
+//! - Expiry: [`Conntrack::expire`] (the shell's periodic call) removes idle connections; a
+//!   lookup that finds an expired one removes it and reports a miss.
+//! - Bounded: at most `max` connections. When full, a new connection evicts an expired or
+//!   not yet *assured* one (TCP not established, UDP never answered), scanning a bounded
+//!   part of the table; assured connections are never evicted, so a table full of them
+//!   refuses new connections ([`DropReason::ConntrackFull`]).
+//! - Reply tuples are unique: when the natural one is taken (hairpin, or one client port
+//!   reaching the same endpoint through two VIPs), the source port is rewritten to one from
+//!   a per-datapath allocator (SNAT), as netfilter's NAT does.
+
+use crate::counters::DropReason;
+use crate::ct_state::State;
+use crate::service::L4Proto;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
+};
+use std::sync::Arc;
+
+/// A 5-tuple as it appears on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Tuple {
+    pub proto: L4Proto,
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+}
+
+/// One tracked connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// Client -> VIP, as the client sends it.
+    pub orig: Tuple,
+    /// Endpoint -> client (or the SNAT address), as the endpoint answers.
+    pub reply: Tuple,
+    state: AtomicU8,
+    assured: AtomicBool,
+    expires_ms: AtomicU64,
+}
+
+impl Conn {
+    /// The current state.
+    pub(crate) fn state(&self) -> State {
+        State::from_u8(self.state.load(Relaxed))
+    }
+
+    /// True when traffic went both ways.
+    pub(crate) fn assured(&self) -> bool {
+        self.assured.load(Relaxed)
+    }
+
+    fn expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.load(Relaxed) <= now_ms
+    }
+
+    /// Accounts a packet in direction `reply` with TCP `flags` seen at `now_ms`: state
+    /// transition and timeout refresh. Returns the new state.
+    pub(crate) fn seen(&self, reply: bool, flags: u8, now_ms: u64) -> State {
+        let prev = self.state.fetch_update(Relaxed, Relaxed, |s| {
+            Some(State::from_u8(s).next(reply, flags) as u8)
+        });
+        let s = State::from_u8(prev.unwrap_or_else(|s| s)).next(reply, flags);
+        if s.assures() {
+            self.assured.store(true, Relaxed);
+        }
+        self.expires_ms
+            .store(now_ms.saturating_add(s.timeout_ms()), Relaxed);
+        s
+    }
+}
+
+/// A map value: the connection and which of its directions the key is.
+#[derive(Clone, Debug)]
+struct CtRef {
+    reply: bool,
+    conn: Arc<Conn>,
+}
+
+/// How many map entries a full table scans for an evictable connection.
+const EVICT_SCAN: usize = 4096;
+/// How many SNAT ports are tried for a unique reply tuple.
+const PORT_TRIES: usize = 64;
+/// SNAT source ports: 32768..=60999 (Linux's default ephemeral range).
+const SNAT_PORT_MIN: u32 = 32768;
+const SNAT_PORT_COUNT: u32 = 61000 - 32768;
+
+/// The connection table.
+pub(crate) struct Conntrack {
+    map: DashMap<Tuple, CtRef>,
+    conns: AtomicUsize,
+    max: usize,
+    next_port: AtomicU32,
+}
+
+impl Conntrack {
+    pub(crate) fn new(max: usize) -> Conntrack {
+        Conntrack {
+            map: DashMap::new(),
+            conns: AtomicUsize::new(0),
+            max,
+            next_port: AtomicU32::new(0),
+        }
+    }
+
+    /// Number of connections.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.load(Relaxed)
+    }
+
+    /// The live connection a packet with tuple `t` belongs to, and whether the packet goes
+    /// in the reply direction. An expired connection found on the way is removed.
+    pub(crate) fn lookup(&self, t: &Tuple, now_ms: u64) -> Option<(bool, Arc<Conn>)> {
+        if self.len() == 0 {
+            return None;
+        }
+        let r = self.map.get(t).map(|r| r.value().clone())?;
+        if r.conn.expired(now_ms) {
+            self.remove(&r.conn);
+            return None;
+        }
+        Some((r.reply, r.conn))
+    }
+
+    /// Creates the connection of a packet with tuple `orig` (and TCP `flags`) to endpoint
+    /// `ep`. With `snat`, the source becomes that address with an allocated port; without,
+    /// the source stays unless the reply tuple is taken. When another packet created the
+    /// same connection meanwhile, returns that one.
+    pub(crate) fn create(
+        &self,
+        orig: Tuple,
+        ep: SocketAddrV4,
+        snat: Option<Ipv4Addr>,
+        flags: u8,
+        now_ms: u64,
+    ) -> Result<Arc<Conn>, DropReason> {
+        if !self.reserve(now_ms) {
+            return Err(DropReason::ConntrackFull);
+        }
+        let state = State::initial(orig.proto, flags);
+        let mut reply = Tuple {
+            proto: orig.proto,
+            src: *ep.ip(),
+            sport: ep.port(),
+            dst: snat.unwrap_or(orig.src),
+            dport: orig.sport,
+        };
+        let mut conn = None;
+        for i in 0..=PORT_TRIES {
+            if snat.is_some() || i > 0 {
+                reply.dport = self.alloc_port();
+            }
+            let _ = self.lookup(&reply, now_ms); // clears an expired holder
+            let c = Arc::new(Conn {
+                orig,
+                reply,
+                state: AtomicU8::new(state as u8),
+                assured: AtomicBool::new(state.assures()),
+                expires_ms: AtomicU64::new(now_ms.saturating_add(state.timeout_ms())),
+            });
+            if let Entry::Vacant(v) = self.map.entry(reply) {
+                v.insert(CtRef {
+                    reply: true,
+                    conn: c.clone(),
+                });
+                conn = Some(c);
+                break;
+            }
+        }
+        let Some(conn) = conn else {
+            self.conns.fetch_sub(1, Relaxed);
+            return Err(DropReason::ConntrackFull);
+        };
+        let existing = match self.map.entry(orig) {
+            Entry::Vacant(v) => {
+                v.insert(CtRef {
+                    reply: false,
+                    conn: conn.clone(),
+                });
+                None
+            }
+            Entry::Occupied(o) => Some(o.get().conn.clone()),
+        };
+        match existing {
+            None => Ok(conn),
+            Some(other) => {
+                self.map
+                    .remove_if(&conn.reply, |_, r| Arc::ptr_eq(&r.conn, &conn));
+                self.conns.fetch_sub(1, Relaxed);
+                Ok(other)
+            }
+        }
+    }
+
+    /// Removes connection `c` (both keys). True when this call removed it.
+    pub(crate) fn remove(&self, c: &Arc<Conn>) -> bool {
+        let removed = self
+            .map
+            .remove_if(&c.orig, |_, r| Arc::ptr_eq(&r.conn, c))
+            .is_some();
+        if removed {
+            self.conns.fetch_sub(1, Relaxed);
+        }
+        self.map.remove_if(&c.reply, |_, r| Arc::ptr_eq(&r.conn, c));
+        removed
+    }
+
+    /// Takes a slot for a new connection, evicting one when the table is full.
+    fn reserve(&self, now_ms: u64) -> bool {
+        for _ in 0..2 {
+            let max = self.max;
+            if self
+                .conns
+                .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+                .is_ok()
+            {
+                return true;
+            }
+            if !self.evict_one(now_ms) {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Evicts an expired connection, else the unassured one closest to expiry, among the
+    /// first [`EVICT_SCAN`] entries. False when there is none.
+    fn evict_one(&self, now_ms: u64) -> bool {
+        let mut victim: Option<Arc<Conn>> = None;
+        for r in self.map.iter().take(EVICT_SCAN) {
+            let c = &r.conn;
+            if r.reply {
+                continue;
+            }
+            if c.expired(now_ms) {
+                victim = Some(c.clone());
+                break;
+            }
+            let better = |v: &Arc<Conn>| c.expires_ms.load(Relaxed) < v.expires_ms.load(Relaxed);
+            if !c.assured() && victim.as_ref().is_none_or(better) {
+                victim = Some(c.clone());
+            }
+        }
+        match victim {
+            Some(v) => {
+                self.remove(&v);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn alloc_port(&self) -> u16 {
+        let n = self.next_port.fetch_add(1, Relaxed) % SNAT_PORT_COUNT;
+        (SNAT_PORT_MIN + n) as u16
+    }
+
+    /// Removes every connection for which `pred` holds; returns how many.
+    fn remove_where(&self, pred: impl Fn(&Conn) -> bool) -> usize {
+        // Both halves are looked at, so a half left over by a race still goes.
+        let victims: Vec<Arc<Conn>> = self
+            .map
+            .iter()
+            .filter(|r| pred(&r.conn))
+            .map(|r| r.conn.clone())
+            .collect();
+        victims.iter().filter(|c| self.remove(c)).count()
+    }
+
+    /// Removes the connections whose endpoint is `ep` (of protocol `proto`, or all).
+    pub(crate) fn flush_endpoint(&self, ep: Ipv4Addr, proto: Option<L4Proto>) -> usize {
+        self.remove_where(|c| c.reply.src == ep && proto.is_none_or(|p| c.orig.proto == p))
+    }
+
+    /// Removes the connections idle past their timeout.
+    pub(crate) fn expire(&self, now_ms: u64) -> usize {
+        self.remove_where(|c| c.expired(now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::{TCP_ACK, TCP_SYN};
+
+    const SA: u8 = TCP_SYN | TCP_ACK;
+
+    fn t(sport: u16) -> Tuple {
+        Tuple {
+            proto: L4Proto::Tcp,
+            src: Ipv4Addr::new(198, 18, 1, 2),
+            sport,
+            dst: Ipv4Addr::new(198, 19, 96, 20),
+            dport: 80,
+        }
+    }
+
+    fn ep() -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 3), 8080)
+    }
+
+    #[test]
+    fn both_directions_find_the_connection() {
+        let ct = Conntrack::new(8);
+        let c = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
+        assert_eq!(c.reply.dst, t(1).src);
+        assert_eq!(c.reply.dport, 1);
+        let (reply, found) = ct.lookup(&t(1), 1).unwrap();
+        assert!(!reply && Arc::ptr_eq(&found, &c));
+        let (reply, found) = ct.lookup(&c.reply, 1).unwrap();
+        assert!(reply && Arc::ptr_eq(&found, &c));
+        // Creating it again (a race) returns the first one.
+        let again = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
+        assert!(Arc::ptr_eq(&again, &c));
+        assert_eq!((ct.len(), ct.map.len()), (1, 2));
+        assert!(ct.remove(&c));
+        assert!(!ct.remove(&c));
+        assert_eq!((ct.len(), ct.map.len()), (0, 0));
+    }
+
+    #[test]
+    fn reply_tuple_clashes_get_a_snat_port() {
+        let ct = Conntrack::new(8);
+        let a = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
+        // Same client port, another VIP, same endpoint: the natural reply tuple is taken.
+        let mut other = t(1);
+        other.dst = Ipv4Addr::new(198, 19, 96, 21);
+        let b = ct.create(other, ep(), None, TCP_SYN, 0).unwrap();
+        assert_eq!(b.reply.dst, a.reply.dst, "the client's address is kept");
+        assert_ne!(b.reply.dport, a.reply.dport);
+        assert!((32768..61000).contains(&b.reply.dport));
+        // Hairpin: SNAT to the given address, always with an allocated port.
+        let gw = Ipv4Addr::new(198, 18, 1, 1);
+        let h = ct.create(t(2), ep(), Some(gw), TCP_SYN, 0).unwrap();
+        assert_eq!(h.reply.dst, gw);
+        assert_ne!(h.reply.dport, 2);
+        assert_eq!(ct.len(), 3);
+    }
+
+    #[test]
+    fn expire_and_flush_count_connections() {
+        let ct = Conntrack::new(8);
+        let c = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
+        ct.create(t(2), ep(), None, TCP_SYN, 0).unwrap();
+        c.seen(true, SA, 0);
+        c.seen(false, TCP_ACK, 0);
+        assert!(c.assured());
+        assert_eq!(ct.expire(30_000), 1);
+        assert_eq!(ct.len(), 1);
+        assert_eq!(ct.flush_endpoint(*ep().ip(), Some(L4Proto::Udp)), 0);
+        assert_eq!(ct.flush_endpoint(*ep().ip(), Some(L4Proto::Tcp)), 1);
+        assert_eq!((ct.len(), ct.map.len()), (0, 0));
+    }
+}

@@ -1,0 +1,283 @@
+//! Services (ClusterIP): the service table of a snapshot, and the choice of an endpoint for a
+//! new connection (ClientIP affinity, else an even spread).
+
+use crate::conntrack::Tuple;
+use dashmap::DashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A transport protocol a service port carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum L4Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// One port of a service: what the control plane installs.
+#[derive(Clone, Debug)]
+pub struct ServiceEntry {
+    /// The service's virtual IP.
+    pub vip: Ipv4Addr,
+    /// The service port.
+    pub port: u16,
+    /// The port's protocol.
+    pub proto: L4Proto,
+    /// Ready endpoints (pod address, target port). Empty = reject.
+    pub endpoints: Vec<SocketAddrV4>,
+    /// ClientIP affinity timeout in ms, when set.
+    pub affinity_ms: Option<u64>,
+}
+
+/// A DNS name of a service: `name.namespace.svc.<cluster domain>` resolves to `vip`.
+#[derive(Clone, Debug)]
+pub struct DnsEntry {
+    /// The service name.
+    pub name: String,
+    /// The service's namespace.
+    pub namespace: String,
+    /// The service's virtual IP.
+    pub vip: Ipv4Addr,
+}
+
+/// A service port's identity: (VIP, port, protocol).
+pub(crate) type ServiceKey = (Ipv4Addr, u16, L4Proto);
+
+/// The service and DNS part of a [`crate::Tables`] snapshot.
+#[derive(Default, Debug)]
+pub(crate) struct ServiceTable {
+    ports: HashMap<ServiceKey, ServiceEntry>,
+    vips: HashSet<Ipv4Addr>,
+    /// (name, namespace), lowercase -> VIP.
+    names: HashMap<(String, String), Ipv4Addr>,
+    /// Bare name, lowercase -> VIP: the service in "default", else the only one of that name.
+    bare: HashMap<String, Ipv4Addr>,
+}
+
+impl ServiceTable {
+    pub(crate) fn new(services: Vec<ServiceEntry>, dns: Vec<DnsEntry>) -> ServiceTable {
+        let mut t = ServiceTable::default();
+        for s in services {
+            t.vips.insert(s.vip);
+            t.ports.insert((s.vip, s.port, s.proto), s);
+        }
+        let mut by_name: HashMap<String, Vec<(String, Ipv4Addr)>> = HashMap::new();
+        for d in dns {
+            let (name, ns) = (
+                d.name.to_ascii_lowercase(),
+                d.namespace.to_ascii_lowercase(),
+            );
+            t.names.insert((name.clone(), ns.clone()), d.vip);
+            by_name.entry(name).or_default().push((ns, d.vip));
+        }
+        for (name, all) in by_name {
+            let pick = match all.iter().find(|(ns, _)| ns == "default") {
+                Some((_, vip)) => Some(*vip),
+                None if all.len() == 1 => Some(all[0].1),
+                None => None,
+            };
+            if let Some(vip) = pick {
+                t.bare.insert(name, vip);
+            }
+        }
+        t
+    }
+
+    /// The service port `key`.
+    pub(crate) fn port(&self, key: &ServiceKey) -> Option<&ServiceEntry> {
+        self.ports.get(key)
+    }
+
+    /// True when `ip` is the VIP of some service.
+    pub(crate) fn is_vip(&self, ip: Ipv4Addr) -> bool {
+        self.vips.contains(&ip)
+    }
+
+    /// The VIP of service `name` in `namespace` (both lowercase).
+    pub(crate) fn lookup(&self, name: &str, namespace: &str) -> Option<Ipv4Addr> {
+        self.names
+            .get(&(name.to_string(), namespace.to_string()))
+            .copied()
+    }
+
+    /// The VIP a bare (single-label, lowercase) name resolves to.
+    pub(crate) fn lookup_bare(&self, name: &str) -> Option<Ipv4Addr> {
+        self.bare.get(name).copied()
+    }
+}
+
+/// Endpoint choice for new connections: ClientIP affinity, else an even spread. Shared by
+/// the data path's workers (concurrent map, atomic counter).
+pub(crate) struct Balancer {
+    /// (client, service port) -> (endpoint, expiry in ms).
+    affinity: DashMap<(Ipv4Addr, ServiceKey), (SocketAddrV4, u64)>,
+    counter: AtomicU64,
+    max: usize,
+}
+
+impl Balancer {
+    /// A balancer keeping at most `max` affinities.
+    pub(crate) fn new(max: usize) -> Balancer {
+        Balancer {
+            affinity: DashMap::new(),
+            counter: AtomicU64::new(0),
+            max,
+        }
+    }
+
+    /// The endpoint for a new connection `t` to `svc` (which has endpoints). With ClientIP
+    /// affinity, the client's live pinned endpoint if it is still ready (the pin's timeout
+    /// is refreshed), else a spread choice that becomes the pin.
+    pub(crate) fn choose(
+        &self,
+        svc: &ServiceEntry,
+        t: &Tuple,
+        now_ms: u64,
+    ) -> Option<SocketAddrV4> {
+        let Some(ms) = svc.affinity_ms else {
+            return self.spread(&svc.endpoints, t);
+        };
+        let key = (t.src, (svc.vip, svc.port, svc.proto));
+        let expires = now_ms.saturating_add(ms);
+        if let Some(mut pin) = self.affinity.get_mut(&key) {
+            if pin.1 > now_ms && svc.endpoints.contains(&pin.0) {
+                pin.1 = expires;
+                return Some(pin.0);
+            }
+        }
+        let ep = self.spread(&svc.endpoints, t)?;
+        if self.affinity.len() < self.max || self.affinity.contains_key(&key) {
+            self.affinity.insert(key, (ep, expires));
+        }
+        Some(ep)
+    }
+
+    /// One of `eps`: a cheap hash of the tuple mixed with a per-datapath counter, so that
+    /// connections spread evenly whatever their ports.
+    fn spread(&self, eps: &[SocketAddrV4], t: &Tuple) -> Option<SocketAddrV4> {
+        if eps.is_empty() {
+            return None;
+        }
+        let n = self.counter.fetch_add(1, Relaxed);
+        let h = (u64::from(u32::from(t.src)) << 32 | u64::from(u32::from(t.dst)))
+            ^ (u64::from(t.sport) << 16 | u64::from(t.dport))
+            ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let i = (mix(h) % eps.len() as u64) as usize;
+        eps.get(i).copied()
+    }
+
+    /// Number of affinities.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.affinity.len()
+    }
+
+    /// Removes the affinities pinned to `ep` (for service ports of `proto`, or all).
+    pub(crate) fn flush_endpoint(&self, ep: Ipv4Addr, proto: Option<L4Proto>) {
+        self.affinity
+            .retain(|(_, (_, _, p)), (e, _)| !(*e.ip() == ep && proto.is_none_or(|x| x == *p)));
+    }
+
+    /// Removes expired affinities.
+    pub(crate) fn expire(&self, now_ms: u64) {
+        self.affinity.retain(|_, (_, exp)| *exp > now_ms);
+    }
+}
+
+/// splitmix64's finalizer.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dns(name: &str, ns: &str, last: u8) -> DnsEntry {
+        DnsEntry {
+            name: name.into(),
+            namespace: ns.into(),
+            vip: Ipv4Addr::new(198, 19, 96, last),
+        }
+    }
+
+    #[test]
+    fn bare_names_prefer_default_then_the_only_one() {
+        let t = ServiceTable::new(
+            vec![],
+            vec![
+                dns("web", "prod", 1),
+                dns("web", "default", 2),
+                dns("api", "prod", 3),
+                dns("db", "a", 4),
+                dns("db", "b", 5),
+                dns("Mixed", "NS", 6),
+            ],
+        );
+        assert_eq!(t.lookup_bare("web"), Some(Ipv4Addr::new(198, 19, 96, 2)));
+        assert_eq!(t.lookup_bare("api"), Some(Ipv4Addr::new(198, 19, 96, 3)));
+        assert_eq!(t.lookup_bare("db"), None);
+        assert_eq!(t.lookup("web", "prod"), Some(Ipv4Addr::new(198, 19, 96, 1)));
+        assert_eq!(t.lookup("mixed", "ns"), Some(Ipv4Addr::new(198, 19, 96, 6)));
+        assert_eq!(t.lookup("web", "nope"), None);
+    }
+
+    fn svc(eps: usize, affinity_ms: Option<u64>) -> ServiceEntry {
+        ServiceEntry {
+            vip: Ipv4Addr::new(198, 19, 96, 20),
+            port: 80,
+            proto: L4Proto::Tcp,
+            endpoints: (0..eps)
+                .map(|i| SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10 + i as u8), 8080))
+                .collect(),
+            affinity_ms,
+        }
+    }
+
+    fn tuple(client: u8, sport: u16) -> Tuple {
+        Tuple {
+            proto: L4Proto::Tcp,
+            src: Ipv4Addr::new(198, 18, 1, client),
+            sport,
+            dst: Ipv4Addr::new(198, 19, 96, 20),
+            dport: 80,
+        }
+    }
+
+    #[test]
+    fn spread_is_even_even_for_one_tuple() {
+        let b = Balancer::new(100);
+        let s = svc(3, None);
+        assert_eq!(b.choose(&svc(0, None), &tuple(2, 1), 0), None);
+        let mut hits = [0usize; 3];
+        for i in 0..3000 {
+            let ep = b.choose(&s, &tuple(2, 7), i).unwrap();
+            hits[s.endpoints.iter().position(|e| *e == ep).unwrap()] += 1;
+        }
+        assert!(hits.iter().all(|&h| (800..1200).contains(&h)), "{hits:?}");
+        assert_eq!(b.len(), 0, "no affinity, no pins");
+    }
+
+    #[test]
+    fn affinity_is_per_client_and_bounded() {
+        let b = Balancer::new(2);
+        let s = svc(4, Some(1000));
+        let first = b.choose(&s, &tuple(2, 1), 0).unwrap();
+        for sport in 2..50 {
+            assert_eq!(b.choose(&s, &tuple(2, sport), 10), Some(first));
+        }
+        b.choose(&s, &tuple(3, 1), 0).unwrap();
+        b.choose(&s, &tuple(4, 1), 0).unwrap(); // over the bound: not pinned
+        assert_eq!(b.len(), 2);
+        b.flush_endpoint(*first.ip(), Some(L4Proto::Udp));
+        assert_eq!(b.len(), 2, "another protocol");
+        b.expire(1005);
+        assert_eq!(b.len(), 1, "client 2 was refreshed at 10 ms");
+        b.flush_endpoint(*first.ip(), None);
+        assert_eq!(b.len(), 0);
+    }
+}

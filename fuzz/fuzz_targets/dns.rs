@@ -1,0 +1,99 @@
+//! Arbitrary bytes as the UDP payload of a query from pod A (port 1) to the cluster DNS
+//! (198.19.96.10:53) through `from_port`. Nothing may panic; the datagram is either answered
+//! in place (a DNS response to the same id, from dns_ip:53, within the UDP size limit) or
+//! dropped as `DnsMalformed`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, OnceLock};
+use vswitch_datapath::*;
+
+const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+const DNS: Ipv4Addr = Ipv4Addr::new(198, 19, 96, 10);
+
+fn datapath() -> &'static Datapath {
+    static DP: OnceLock<Datapath> = OnceLock::new();
+    DP.get_or_init(|| {
+        let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
+        cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
+        cfg.dns_ip = Some(DNS);
+        let dp = Datapath::new(cfg);
+        let ports = vec![PortEntry {
+            id: 1,
+            mac: Mac::from_ipv4(POD),
+            ip: POD,
+            counters: Arc::default(),
+        }];
+        let dns = |name: &str, namespace: &str, last| DnsEntry {
+            name: name.into(),
+            namespace: namespace.into(),
+            vip: Ipv4Addr::new(198, 19, 96, last),
+        };
+        let tables = Tables::new(ports, vec![]).with_services(
+            vec![],
+            vec![
+                dns("nginx-service", "default", 20),
+                dns("api", "prod", 21),
+                dns("dup", "a", 22),
+                dns("dup", "b", 23),
+            ],
+        );
+        dp.install(tables);
+        dp
+    })
+}
+
+/// Ethernet + IPv4 + UDP (checksum 0) from the pod to the DNS address around `payload`.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let total = 28 + payload.len();
+    let mut f = Vec::with_capacity(14 + total);
+    f.extend_from_slice(&Mac::from_ipv4(Ipv4Addr::new(198, 18, 1, 1)).0);
+    f.extend_from_slice(&Mac::from_ipv4(POD).0);
+    f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+    f.extend_from_slice(&(total as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&POD.octets());
+    f.extend_from_slice(&DNS.octets());
+    let mut s: u32 = f[14..34]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    f.extend_from_slice(&5353u16.to_be_bytes());
+    f.extend_from_slice(&53u16.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() > 65535 - 28 {
+        return;
+    }
+    let dp = datapath();
+    let mut pkt = PacketBuf::from_frame(&frame(data));
+    let tables = dp.tables();
+    match dp.from_port(&tables, 1, &mut pkt, 0) {
+        Verdict::ToPort(p) => {
+            assert_eq!(p, 1);
+            let f = pkt.frame();
+            assert!(f.len() >= 14 + 28 + 12, "a DNS header at least");
+            assert_eq!(&f[26..30], &DNS.octets(), "from the DNS address");
+            assert_eq!(&f[34..36], &53u16.to_be_bytes());
+            assert_eq!(&f[36..38], &5353u16.to_be_bytes());
+            let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+            assert_eq!(total + 14, f.len());
+            let msg = &f[42..];
+            assert!(msg.len() <= 1232, "within the advertised UDP size");
+            assert_eq!(&msg[..2], &data[..2], "the query's id");
+            assert!(msg[2] & 0x80 != 0, "a response");
+        }
+        Verdict::Drop(r) => assert_eq!(r, DropReason::DnsMalformed),
+        Verdict::ToTunnel { .. } => panic!("a DNS query never goes into the tunnel"),
+    }
+});
