@@ -2,7 +2,7 @@
 //! ready port, each frame carried out at once (TAP writes never block). The fallback where
 //! io_uring is unavailable; it needs no `unsafe` of its own.
 
-use super::{Command, EngineCtx, BATCH, TUNNEL_BATCH};
+use super::{Command, EngineCtx, BATCH, SPIN, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -36,12 +36,22 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
     if let Some(sock) = &ctx.tunnel {
         super::tunnel::TunnelRx::enable_gro(sock);
     }
+    let mut last_work = std::time::Instant::now();
     loop {
-        let n = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
+        // Right after traffic, poll without sleeping for a short while (see `SPIN`).
+        let timeout = if last_work.elapsed() < SPIN {
+            EpollTimeout::ZERO
+        } else {
+            EpollTimeout::from(1000u16)
+        };
+        let n = match epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e).context("epoll_wait"),
         };
+        if n > 0 {
+            last_work = std::time::Instant::now();
+        }
         for ev in &events[..n] {
             match ev.data() {
                 TOKEN_WAKE => {
