@@ -46,6 +46,13 @@ pub enum Request {
         /// The attachments to keep.
         valid: Vec<CniKey>,
     },
+    /// Add a Service: a virtual IP load-balanced to endpoints (an existing name is an
+    /// `exists` error: delete it first to change it).
+    ServiceAdd(ServiceSpec),
+    /// Remove a Service.
+    ServiceDel(ServiceKey),
+    /// List Services with their endpoints.
+    ServiceList,
     /// Counters: drops by reason, and per port (or for one port).
     Stats {
         /// Limit per-port counters to this port name.
@@ -223,6 +230,15 @@ pub struct NodeInfo {
     pub peers: usize,
     /// Daemon version.
     pub version: String,
+    /// The cluster's service CIDR (Service VIPs lie inside it); empty from older daemons.
+    #[serde(default)]
+    pub service_cidr: String,
+    /// The cluster DNS address pods' resolvers use; empty from older daemons.
+    #[serde(default)]
+    pub dns_ip: String,
+    /// The cluster domain (`SVC.NS.svc.DOMAIN`); empty from older daemons.
+    #[serde(default)]
+    pub cluster_domain: String,
 }
 
 /// Counters of one port.
@@ -272,6 +288,74 @@ pub enum ErrorKind {
     Other,
 }
 
+/// Names a Service: (namespace, name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceKey {
+    /// The Service name.
+    pub name: String,
+    /// The Service's namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+/// What `service add` asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// The Service name (also its DNS name).
+    pub name: String,
+    /// The Service's namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The virtual IP, inside the service CIDR.
+    pub vip: String,
+    /// Port specs: `[NAME:]PORT[:TARGETPORT][/tcp|/udp]`.
+    pub ports: Vec<String>,
+    /// Label selector matched against local pods' labels.
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// Explicit endpoints `IP[:PORT]` (pods on any node).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// `client-ip[:SECONDS]` session affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
+}
+
+/// One port of a Service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServicePortInfo {
+    /// The port's name (may be empty).
+    pub name: String,
+    /// The port on the VIP.
+    pub port: u16,
+    /// The port on the endpoints.
+    pub target_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// A Service as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// The Service name.
+    pub name: String,
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The virtual IP.
+    pub vip: String,
+    /// Its ports.
+    pub ports: Vec<ServicePortInfo>,
+    /// Its selector.
+    pub selector: BTreeMap<String, String>,
+    /// The endpoints in use now (`IP`, or `IP:PORT` when the port is fixed).
+    pub endpoints: Vec<String>,
+    /// ClientIP affinity timeout in seconds, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_seconds: Option<u32>,
+    /// The DNS names that resolve to the VIP.
+    pub dns_names: Vec<String>,
+}
+
 /// A failure, naming the offending field when there is one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -312,6 +396,10 @@ pub enum Response {
     Peer(PeerInfo),
     /// `peer list`.
     Peers(Vec<PeerInfo>),
+    /// `service add`.
+    Service(ServiceInfo),
+    /// `service list`.
+    Services(Vec<ServiceInfo>),
     /// `stats`.
     Stats(StatsReport),
 }

@@ -28,7 +28,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 use validate::Invalid;
 use vswitch_proto::client::{self, ClientError};
-use vswitch_proto::{ErrorBody, PeerSpec, PortKey, PortSpec, Request, Response};
+use vswitch_proto::{
+    ErrorBody, PeerSpec, PortKey, PortSpec, Request, Response, ServiceKey, ServiceSpec,
+};
 
 /// Program and inspect the vswitch daemon of this node.
 #[derive(Debug, Parser)]
@@ -66,6 +68,9 @@ enum Command {
     /// Other nodes, reached through the tunnel
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// Services: stable virtual IPs (and DNS names) load-balanced to pods
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Drop counters by reason, and per-port counters
     Stats {
         /// Only this port
@@ -145,6 +150,50 @@ enum PeerCmd {
     },
     /// List peer nodes with their traffic counters
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCmd {
+    /// Add a Service: a VIP whose ports are load-balanced to pod endpoints
+    Add(ServiceAddArgs),
+    /// Remove a Service
+    Del {
+        /// Service name
+        name: String,
+        /// Service namespace
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
+    /// List Services with the endpoints they use now
+    List,
+}
+
+#[derive(Debug, Args)]
+struct ServiceAddArgs {
+    /// Service name (also its DNS name)
+    name: String,
+    /// Service namespace
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// Virtual IP, inside the node's service CIDR
+    #[arg(long)]
+    vip: String,
+    /// Port (repeatable); TARGETPORT defaults to PORT, the protocol to tcp
+    #[arg(
+        long = "port",
+        value_name = "[NAME:]PORT[:TARGETPORT][/tcp|/udp]",
+        required = true
+    )]
+    ports: Vec<String>,
+    /// Select this node's pods by label (repeatable; all must match)
+    #[arg(long = "selector", value_name = "K=V")]
+    selector: Vec<String>,
+    /// Explicit endpoint, a pod on this node or a peer (repeatable)
+    #[arg(long = "endpoint", value_name = "IP[:PORT]")]
+    endpoints: Vec<String>,
+    /// Session affinity by client IP [default timeout: 10800 s]
+    #[arg(long, value_name = "client-ip[:SECONDS]")]
+    affinity: Option<String>,
 }
 
 /// Why a command failed; decides the exit code.
@@ -262,6 +311,39 @@ fn request(cmd: &Command) -> Result<Request, Invalid> {
         }
         Command::Peer(PeerCmd::Del { node }) => Request::PeerDel { node: node.clone() },
         Command::Peer(PeerCmd::List) => Request::PeerList,
+        Command::Service(ServiceCmd::Add(a)) => {
+            validate::ipv4("vip", &a.vip)?;
+            for p in &a.ports {
+                validate::service_port(p)?;
+            }
+            let selector = validate::selector(&a.selector)?;
+            for e in &a.endpoints {
+                validate::endpoint(e)?;
+            }
+            if selector.is_empty() && a.endpoints.is_empty() {
+                return Err(Invalid {
+                    field: "selector",
+                    message: "a service needs --selector K=V or --endpoint IP[:PORT]".into(),
+                });
+            }
+            if let Some(aff) = &a.affinity {
+                validate::affinity(aff)?;
+            }
+            Request::ServiceAdd(ServiceSpec {
+                name: a.name.clone(),
+                namespace: a.namespace.clone(),
+                vip: a.vip.clone(),
+                ports: a.ports.clone(),
+                selector,
+                endpoints: a.endpoints.clone(),
+                affinity: a.affinity.clone(),
+            })
+        }
+        Command::Service(ServiceCmd::Del { name, namespace }) => Request::ServiceDel(ServiceKey {
+            name: name.clone(),
+            namespace: namespace.clone(),
+        }),
+        Command::Service(ServiceCmd::List) => Request::ServiceList,
         Command::Stats { port, namespace } => Request::Stats {
             port: port.clone(),
             namespace: namespace.clone(),
@@ -291,6 +373,22 @@ fn render(cmd: &Command, resp: Response, f: Format) -> Result<String, Failure> {
         (Command::Peer(PeerCmd::List), Response::Peers(mut ps)) => {
             ps.sort_by(|a, b| a.node.cmp(&b.node));
             output::peers(&ps, f)
+        }
+        (Command::Service(ServiceCmd::Add(_)), Response::Service(s)) => {
+            output::service_added(&s, f)
+        }
+        (Command::Service(ServiceCmd::Del { name, namespace }), Response::Done) => {
+            output::service_deleted(
+                &ServiceKey {
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                },
+                f,
+            )
+        }
+        (Command::Service(ServiceCmd::List), Response::Services(mut ss)) => {
+            ss.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            output::services(&ss, f)
         }
         (Command::Stats { .. }, Response::Stats(s)) => output::stats(&s, f),
         (_, other) => {
@@ -505,6 +603,149 @@ mod tests {
     }
 
     #[test]
+    fn service_add_full_and_defaults() {
+        let got = req(&[
+            "service",
+            "add",
+            "nginx-service",
+            "--namespace",
+            "web",
+            "--vip",
+            "198.19.96.20",
+            "--port",
+            "http:80:8080/tcp",
+            "--port",
+            "53/udp",
+            "--selector",
+            "app=nginx",
+            "--endpoint",
+            "198.18.2.5",
+            "--affinity",
+            "client-ip:60",
+        ])
+        .unwrap();
+        let want = Request::ServiceAdd(ServiceSpec {
+            name: "nginx-service".into(),
+            namespace: "web".into(),
+            vip: "198.19.96.20".into(),
+            ports: vec!["http:80:8080/tcp".into(), "53/udp".into()],
+            selector: [("app".to_string(), "nginx".to_string())].into(),
+            endpoints: vec!["198.18.2.5".into()],
+            affinity: Some("client-ip:60".into()),
+        });
+        assert_eq!(got, want);
+        let Request::ServiceAdd(spec) = req(&[
+            "service",
+            "add",
+            "s",
+            "--vip",
+            "198.19.96.21",
+            "--port",
+            "80",
+            "--endpoint",
+            "198.18.1.5:8080",
+        ])
+        .unwrap() else {
+            panic!("not a service add");
+        };
+        assert_eq!(spec.namespace, "default");
+        assert!(spec.selector.is_empty());
+        assert_eq!(spec.affinity, None);
+        // --vip and --port are required.
+        assert_eq!(
+            usage_error(&["service", "add", "s", "--port", "80", "--selector", "a=b"]).exit_code(),
+            2
+        );
+        assert_eq!(
+            usage_error(&[
+                "service",
+                "add",
+                "s",
+                "--vip",
+                "198.19.96.2",
+                "--selector",
+                "a=b"
+            ])
+            .exit_code(),
+            2
+        );
+    }
+
+    #[test]
+    fn service_add_validation_names_the_field() {
+        let field = |extra: &[&'static str]| {
+            let base = [
+                "service",
+                "add",
+                "s",
+                "--vip",
+                "198.19.96.20",
+                "--port",
+                "80",
+            ];
+            req(&[&base[..], extra].concat()).unwrap_err().field
+        };
+        assert_eq!(field(&[]), "selector");
+        assert_eq!(field(&["--selector", "app"]), "selector");
+        assert_eq!(field(&["--endpoint", "198.18.1"]), "endpoint");
+        assert_eq!(field(&["--port", "80/sctp", "--selector", "a=b"]), "port");
+        assert_eq!(field(&["--port", "http:x", "--selector", "a=b"]), "port");
+        assert_eq!(
+            field(&["--selector", "a=b", "--affinity", "cookie"]),
+            "affinity"
+        );
+        let vip = req(&[
+            "service",
+            "add",
+            "s",
+            "--vip",
+            "nginx",
+            "--port",
+            "80",
+            "--selector",
+            "a=b",
+        ]);
+        assert_eq!(vip.unwrap_err().field, "vip");
+    }
+
+    #[test]
+    fn service_del_and_list() {
+        assert_eq!(
+            req(&["service", "del", "x"]).unwrap(),
+            Request::ServiceDel(ServiceKey {
+                name: "x".into(),
+                namespace: "default".into()
+            })
+        );
+        assert_eq!(
+            req(&["service", "del", "x", "--namespace", "web"]).unwrap(),
+            Request::ServiceDel(ServiceKey {
+                name: "x".into(),
+                namespace: "web".into()
+            })
+        );
+        assert_eq!(req(&["service", "list"]).unwrap(), Request::ServiceList);
+        let cmd = parse(&["service", "del", "x"]).command;
+        assert_eq!(
+            render(&cmd, Response::Done, Format::Table).unwrap(),
+            "service default/x deleted
+"
+        );
+        let err = render(
+            &cmd,
+            Response::error(
+                vswitch_proto::ErrorKind::NotFound,
+                Some("name"),
+                "no such service",
+            ),
+            Format::Table,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "name: no such service");
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
     fn stats_command() {
         assert_eq!(
             req(&["stats"]).unwrap(),
@@ -549,7 +790,11 @@ mod tests {
         );
         let err = render(
             &cmd,
-            Response::error(vswitch_proto::ErrorKind::NotFound, Some("node"), "no peer `node2`"),
+            Response::error(
+                vswitch_proto::ErrorKind::NotFound,
+                Some("node"),
+                "no peer `node2`",
+            ),
             Format::Table,
         )
         .unwrap_err();

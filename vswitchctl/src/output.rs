@@ -8,7 +8,9 @@
 //! Every rendered string ends with a newline.
 
 use std::fmt::Write as _;
-use vswitch_proto::{NodeInfo, PeerInfo, PortInfo, PortKey, StatsReport};
+use vswitch_proto::{
+    NodeInfo, PeerInfo, PortInfo, PortKey, ServiceInfo, ServiceKey, ServicePortInfo, StatsReport,
+};
 
 /// The `-o` formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -183,12 +185,126 @@ pub fn peer_deleted(node: &str, f: Format) -> String {
     }
 }
 
+const SERVICE_HEADERS: [&str; 5] = ["NAME", "NAMESPACE", "VIP", "PORTS", "ENDPOINTS"];
+const SERVICE_WIDE_HEADERS: [&str; 8] = [
+    "NAME",
+    "NAMESPACE",
+    "VIP",
+    "PORTS",
+    "ENDPOINTS",
+    "SELECTOR",
+    "AFFINITY",
+    "DNS",
+];
+
+/// One service port as `[NAME:]PORT[->TARGETPORT]/PROTO`, e.g. `80/TCP`, `http:80->8080/TCP`.
+pub fn service_port(p: &ServicePortInfo) -> String {
+    let mut s = String::new();
+    if !p.name.is_empty() {
+        let _ = write!(s, "{}:", p.name);
+    }
+    let _ = write!(s, "{}", p.port);
+    if p.target_port != p.port {
+        let _ = write!(s, "->{}", p.target_port);
+    }
+    let _ = write!(s, "/{}", p.protocol.to_ascii_uppercase());
+    s
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "<none>".to_string()
+    } else {
+        items.join(",")
+    }
+}
+
+fn service_row(s: &ServiceInfo, wide: bool) -> Vec<String> {
+    let ports: Vec<String> = s.ports.iter().map(service_port).collect();
+    let mut row = vec![
+        s.name.clone(),
+        s.namespace.clone(),
+        s.vip.clone(),
+        list_or_none(&ports),
+        list_or_none(&s.endpoints),
+    ];
+    if wide {
+        row.extend([
+            labels(&s.selector),
+            match s.affinity_seconds {
+                Some(t) => format!("ClientIP:{t}s"),
+                None => "None".to_string(),
+            },
+            list_or_none(&s.dns_names),
+        ]);
+    }
+    row
+}
+
+/// `service list`.
+pub fn services(services: &[ServiceInfo], f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(services)),
+        Format::Table => table(
+            &SERVICE_HEADERS,
+            &services
+                .iter()
+                .map(|s| service_row(s, false))
+                .collect::<Vec<_>>(),
+        ),
+        Format::Wide => table(
+            &SERVICE_WIDE_HEADERS,
+            &services
+                .iter()
+                .map(|s| service_row(s, true))
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// `service add`: a one-line confirmation, or the new service as a one-row wide listing /
+/// JSON object.
+pub fn service_added(s: &ServiceInfo, f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(s)),
+        Format::Wide => services(std::slice::from_ref(s), Format::Wide),
+        Format::Table => {
+            let ports: Vec<String> = s.ports.iter().map(service_port).collect();
+            format!(
+                "service {}/{} added: vip {} ports {} endpoints {}\n",
+                s.namespace,
+                s.name,
+                s.vip,
+                list_or_none(&ports),
+                list_or_none(&s.endpoints)
+            )
+        }
+    }
+}
+
+/// `service del`.
+pub fn service_deleted(k: &ServiceKey, f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(&serde_json::json!({
+            "name": k.name, "namespace": k.namespace, "deleted": true
+        }))),
+        _ => format!("service {}/{} deleted\n", k.namespace, k.name),
+    }
+}
+
 /// `node show`: aligned `key: value` lines, or JSON.
 pub fn node(n: &NodeInfo, f: Format) -> String {
     if f == Format::Json {
         return pretty(serde_json::to_string_pretty(n));
     }
-    let fields: [(&str, String); 14] = [
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            "<none>".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let fields: [(&str, String); 17] = [
         ("node", n.node.clone()),
         ("pod_cidr", n.pod_cidr.clone()),
         ("gateway", n.gateway.clone()),
@@ -205,6 +321,9 @@ pub fn node(n: &NodeInfo, f: Format) -> String {
         ("datapath", n.datapath.clone()),
         ("ports", n.ports.to_string()),
         ("peers", n.peers.to_string()),
+        ("service_cidr", or_none(&n.service_cidr)),
+        ("dns_ip", or_none(&n.dns_ip)),
+        ("cluster_domain", or_none(&n.cluster_domain)),
         ("version", n.version.clone()),
     ];
     let width = fields.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
@@ -438,15 +557,152 @@ node2  192.168.56.12  198.18.2.0/24  0a:58:c6:12:02:00  12       3456      7    
             ports: 2,
             peers: 1,
             version: "0.1.0".into(),
+            service_cidr: "198.19.96.0/20".into(),
+            dns_ip: "198.19.96.10".into(),
+            cluster_domain: "cluster.local".into(),
         };
         let got = node(&n, Format::Table);
-        assert!(got.starts_with("node:        node1\npod_cidr:    198.18.1.0/24\n"));
-        assert!(got.contains("\nunderlay:    <none>\n"));
-        assert!(got.contains("\nvxlan_port:  4789\n"));
-        assert_eq!(got.lines().count(), 14);
+        assert!(got.starts_with("node:            node1\npod_cidr:        198.18.1.0/24\n"));
+        assert!(got.contains("\nunderlay:        <none>\n"));
+        assert!(got.contains("\nvxlan_port:      4789\n"));
+        assert!(got.contains("\ndns_ip:          198.19.96.10\n"));
+        assert_eq!(got.lines().count(), 17);
         let v: serde_json::Value = serde_json::from_str(&node(&n, Format::Json)).unwrap();
         assert_eq!(v["underlay"], serde_json::Value::Null);
         assert_eq!(v["vni"], 1);
+    }
+
+    fn sample_services() -> Vec<ServiceInfo> {
+        vec![
+            ServiceInfo {
+                name: "nginx-service".into(),
+                namespace: "default".into(),
+                vip: "198.19.96.20".into(),
+                ports: vec![ServicePortInfo {
+                    name: String::new(),
+                    port: 80,
+                    target_port: 80,
+                    protocol: "tcp".into(),
+                }],
+                selector: [("app".to_string(), "nginx".to_string())].into(),
+                endpoints: vec!["198.18.1.2".into(), "198.18.2.7:8080".into()],
+                affinity_seconds: None,
+                dns_names: vec![
+                    "nginx-service.default.svc.cluster.local".into(),
+                    "nginx-service.default".into(),
+                    "nginx-service".into(),
+                ],
+            },
+            ServiceInfo {
+                name: "dns".into(),
+                namespace: "kube-system".into(),
+                vip: "198.19.96.53".into(),
+                ports: vec![
+                    ServicePortInfo {
+                        name: "dns".into(),
+                        port: 53,
+                        target_port: 5353,
+                        protocol: "udp".into(),
+                    },
+                    ServicePortInfo {
+                        name: "dns-tcp".into(),
+                        port: 53,
+                        target_port: 53,
+                        protocol: "tcp".into(),
+                    },
+                ],
+                selector: Default::default(),
+                endpoints: vec![],
+                affinity_seconds: Some(10800),
+                dns_names: vec![
+                    "dns.kube-system.svc.cluster.local".into(),
+                    "dns.kube-system".into(),
+                ],
+            },
+        ]
+    }
+
+    #[test]
+    fn service_ports_render() {
+        let p = |name: &str, port, target_port, protocol: &str| ServicePortInfo {
+            name: name.into(),
+            port,
+            target_port,
+            protocol: protocol.into(),
+        };
+        assert_eq!(service_port(&p("", 80, 80, "tcp")), "80/TCP");
+        assert_eq!(
+            service_port(&p("http", 80, 8080, "tcp")),
+            "http:80->8080/TCP"
+        );
+        assert_eq!(service_port(&p("", 53, 5353, "udp")), "53->5353/UDP");
+        assert_eq!(service_port(&p("dns", 53, 53, "udp")), "dns:53/UDP");
+    }
+
+    #[test]
+    fn service_list_table() {
+        let want = "\
+NAME           NAMESPACE    VIP           PORTS                            ENDPOINTS
+nginx-service  default      198.19.96.20  80/TCP                           198.18.1.2,198.18.2.7:8080
+dns            kube-system  198.19.96.53  dns:53->5353/UDP,dns-tcp:53/TCP  <none>
+";
+        assert_eq!(services(&sample_services(), Format::Table), want);
+        assert_eq!(
+            services(&[], Format::Table),
+            "NAME  NAMESPACE  VIP  PORTS  ENDPOINTS\n"
+        );
+    }
+
+    #[test]
+    fn service_list_wide() {
+        let want = "\
+NAME           NAMESPACE    VIP           PORTS                            ENDPOINTS                   SELECTOR   AFFINITY         DNS
+nginx-service  default      198.19.96.20  80/TCP                           198.18.1.2,198.18.2.7:8080  app=nginx  None             nginx-service.default.svc.cluster.local,nginx-service.default,nginx-service
+dns            kube-system  198.19.96.53  dns:53->5353/UDP,dns-tcp:53/TCP  <none>                      <none>     ClientIP:10800s  dns.kube-system.svc.cluster.local,dns.kube-system
+";
+        assert_eq!(services(&sample_services(), Format::Wide), want);
+    }
+
+    #[test]
+    fn service_list_json_round_trips() {
+        let text = services(&sample_services(), Format::Json);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v[0]["vip"], "198.19.96.20");
+        assert_eq!(v[0]["ports"][0]["target_port"], 80);
+        assert_eq!(v[0]["ports"][0]["protocol"], "tcp");
+        assert!(v[0].get("affinity_seconds").is_none());
+        assert_eq!(v[1]["affinity_seconds"], 10800);
+        assert_eq!(v[1]["endpoints"], serde_json::json!([]));
+        let back: Vec<ServiceInfo> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, sample_services());
+        assert_eq!(services(&[], Format::Json), "[]\n");
+    }
+
+    #[test]
+    fn service_add_and_del_messages() {
+        let s = &sample_services()[0];
+        assert_eq!(
+            service_added(s, Format::Table),
+            "service default/nginx-service added: vip 198.19.96.20 ports 80/TCP \
+             endpoints 198.18.1.2,198.18.2.7:8080\n"
+        );
+        assert_eq!(service_added(s, Format::Wide).lines().count(), 2);
+        let v: serde_json::Value = serde_json::from_str(&service_added(s, Format::Json)).unwrap();
+        assert_eq!(v["name"], "nginx-service");
+        let k = ServiceKey {
+            name: "x".into(),
+            namespace: "web".into(),
+        };
+        assert_eq!(
+            service_deleted(&k, Format::Table),
+            "service web/x deleted\n"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&service_deleted(&k, Format::Json)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"name":"x","namespace":"web","deleted":true})
+        );
     }
 
     #[test]

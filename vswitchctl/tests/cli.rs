@@ -272,3 +272,100 @@ fn usage_errors_exit_2() {
         stderr(&out)
     );
 }
+
+fn sample_service() -> vswitch_proto::ServiceInfo {
+    vswitch_proto::ServiceInfo {
+        name: "nginx-service".into(),
+        namespace: "default".into(),
+        vip: "198.19.96.20".into(),
+        ports: vec![vswitch_proto::ServicePortInfo {
+            name: "http".into(),
+            port: 80,
+            target_port: 8080,
+            protocol: "tcp".into(),
+        }],
+        selector: [("app".to_string(), "nginx".to_string())].into(),
+        endpoints: vec![],
+        affinity_seconds: None,
+        dns_names: vec!["nginx-service.default.svc.cluster.local".into()],
+    }
+}
+
+#[test]
+fn service_commands_against_a_daemon() {
+    let sock = SocketPath::new("service");
+    let seen = fake_daemon(&sock.0, |req| match req {
+        Request::ServiceAdd(spec) if spec.vip == "198.19.0.9" => Response::Error(ErrorBody {
+            kind: vswitch_proto::ErrorKind::Invalid,
+            field: Some("vip".into()),
+            message: "198.19.0.9 is outside the service CIDR 198.19.96.0/20".into(),
+        }),
+        Request::ServiceAdd(_) => Response::Service(sample_service()),
+        Request::ServiceList => Response::Services(vec![sample_service()]),
+        _ => Response::Done,
+    });
+    let add = |vip: &str| {
+        run_at(
+            &sock.0,
+            &[
+                "service",
+                "add",
+                "nginx-service",
+                "--vip",
+                vip,
+                "--port",
+                "http:80:8080",
+                "--selector",
+                "app=nginx",
+            ],
+        )
+    };
+    let out = add("198.19.96.20");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "service default/nginx-service added: vip 198.19.96.20 ports http:80->8080/TCP \
+         endpoints <none>\n"
+    );
+    let out = add("198.19.0.9");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: vip: 198.19.0.9 is outside the service CIDR 198.19.96.0/20\n"
+    );
+    let out = run_at(&sock.0, &["service", "list"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "NAME           NAMESPACE  VIP           PORTS              ENDPOINTS\n\
+         nginx-service  default    198.19.96.20  http:80->8080/TCP  <none>\n"
+    );
+    let out = run_at(&sock.0, &["-o", "json", "service", "list"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(v[0]["ports"][0]["target_port"], 8080);
+    let out = run_at(&sock.0, &["service", "del", "nginx-service"]);
+    assert_eq!(stdout(&out), "service default/nginx-service deleted\n");
+    // A malformed port spec never reaches the daemon.
+    let n = seen.lock().unwrap().len();
+    let out = run_at(
+        &sock.0,
+        &[
+            "service",
+            "add",
+            "s",
+            "--vip",
+            "198.19.96.21",
+            "--port",
+            "80/sctp",
+            "--selector",
+            "a=b",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: port: "),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(seen.lock().unwrap().len(), n);
+}

@@ -76,7 +76,8 @@ async fn connection(stream: UnixStream, node: Arc<Node>) {
         if n == 0 {
             return;
         }
-        let too_long = line.len() > MAX_MESSAGE_LEN || !line.ends_with(b"\n") && n > MAX_MESSAGE_LEN;
+        let too_long =
+            line.len() > MAX_MESSAGE_LEN || !line.ends_with(b"\n") && n > MAX_MESSAGE_LEN;
         let resp = if too_long {
             ProtoError::TooLong.to_response()
         } else if line.iter().all(u8::is_ascii_whitespace) {
@@ -87,7 +88,11 @@ async fn connection(stream: UnixStream, node: Arc<Node>) {
                 Err(e) => e.to_response(),
             }
         };
-        if wr.write_all(encode_response(&resp).as_bytes()).await.is_err() {
+        if wr
+            .write_all(encode_response(&resp).as_bytes())
+            .await
+            .is_err()
+        {
             return;
         }
         if too_long {

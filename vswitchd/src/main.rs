@@ -25,6 +25,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::info;
 use vswitch_datapath::{Datapath, Ipv4Cidr, NodeConfig};
 
@@ -85,6 +86,43 @@ pub struct Args {
     /// TAP offloads (checksum, TSO).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub offload: OnOff,
+    /// The cluster's service CIDR: Service VIPs and the DNS address lie inside it.
+    #[arg(long = "service-cidr", default_value = DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
+    /// The cluster DNS address answered by the switch [default: the service CIDR's .10].
+    #[arg(long = "dns-ip")]
+    pub dns_ip: Option<std::net::Ipv4Addr>,
+    /// The cluster domain of Service DNS names (`SVC.NS.svc.DOMAIN`).
+    #[arg(long = "cluster-domain", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Most connections tracked at once (Service NAT); new ones beyond it are dropped.
+    #[arg(long = "conntrack-max", default_value_t = 65536)]
+    pub conntrack_max: usize,
+}
+
+/// The project's service range (design.md section 6).
+const DEFAULT_SERVICE_CIDR: &str = "198.19.96.0/20";
+
+/// Checks a cluster domain: dot-separated DNS labels (lowercase letters, digits, '-').
+fn cluster_domain(s: &str) -> Result<String> {
+    let d = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    // Room for `SVC.NS.svc.` in front (two 63-character labels).
+    if d.is_empty() || d.len() > 100 {
+        bail!("--cluster-domain: `{s}` must be 1-100 characters long");
+    }
+    for label in d.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            bail!("--cluster-domain: `{s}` is not a DNS domain (labels of a-z, 0-9 and '-')");
+        }
+    }
+    Ok(d)
 }
 
 fn node_config(args: &Args) -> Result<NodeConfig> {
@@ -102,10 +140,50 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
         bail!("--vni: {} is out of range (1-16777215)", args.vni);
     }
     validate::node_name(&args.node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
+    let svc: Ipv4Cidr = args
+        .service_cidr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    if svc.prefix_len() > 30 {
+        bail!("--service-cidr: {svc} is too small (at most /30)");
+    }
+    if svc.overlaps(&cidr) {
+        bail!("--service-cidr: {svc} overlaps the pod subnet {cidr}");
+    }
+    let dns_ip = match args.dns_ip {
+        Some(ip) => ip,
+        None => svc.nth(10).ok_or_else(|| {
+            anyhow::anyhow!("--service-cidr: {svc} has no .10 address for the DNS; give --dns-ip")
+        })?,
+    };
+    if !svc.contains(dns_ip) || dns_ip == svc.network() || dns_ip == svc.broadcast() {
+        bail!("--dns-ip: {dns_ip} must be a host address inside the service CIDR {svc}");
+    }
+    let domain = cluster_domain(&args.cluster_domain)?;
+    if !(1..=1 << 24).contains(&args.conntrack_max) {
+        bail!(
+            "--conntrack-max: {} is out of range (1-16777216)",
+            args.conntrack_max
+        );
+    }
     let mut cfg = NodeConfig::for_subnet(cidr, (args.mtu - 50) as u16);
     cfg.vni = args.vni;
     cfg.vxlan_port = args.vxlan_port;
+    cfg.service_cidr = Some(svc);
+    cfg.dns_ip = Some(dns_ip);
+    cfg.cluster_domain = domain;
+    cfg.ct_max = args.conntrack_max;
     Ok(cfg)
+}
+
+/// Expires idle conntrack entries and affinities once a second, on the I/O engine's clock.
+async fn expire_loop(datapath: Arc<Datapath>, epoch: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        datapath.expire(epoch.elapsed().as_millis() as u64);
+    }
 }
 
 fn main() -> Result<()> {
@@ -121,18 +199,28 @@ fn main() -> Result<()> {
     let cfg = node_config(&args)?;
     let store = state::Store::open(&args.state_dir, &args.socket)?;
     let datapath = Arc::new(Datapath::new(cfg));
-    let io = io::start(args.datapath, datapath.clone(), args.underlay, args.vxlan_port)?;
+    let io = io::start(
+        args.datapath,
+        datapath.clone(),
+        args.underlay,
+        args.vxlan_port,
+    )?;
     info!(
         node = %args.node, pod_cidr = %args.pod_cidr, datapath = io.kind(),
+        service_cidr = %args.service_cidr, dns_ip = ?datapath.config().dns_ip,
         "vswitchd {} starting", env!("CARGO_PKG_VERSION")
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("building the control-plane runtime")?;
+    let epoch = io.epoch();
     let result = rt.block_on(async {
+        let expiry = tokio::spawn(expire_loop(datapath.clone(), epoch));
         let node = node::Node::recover(args.clone(), datapath, io, store).await?;
-        control::serve(&args, node).await
+        let served = control::serve(&args, node).await;
+        expiry.abort();
+        served
     });
     info!("vswitchd stopped");
     result

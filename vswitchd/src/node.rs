@@ -1,13 +1,13 @@
-//! The control plane of one node: ports, peers, address allocation and the tables it
-//! installs into the datapath. Every request validates first and changes state only when
+//! The control plane of one node: ports, peers, services, address allocation and the tables
+//! it installs into the datapath. Every request validates first and changes state only when
 //! everything it needs has succeeded; the persisted state is saved before the answer.
 
 use crate::io::IoHandle;
 use crate::podnet::{self, PodIfConfig};
-use crate::state::{PeerRecord, PersistedState, PortRecord, Store};
+use crate::state::{PeerRecord, PersistedState, PortRecord, ServiceRecord, Store};
 use crate::{validate, Args, OnOff};
 use anyhow::Result;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,9 +18,8 @@ use vswitch_datapath::{
     Datapath, Ipv4Cidr, LinkCounters, Mac, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
 use vswitch_proto::{
-    ErrorKind,
-    NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats, Request, Response,
-    StatsReport,
+    ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats, Request,
+    Response, ServiceKey, StatsReport,
 };
 
 /// An error answer: (kind, field, message).
@@ -51,6 +50,7 @@ fn save_failed(e: anyhow::Error) -> Reject {
 }
 
 mod cni;
+mod services;
 
 struct Port {
     rec: PortRecord,
@@ -72,6 +72,9 @@ struct Peer {
 struct Inner {
     ports: BTreeMap<PortKey, Port>,
     peers: BTreeMap<String, Peer>,
+    services: BTreeMap<ServiceKey, ServiceRecord>,
+    /// The UDP service backends of the installed snapshot (to flush those that leave).
+    udp_backends: BTreeSet<services::UdpBackend>,
     next_id: u32,
     last_allocated: Option<Ipv4Addr>,
     store: Store,
@@ -110,6 +113,8 @@ impl Node {
             inner: Mutex::new(Inner {
                 ports: BTreeMap::new(),
                 peers: BTreeMap::new(),
+                services: BTreeMap::new(),
+                udp_backends: BTreeSet::new(),
                 next_id: 1,
                 last_allocated: st.last_allocated,
                 store,
@@ -138,10 +143,14 @@ impl Node {
                     status: String::new(),
                     counters: Arc::default(),
                 };
-                match node.attach(&mut inner, &port.rec, port.mac).await {
+                match node.reattach(&mut inner, &port.rec, port.mac).await {
                     Ok(id) => {
                         port.id = Some(id);
                         port.status = "Running".into();
+                        if port.rec.container_id.is_none() {
+                            // Keeps the pod's resolver in line with --dns-ip/--cluster-domain.
+                            node.write_pod_resolver(&port.rec.netns, &port.rec.namespace, true);
+                        }
                         info!(port = %key.name, ip = %port.rec.ip, "re-attached");
                     }
                     Err(e) => {
@@ -151,7 +160,8 @@ impl Node {
                 }
                 inner.ports.insert(key, port);
             }
-            node.install(&inner);
+            node.recover_services(&mut inner, st.services);
+            node.install(&mut inner);
             node.persist(&inner)
                 .map_err(|e| anyhow::anyhow!("saving state: {e:#}"))?;
         }
@@ -178,11 +188,9 @@ impl Node {
                 inner.peers.values().map(peer_info).collect(),
             )),
             Request::Stats { port, namespace } => self.stats(&inner, port, namespace),
-            Request::ServiceAdd(_) | Request::ServiceDel(_) | Request::ServiceList => Err((
-                ErrorKind::Other,
-                None,
-                "services are not implemented in this build yet".to_string(),
-            )),
+            Request::ServiceAdd(spec) => self.service_add(&mut inner, spec),
+            Request::ServiceDel(key) => self.service_del(&mut inner, key),
+            Request::ServiceList => Ok(self.service_list(&inner)),
         };
         result.unwrap_or_else(|(kind, field, msg)| Response::error(kind, field, msg))
     }
@@ -215,6 +223,9 @@ impl Node {
             ports: inner.ports.len(),
             peers: inner.peers.len(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            service_cidr: cfg.service_cidr.map(|c| c.to_string()).unwrap_or_default(),
+            dns_ip: cfg.dns_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            cluster_domain: cfg.cluster_domain.clone(),
         }
     }
 
@@ -254,8 +265,24 @@ impl Node {
 
     /// Creates the pod's TAP and registers it with the I/O engine.
     async fn attach(&self, inner: &mut Inner, rec: &PortRecord, mac: Mac) -> Result<PortId> {
+        self.attach_with(inner, rec, mac, podnet::attach_pod).await
+    }
+
+    /// Like `attach`, taking over the pod's TAP when it survived a restart of the daemon.
+    async fn reattach(&self, inner: &mut Inner, rec: &PortRecord, mac: Mac) -> Result<PortId> {
+        self.attach_with(inner, rec, mac, podnet::reattach_pod)
+            .await
+    }
+
+    async fn attach_with(
+        &self,
+        inner: &mut Inner,
+        rec: &PortRecord,
+        mac: Mac,
+        how: fn(&PodIfConfig) -> Result<(std::os::fd::OwnedFd, u32)>,
+    ) -> Result<PortId> {
         let ifcfg = self.pod_if_config(rec, mac);
-        let (fd, _ifindex) = tokio::task::spawn_blocking(move || podnet::attach_pod(&ifcfg))
+        let (fd, _ifindex) = tokio::task::spawn_blocking(move || how(&ifcfg))
             .await
             .map_err(|e| anyhow::anyhow!("attach task failed: {e}"))??;
         let id = inner.next_id;
@@ -287,7 +314,9 @@ impl Node {
                 format!("port {}/{} already exists", key.namespace, key.name),
             ));
         }
-        let netns = podnet::resolve_netns(&spec.netns).map_err(|e| reject("netns", format!("{e:#}")))?;
+        let netns_given = spec.netns.clone();
+        let netns =
+            podnet::resolve_netns(&spec.netns).map_err(|e| reject("netns", format!("{e:#}")))?;
         let netns = netns.display().to_string();
         if let Some(other) = inner
             .ports
@@ -310,9 +339,14 @@ impl Node {
             Some(s) => s.parse::<Mac>().map_err(|e| reject("mac", e.to_string()))?,
             None => Mac::from_ipv4(ip),
         };
-        if mac == cfg.router_mac || mac == cfg.vtep_mac || inner.ports.values().any(|p| p.mac == mac)
+        if mac == cfg.router_mac
+            || mac == cfg.vtep_mac
+            || inner.ports.values().any(|p| p.mac == mac)
         {
-            return Err(reject("mac", format!("{mac} is already in use on this node")));
+            return Err(reject(
+                "mac",
+                format!("{mac} is already in use on this node"),
+            ));
         }
         let rec = PortRecord {
             name: spec.name,
@@ -323,7 +357,7 @@ impl Node {
             prefix_len,
             mac: mac.to_string(),
             labels: spec.labels,
-            container_id,
+            container_id: container_id.clone(),
         };
         let id = self
             .attach(inner, &rec, mac)
@@ -350,6 +384,10 @@ impl Node {
             return Err(save_failed(e));
         }
         self.install(inner);
+        if container_id.is_none() {
+            // CNI pods get their DNS settings from the runtime (the CNI result) instead.
+            self.write_pod_resolver(&netns_given, &key.namespace, false);
+        }
         let p = &inner.ports[&key];
         info!(port = %key.name, namespace = %key.namespace, ip = %p.rec.ip, mac = %p.mac, "port added");
         Ok(Response::Port(self.port_info(p)))
@@ -375,6 +413,9 @@ impl Node {
             tokio::task::spawn_blocking(move || podnet::detach_pod(netns.as_ref(), &ifname)).await;
         if let Ok(Err(e)) = detached {
             warn!(port = %key.name, "removing the pod interface: {e:#}");
+        }
+        if !inner.ports.values().any(|p| p.rec.netns == port.rec.netns) {
+            self.remove_pod_resolver(&port.rec.netns);
         }
         info!(port = %key.name, namespace = %key.namespace, "port deleted");
         Ok(Response::Done)
@@ -417,7 +458,10 @@ impl Node {
         if let Some(p) = inner.ports.values().find(|p| p.rec.ip == ip) {
             return Err(reject(
                 "ip",
-                format!("{ip} is already used by port {}/{}", p.rec.namespace, p.rec.name),
+                format!(
+                    "{ip} is already used by port {}/{}",
+                    p.rec.namespace, p.rec.name
+                ),
             ));
         }
         Ok((ip, plen))
@@ -471,18 +515,29 @@ impl Node {
         if spec.node == self.args.node {
             return Err(reject("node", "a node cannot be its own peer"));
         }
-        let underlay: Ipv4Addr = spec
-            .underlay
-            .parse()
-            .map_err(|_| reject("underlay", format!("`{}` is not an IPv4 address", spec.underlay)))?;
+        let underlay: Ipv4Addr = spec.underlay.parse().map_err(|_| {
+            reject(
+                "underlay",
+                format!("`{}` is not an IPv4 address", spec.underlay),
+            )
+        })?;
         if Some(underlay) == self.args.underlay {
-            return Err(reject("underlay", format!("{underlay} is this node's own underlay")));
+            return Err(reject(
+                "underlay",
+                format!("{underlay} is this node's own underlay"),
+            ));
         }
         let cidr: Ipv4Cidr = spec.pod_cidr.parse().map_err(|e| reject("pod_cidr", e))?;
         if cidr.overlaps(&cfg.pod_cidr) {
             return Err(reject(
                 "pod_cidr",
                 format!("{cidr} overlaps this node's subnet {}", cfg.pod_cidr),
+            ));
+        }
+        if let Some(svc) = cfg.service_cidr.filter(|s| s.overlaps(&cidr)) {
+            return Err(reject(
+                "pod_cidr",
+                format!("{cidr} overlaps the service CIDR {svc}"),
             ));
         }
         for p in inner.peers.values().filter(|p| p.rec.node != spec.node) {
@@ -554,13 +609,19 @@ impl Node {
                 namespace: ns.clone(),
             };
             if !inner.ports.contains_key(&key) {
-                return Err(not_found("port", format!("port {ns}/{name} does not exist")));
+                return Err(not_found(
+                    "port",
+                    format!("port {ns}/{name} does not exist"),
+                ));
             }
         }
         let ports = inner
             .ports
             .values()
-            .filter(|p| port.as_ref().is_none_or(|n| *n == p.rec.name && ns == p.rec.namespace))
+            .filter(|p| {
+                port.as_ref()
+                    .is_none_or(|n| *n == p.rec.name && ns == p.rec.namespace)
+            })
             .map(|p| PortStats {
                 name: p.rec.name.clone(),
                 namespace: p.rec.namespace.clone(),
@@ -581,8 +642,10 @@ impl Node {
         Ok(Response::Stats(StatsReport { drops, ports }))
     }
 
-    /// Builds and installs a new table snapshot from the current state.
-    fn install(&self, inner: &Inner) {
+    /// Builds and installs a new table snapshot from the current state (ports, peers, and
+    /// the services with their endpoints recomputed), then flushes the UDP conntrack of
+    /// endpoints that left a service.
+    fn install(&self, inner: &mut Inner) {
         let ports = inner
             .ports
             .values()
@@ -606,7 +669,11 @@ impl Node {
                 counters: p.counters.clone(),
             })
             .collect();
-        self.datapath.install(Tables::new(ports, peers));
+        let (services, dns, udp) = self.service_tables(inner);
+        self.datapath
+            .install(Tables::new(ports, peers).with_services(services, dns));
+        self.flush_removed_udp(&inner.udp_backends, &udp);
+        inner.udp_backends = udp;
     }
 
     fn persist(&self, inner: &Inner) -> Result<()> {
@@ -616,6 +683,7 @@ impl Node {
             ports: inner.ports.values().map(|p| p.rec.clone()).collect(),
             peers: inner.peers.values().map(|p| p.rec.clone()).collect(),
             last_allocated: inner.last_allocated,
+            services: inner.services.values().cloned().collect(),
         };
         inner.store.save(&st)
     }

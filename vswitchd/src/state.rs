@@ -1,5 +1,5 @@
 //! Persistent state: what the daemon must remember across restarts (ports with their
-//! addresses, peers, the allocator's cursor), written crash-safe, and the single-instance
+//! addresses, peers, services, the allocator's cursor), written crash-safe, and the single-instance
 //! lock on the state directory.
 
 use anyhow::{bail, Context, Result};
@@ -41,6 +41,43 @@ pub struct PeerRecord {
     pub vtep_mac: String,
 }
 
+/// One port of a Service as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePortRecord {
+    /// May be empty.
+    #[serde(default)]
+    pub name: String,
+    pub port: u16,
+    pub target_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// An explicit Service endpoint as persisted: a pod address, and the port when fixed
+/// (otherwise each service port's target port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// A Service as persisted (validated when it was added).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: String,
+    pub namespace: String,
+    pub vip: Ipv4Addr,
+    pub ports: Vec<ServicePortRecord>,
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointRecord>,
+    /// ClientIP affinity timeout, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_seconds: Option<u32>,
+}
+
 /// Everything persisted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PersistedState {
@@ -50,6 +87,9 @@ pub struct PersistedState {
     pub peers: Vec<PeerRecord>,
     /// The last address handed out (allocation goes round-robin from here).
     pub last_allocated: Option<Ipv4Addr>,
+    /// Services (absent in state files written before Services existed).
+    #[serde(default)]
+    pub services: Vec<ServiceRecord>,
 }
 
 /// The state directory, locked for this daemon's lifetime.
@@ -180,9 +220,41 @@ mod tests {
             }],
             peers: vec![],
             last_allocated: Some("198.18.1.2".parse().unwrap()),
+            services: vec![ServiceRecord {
+                name: "nginx-service".into(),
+                namespace: "default".into(),
+                vip: "198.19.96.20".parse().unwrap(),
+                ports: vec![ServicePortRecord {
+                    name: "http".into(),
+                    port: 80,
+                    target_port: 8080,
+                    protocol: "tcp".into(),
+                }],
+                selector: [("app".to_string(), "nginx".to_string())].into(),
+                endpoints: vec![EndpointRecord {
+                    ip: "198.18.2.5".parse().unwrap(),
+                    port: Some(80),
+                }],
+                affinity_seconds: Some(10800),
+            }],
         };
         store.save(&st).unwrap();
         assert_eq!(store.load().unwrap(), st);
+        drop(store);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn state_without_services_loads() {
+        let d = tempdir("nosvc");
+        let store = Store::open(&d, &d.join("sock")).unwrap();
+        fs::write(
+            d.join("state.json"),
+            r#"{"version":1,"pod_cidr":"198.18.1.0/24","ports":[],"peers":[],"last_allocated":null}"#,
+        )
+        .unwrap();
+        let st = store.load().unwrap();
+        assert!(st.services.is_empty());
         drop(store);
         fs::remove_dir_all(&d).unwrap();
     }

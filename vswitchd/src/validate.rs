@@ -32,7 +32,8 @@ pub fn ifname(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 15 {
         return Err(format!("`{s}` must be 1-15 characters long"));
     }
-    if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    if s.chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
         || s == "."
         || s == ".."
     {
@@ -54,7 +55,9 @@ pub fn label(k: &str, v: &str) -> Result<(), String> {
                     && s.ends_with(|c: char| c.is_ascii_alphanumeric())))
     };
     if !ok(name, false) || k.len() > 253 + 1 + 63 {
-        return Err(format!("label key `{k}` is not a valid Kubernetes label key"));
+        return Err(format!(
+            "label key `{k}` is not a valid Kubernetes label key"
+        ));
     }
     if !ok(v, true) {
         return Err(format!(

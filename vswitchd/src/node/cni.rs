@@ -143,4 +143,3 @@ impl Node {
         Ok(Response::Done)
     }
 }
-
