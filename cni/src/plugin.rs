@@ -269,6 +269,7 @@ mod tests {
             mtu: 1450,
             labels: BTreeMap::new(),
             container_id: Some("c1".into()),
+            dns: None,
         }
     }
 

@@ -118,9 +118,19 @@ impl AddResult {
             sandbox: sandbox.to_string(),
             address: format!("{}/{}", port.ip, port.prefix_len),
             gateway: port.gateway.clone(),
-            // PortInfo carries no DNS settings yet (Services issue); when it does, they go
-            // here and the configuration's `dns` only fills what the daemon leaves out.
-            dns: Dns::default().or(conf_dns),
+            // The daemon's settings (cluster DNS, search path) first; the configuration's
+            // `dns` fills only what the daemon leaves out.
+            dns: port
+                .dns
+                .as_ref()
+                .map(|d| Dns {
+                    nameservers: d.nameservers.clone(),
+                    domain: None,
+                    search: d.search.clone(),
+                    options: d.options.clone(),
+                })
+                .unwrap_or_default()
+                .or(conf_dns),
         }
     }
 
@@ -186,6 +196,7 @@ mod tests {
             mtu: 1450,
             labels: BTreeMap::new(),
             container_id: Some("c1".into()),
+            dns: None,
         }
     }
 
@@ -207,6 +218,32 @@ mod tests {
                 dns: Dns::default(),
             }
         );
+    }
+
+    #[test]
+    fn the_daemons_dns_comes_first_and_the_configuration_fills_the_rest() {
+        let mut p = port();
+        p.dns = Some(vswitch_proto::PodDns {
+            nameservers: vec!["198.19.96.10".into()],
+            search: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            options: vec!["ndots:5".into()],
+        });
+        let conf = Dns {
+            nameservers: vec!["198.18.0.53".into()],
+            domain: Some("example.internal".into()),
+            ..Dns::default()
+        };
+        let r = AddResult::from_port(&p, "/var/run/netns/p1", conf);
+        assert_eq!(r.dns.nameservers, ["198.19.96.10"]);
+        assert_eq!(r.dns.search[0], "default.svc.cluster.local");
+        assert_eq!(r.dns.options, ["ndots:5"]);
+        assert_eq!(r.dns.domain.as_deref(), Some("example.internal"));
+        let json = r.to_json(CniVersion::V1_1_0);
+        assert!(json.contains(r#""nameservers":["198.19.96.10"]"#), "{json}");
     }
 
     #[test]

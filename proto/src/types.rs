@@ -162,6 +162,20 @@ pub struct PortInfo {
     /// The CNI container id, for ports attached through the CNI plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The pod's resolver settings (the cluster DNS and the Kubernetes search path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<PodDns>,
+}
+
+/// A pod's resolver settings, as a CNI result's `dns` carries them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodDns {
+    /// Nameserver addresses (the cluster DNS IP).
+    pub nameservers: Vec<String>,
+    /// Search domains: `NS.svc.DOMAIN`, `svc.DOMAIN`, `DOMAIN`.
+    pub search: Vec<String>,
+    /// Resolver options (`ndots:5`, as kubelet writes).
+    pub options: Vec<String>,
 }
 
 /// What `peer add` asks for.

@@ -315,7 +315,15 @@ fn cni_add_check_del() {
         result["ips"][0].get("version").is_none(),
         "1.x has no ips[].version: {result}"
     );
-    assert_eq!(result["dns"], json!({}), "{result}");
+    assert_eq!(
+        result["dns"],
+        json!({
+            "nameservers": ["198.19.96.10"],
+            "search": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+            "options": ["ndots:5"]
+        }),
+        "the cluster DNS and the pod namespace's search path: {result}"
+    );
     assert_result_is_real(&c, &result, &gw);
     ping_ok(&c.netns, &gw).unwrap();
     // The port is named after the pod and records the container.

@@ -398,6 +398,7 @@ mod tests {
                 mtu: 1450,
                 labels: [("app".to_string(), "nginx".to_string())].into(),
                 container_id: None,
+                dns: None,
             },
             PortInfo {
                 name: "bb".into(),
@@ -413,6 +414,7 @@ mod tests {
                 mtu: 1450,
                 labels: Default::default(),
                 container_id: None,
+                dns: None,
             },
         ]
     }

@@ -95,6 +95,7 @@ fn sample_port(name: &str, ip: &str) -> PortInfo {
         mtu: 1450,
         labels: [("app".to_string(), name.to_string())].into(),
         container_id: None,
+        dns: None,
     }
 }
 

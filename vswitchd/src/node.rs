@@ -245,6 +245,9 @@ impl Node {
             mtu: u32::from(cfg.pod_mtu),
             labels: p.rec.labels.clone(),
             container_id: p.rec.container_id.clone(),
+            dns: cfg
+                .dns_ip
+                .map(|ip| services::pod_dns(ip, &p.rec.namespace, &cfg.cluster_domain)),
         }
     }
 

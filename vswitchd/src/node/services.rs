@@ -198,10 +198,28 @@ pub fn dns_names(name: &str, namespace: &str, domain: &str) -> Vec<String> {
     v
 }
 
+/// The resolver settings of a pod in Kubernetes namespace `namespace`: the cluster DNS and
+/// the Kubernetes search path (what kubelet writes).
+pub fn pod_dns(dns_ip: Ipv4Addr, namespace: &str, domain: &str) -> vswitch_proto::PodDns {
+    vswitch_proto::PodDns {
+        nameservers: vec![dns_ip.to_string()],
+        search: vec![
+            format!("{namespace}.svc.{domain}"),
+            format!("svc.{domain}"),
+            domain.to_string(),
+        ],
+        options: vec!["ndots:5".into()],
+    }
+}
+
 /// The resolv.conf a pod in Kubernetes namespace `namespace` gets.
 pub fn resolv_conf(dns_ip: Ipv4Addr, namespace: &str, domain: &str) -> String {
+    let d = pod_dns(dns_ip, namespace, domain);
     format!(
-        "{RESOLV_MARKER}\nnameserver {dns_ip}\nsearch {namespace}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n"
+        "{RESOLV_MARKER}\nnameserver {}\nsearch {}\noptions {}\n",
+        d.nameservers.join(" "),
+        d.search.join(" "),
+        d.options.join(" ")
     )
 }
 
