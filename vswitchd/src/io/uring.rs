@@ -18,7 +18,12 @@ use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Verdict};
 
 const RING_ENTRIES: u32 = 1024;
 /// Buffers in the pool (each [`vswitch_datapath::buf::BUF_CAPACITY`] bytes).
-const POOL: usize = 256;
+const POOL: usize = 512;
+/// Reads armed together per TAP. More than one lets a busy port hand over several frames
+/// per `io_uring_enter`. Reads armed together complete in order (inline at submission, then
+/// from the file's wait queue in FIFO order); a new group is armed only when the previous
+/// one has completed (see `arm_reads`), so frames keep their order.
+const READS_PER_PORT: usize = 4;
 
 const OP_TAP_READ: u64 = 1;
 const OP_TAP_WRITE: u64 = 2;
@@ -56,8 +61,8 @@ pub fn probe() -> Result<(), String> {
 
 struct PortState {
     fd: OwnedFd,
-    /// `user_data` of the read in flight, if any.
-    read_ud: Option<u64>,
+    /// `user_data` of the reads in flight, oldest first.
+    reads: Vec<u64>,
 }
 
 struct Engine {
@@ -188,25 +193,29 @@ impl Engine {
         }
     }
 
-    /// Gives every port without a read in flight a buffer and a read.
+    /// Arms [`READS_PER_PORT`] reads on every port that has none in flight, as far as
+    /// buffers last. Only a port with no read pending gets new ones: a read armed while an
+    /// older one waits for data could run inline and take a newer frame first.
     fn arm_reads(&mut self) {
-        let idle: Vec<PortId> = self
-            .ports
-            .iter()
-            .filter(|(_, p)| p.read_ud.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in idle {
-            let Some(b) = self.free.pop() else { return };
-            let region = self.bufs[b as usize].tap_read_region();
-            let (ptr, len) = (region.as_mut_ptr(), region.len() as u32);
-            let port = self.ports.get_mut(&id).expect("listed above");
-            let user_data = ud(OP_TAP_READ, b, id);
-            port.read_ud = Some(user_data);
-            let entry = opcode::Read::new(types::Fd(port.fd.as_raw_fd()), ptr, len)
-                .build()
-                .user_data(user_data);
-            self.push(&entry);
+        for (id, port) in self.ports.iter_mut() {
+            if !port.reads.is_empty() {
+                continue;
+            }
+            while port.reads.len() < READS_PER_PORT {
+                let Some(b) = self.free.pop() else { return };
+                let region = self.bufs[b as usize].tap_read_region();
+                let (ptr, len) = (region.as_mut_ptr(), region.len() as u32);
+                let user_data = ud(OP_TAP_READ, b, *id);
+                port.reads.push(user_data);
+                let entry = opcode::Read::new(types::Fd(port.fd.as_raw_fd()), ptr, len)
+                    .build()
+                    .user_data(user_data);
+                // SAFETY: as in `push`: the pool buffer stays allocated and unused until
+                // this read's completion is reaped.
+                while unsafe { self.ring.submission().push(&entry) }.is_err() {
+                    let _ = self.ring.submit();
+                }
+            }
         }
     }
 
@@ -216,11 +225,14 @@ impl Engine {
         match op {
             OP_TAP_READ => {
                 let live = match self.ports.get_mut(&port) {
-                    Some(p) if p.read_ud == Some(user_data) => {
-                        p.read_ud = None;
-                        true
-                    }
-                    _ => false,
+                    Some(p) => match p.reads.iter().position(|u| *u == user_data) {
+                        Some(i) => {
+                            p.reads.remove(i);
+                            true
+                        }
+                        None => false,
+                    },
+                    None => false,
                 };
                 if !live || res <= 0 {
                     self.free.push(b);
@@ -267,18 +279,24 @@ impl Engine {
                 // Blocking mode: io_uring then waits for readiness itself instead of
                 // completing reads with EAGAIN.
                 let _ = super::set_nonblocking(fd.as_raw_fd(), false);
-                self.ports.insert(id, PortState { fd, read_ud: None });
+                self.ports.insert(
+                    id,
+                    PortState {
+                        fd,
+                        reads: Vec::with_capacity(READS_PER_PORT),
+                    },
+                );
                 let _ = ack.send(());
             }
             Command::DelPort(id, ack) => {
                 if let Some(p) = self.ports.remove(&id) {
-                    if let Some(read) = p.read_ud {
+                    for read in p.reads {
                         let entry = opcode::AsyncCancel::new(read)
                             .build()
                             .user_data(ud(OP_CANCEL, 0, id));
                         self.push(&entry);
-                        let _ = self.ring.submit();
                     }
+                    let _ = self.ring.submit();
                     // Dropping the fd here is safe: an operation in flight holds its own
                     // reference to the file, and port ids are never reused.
                 }
