@@ -85,6 +85,11 @@ drop_reasons! {
     /// A DNS query the switch does not serve (outside the cluster domain); it is answered
     /// REFUSED, and counted here because it was not served.
     DnsRefused => "dns_refused",
+    /// A query forwarded to the upstream resolver (`vswitchd --dns-upstream`) that got no
+    /// answer to the pod: no response in time, the table of pending queries full, the send
+    /// failing, or the pod gone when the response came. Counted by the shell (through
+    /// [`crate::Datapath::count_drop`]) or by [`crate::Datapath::dns_upstream_reply`].
+    DnsUpstreamFailed => "dns_upstream_failed",
 }
 
 /// Node-wide drop counters.

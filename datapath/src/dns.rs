@@ -7,24 +7,30 @@
 //!   a trailing dot is optional. `ANY` answers like `A`; other types of a known name get
 //!   NOERROR without answers.
 //! - Other names under the cluster domain: NXDOMAIN.
-//! - Everything else: REFUSED, counted as [`DropReason::DnsRefused`] (not served; forwarding
-//!   to an upstream resolver is the shell's business, later).
+//! - Everything else: when forwarding is on ([`crate::NodeConfig::dns_forward`], `vswitchd
+//!   --dns-upstream`), [`Verdict::DnsForward`] with the query frame untouched: the shell
+//!   sends the message ([`dns_query_payload`]) to the upstream resolver and turns its
+//!   response into the pod's datagram with [`Datapath::dns_upstream_reply`]
+//!   ([`dns_reply_frame`]). Otherwise REFUSED, counted as [`DropReason::DnsRefused`] (not
+//!   served).
 //! - Not a DNS query (does not parse, or is a response): dropped, [`DropReason::DnsMalformed`].
 //!   A query that parses with other than one question: FORMERR, counted the same way. An
 //!   opcode other than QUERY: NOTIMP, counted as [`DropReason::DnsRefused`].
 //! - Answers fit 512 bytes, or the client's EDNS payload size; a bigger one is truncated (TC).
 //!
 //! The host-stack path allocates (hickory's messages); the forwarding path is untouched.
+//! Deciding to forward parses the query (allocates); building the reply does not.
 
 use crate::counters::DropReason;
 use crate::icmp;
 use crate::tables::PortEntry;
+use crate::types::Mac;
 use crate::wire::{self, Ipv4Info, ETH_LEN, PROTO_UDP};
-use crate::{Datapath, PacketBuf, Tables, Verdict};
+use crate::{Datapath, PacketBuf, PortId, Tables, Verdict};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The DNS port.
 pub(crate) const DNS_PORT: u16 = 53;
@@ -52,9 +58,76 @@ enum Resolved {
     Refused,
 }
 
+/// What the switch does with a query.
+enum Outcome {
+    /// Answer with this message; count the reason when there is one.
+    Answer(Vec<u8>, Option<DropReason>),
+    /// Hand it to the shell's upstream forwarder.
+    Forward,
+}
+
+/// The DNS message of a query frame (Ethernet, IPv4 without fragmentation, UDP to port 53):
+/// what the shell sends upstream for a [`Verdict::DnsForward`]. `None` when the frame is not
+/// such a datagram or its UDP length does not fit.
+pub fn dns_query_payload(frame: &[u8]) -> Option<&[u8]> {
+    let ip = Ipv4Info::parse(frame, ETH_LEN)?;
+    if !is_query(frame, &ip) {
+        return None;
+    }
+    let l4 = ip.l4_off();
+    let udp_len = usize::from(wire::be16(frame, l4 + 4));
+    if udp_len < UDP_HDR || udp_len > ip.total_len - ip.hlen {
+        return None;
+    }
+    frame.get(l4 + UDP_HDR..l4 + udp_len)
+}
+
+/// Builds in `pkt` (replacing its frame) the datagram carrying the DNS message `payload`
+/// from the cluster DNS to a pod: Ethernet `router_mac` -> `pod_mac`, IPv4 `server` ->
+/// `client` (TTL 64, no fragmentation), UDP 53 -> `client`'s port, IPv4 and UDP checksums
+/// complete, vnet header [`VnetHdr::default`](crate::VnetHdr). False (and `pkt` unusable)
+/// when the datagram would exceed 65535 bytes.
+pub fn dns_reply_frame(
+    pkt: &mut PacketBuf,
+    router_mac: Mac,
+    pod_mac: Mac,
+    server: Ipv4Addr,
+    client: SocketAddrV4,
+    payload: &[u8],
+) -> bool {
+    let udp_len = UDP_HDR + payload.len();
+    let total = 20 + udp_len;
+    if total > usize::from(u16::MAX) {
+        return false;
+    }
+    pkt.reset();
+    if !pkt.set_len(ETH_LEN + total) {
+        return false;
+    }
+    let f = pkt.frame_mut();
+    wire::set_eth_addrs(f, router_mac, pod_mac);
+    wire::put16(f, wire::ETH_TYPE, wire::ETHERTYPE_IPV4);
+    icmp::write_ipv4(f, ETH_LEN, 0, total, 0, PROTO_UDP, server, *client.ip());
+    let u = ETH_LEN + 20;
+    wire::put16(f, u, DNS_PORT);
+    wire::put16(f, u + 2, client.port());
+    wire::put16(f, u + 4, udp_len as u16);
+    wire::put16(f, u + 6, 0);
+    wire::put(f, u + UDP_HDR, payload);
+    let sum = wire::pseudo_header_sum(server, *client.ip(), PROTO_UDP, udp_len);
+    let mut c = !wire::csum_fold(wire::csum_add(sum, f.get(u..).unwrap_or_default()));
+    if c == 0 {
+        c = 0xffff;
+    }
+    wire::put16(f, u + 6, c);
+    true
+}
+
 impl Datapath {
     /// Answers the DNS query in `pkt` (checked with [`is_query`]) in place: the reply goes
-    /// from `dns_ip:53` and the router MAC back to the pod, `ToPort(port)`.
+    /// from `dns_ip:53` and the router MAC back to the pod, `ToPort(port)`. A name the
+    /// switch does not serve becomes [`Verdict::DnsForward`] when forwarding is on (the frame
+    /// untouched).
     pub(crate) fn dns_from_port(
         &self,
         tables: &Tables,
@@ -71,30 +144,21 @@ impl Datapath {
         let query = f
             .get(l4 + UDP_HDR..l4 + udp_len)
             .ok_or(DropReason::DnsMalformed)?;
-        let (answer, counted) = self.dns_answer(tables, query)?;
-        let client_port = wire::be16(f, l4);
+        let client = SocketAddrV4::new(ip.src, wire::be16(f, l4));
+        let (answer, counted) = match self.dns_answer(tables, query)? {
+            Outcome::Answer(answer, counted) => (answer, counted),
+            Outcome::Forward => {
+                return Ok(Verdict::DnsForward {
+                    port: port.id,
+                    client,
+                })
+            }
+        };
         let server = self.config.dns_ip.unwrap_or(ip.dst);
-        let total = 20 + UDP_HDR + answer.len();
-        if !pkt.set_len(ETH_LEN + total) {
+        let router = self.config.router_mac;
+        if !dns_reply_frame(pkt, router, port.mac, server, client, &answer) {
             return Err(DropReason::DnsMalformed);
         }
-        pkt.vnet = Default::default();
-        let f = pkt.frame_mut();
-        wire::set_eth_addrs(f, self.config.router_mac, port.mac);
-        wire::put16(f, wire::ETH_TYPE, wire::ETHERTYPE_IPV4);
-        icmp::write_ipv4(f, ETH_LEN, 0, total, 0, PROTO_UDP, server, ip.src);
-        let u = ETH_LEN + 20;
-        wire::put16(f, u, DNS_PORT);
-        wire::put16(f, u + 2, client_port);
-        wire::put16(f, u + 4, (UDP_HDR + answer.len()) as u16);
-        wire::put16(f, u + 6, 0);
-        wire::put(f, u + UDP_HDR, &answer);
-        let sum = wire::pseudo_header_sum(server, ip.src, PROTO_UDP, UDP_HDR + answer.len());
-        let mut c = !wire::csum_fold(wire::csum_add(sum, f.get(u..).unwrap_or_default()));
-        if c == 0 {
-            c = 0xffff;
-        }
-        wire::put16(f, u + 6, c);
         if let Some(reason) = counted {
             self.counters.count_drop(reason);
             port.counters.rx_drop();
@@ -102,13 +166,42 @@ impl Datapath {
         Ok(self.to_port(port, pkt))
     }
 
-    /// The answer to the DNS message `q`, and the reason to count when it is a refusal or
-    /// an error. `Err` when `q` is not a query.
-    fn dns_answer(
+    /// Turns the upstream resolver's `response` (its id already restored to the pod's) to a
+    /// query that [`Verdict::DnsForward`] handed out into the datagram for the pod, in `pkt`
+    /// (see [`dns_reply_frame`]): `ToPort(port)`, counted as `tx` on the port. When the port
+    /// is gone (or now has another address), the response is shorter than a DNS header or
+    /// too big, or the node has no DNS address: dropped, counted as
+    /// [`DropReason::DnsUpstreamFailed`].
+    pub fn dns_upstream_reply(
         &self,
         tables: &Tables,
-        q: &[u8],
-    ) -> Result<(Vec<u8>, Option<DropReason>), DropReason> {
+        port: PortId,
+        client: SocketAddrV4,
+        response: &[u8],
+        pkt: &mut PacketBuf,
+    ) -> Verdict {
+        let reason = DropReason::DnsUpstreamFailed;
+        let (Some(to), Some(server)) = (
+            tables.port(port).filter(|p| p.ip == *client.ip()),
+            self.config.dns_ip,
+        ) else {
+            self.counters.count_drop(reason);
+            return Verdict::Drop(reason);
+        };
+        let router = self.config.router_mac;
+        if response.len() < 12 || !dns_reply_frame(pkt, router, to.mac, server, client, response) {
+            pkt.reset();
+            self.counters.count_drop(reason);
+            return Verdict::Drop(reason);
+        }
+        self.to_port(to, pkt)
+    }
+
+    /// The answer to the DNS message `q`, and the reason to count when it is a refusal or
+    /// an error. `Err` when `q` is not a query.
+    /// `Outcome::Forward` instead of REFUSED for a name the switch does not serve when
+    /// forwarding is on.
+    fn dns_answer(&self, tables: &Tables, q: &[u8]) -> Result<Outcome, DropReason> {
         let req = Message::from_vec(q).map_err(|_| DropReason::DnsMalformed)?;
         if req.metadata.message_type != MessageType::Query {
             return Err(DropReason::DnsMalformed);
@@ -150,6 +243,7 @@ impl Datapath {
                     resp.metadata.authoritative = true;
                     resp.metadata.response_code = ResponseCode::NXDomain;
                 }
+                Resolved::Refused if self.config.dns_forward => return Ok(Outcome::Forward),
                 Resolved::Refused => {
                     resp.metadata.response_code = ResponseCode::Refused;
                     counted = Some(DropReason::DnsRefused);
@@ -163,7 +257,7 @@ impl Datapath {
                 .to_vec()
                 .map_err(|_| DropReason::DnsMalformed)?;
         }
-        Ok((bytes, counted))
+        Ok(Outcome::Answer(bytes, counted))
     }
 
     /// Resolves `name` against the service names of `tables`.

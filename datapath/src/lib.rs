@@ -3,8 +3,9 @@
 //! Contract:
 //! - Decisions only. This crate performs no I/O: no sockets, no file descriptors, no clock
 //!   reads, no threads, no logging per packet. Time, when needed, comes in as an argument.
-//! - Every frame handed in ends in a [`Verdict`]: sent to a port, sent into the tunnel, or
-//!   dropped with a [`DropReason`] that has been counted. No input panics (fuzzed).
+//! - Every frame handed in ends in a [`Verdict`]: sent to a port, sent into the tunnel,
+//!   handed to the shell's DNS forwarder, or dropped with a [`DropReason`] that has been
+//!   counted. No input panics (fuzzed).
 //! - Frames are rewritten in place inside their [`PacketBuf`]; replies the switch makes itself
 //!   (ARP, ICMP, DNS answers, the TCP RST of a service without endpoints) reuse the buffer of
 //!   the request and go back out of the ingress port.
@@ -60,6 +61,7 @@ mod wire;
 
 pub use buf::{PacketBuf, VnetHdr, HEADROOM, VNET_HDR_LEN};
 pub use counters::{Counters, DropReason, LinkCounters};
+pub use dns::{dns_query_payload, dns_reply_frame};
 pub use gro::gro_append;
 pub use gso::complete_checksum;
 pub use service::{DnsEntry, L4Proto, ServiceEntry};
@@ -88,6 +90,17 @@ pub enum Verdict {
         peer: PeerId,
         /// The peer's underlay address and VXLAN port.
         dst: SocketAddrV4,
+    },
+    /// A DNS query from pod `port` (at `client`) for a name the cluster DNS does not serve,
+    /// to be forwarded to the upstream resolver ([`NodeConfig::dns_forward`]). The query frame
+    /// is left untouched in the buffer ([`dns_query_payload`] finds the DNS message); the
+    /// response comes back through [`Datapath::dns_upstream_reply`]. Counted only as `rx`
+    /// on the port (neither a drop nor a `tx`).
+    DnsForward {
+        /// The pod's port.
+        port: PortId,
+        /// The pod's address and UDP source port (where the answer goes).
+        client: SocketAddrV4,
     },
     /// Dropped; the reason has already been counted.
     Drop(DropReason),

@@ -206,6 +206,10 @@ pub struct NodeConfig {
     pub dns_ip: Option<Ipv4Addr>,
     /// The cluster DNS domain (`cluster.local`), without a trailing dot.
     pub cluster_domain: String,
+    /// Whether the shell forwards queries for names the cluster DNS does not serve to an
+    /// upstream resolver ([`crate::Verdict::DnsForward`]); when false they are answered
+    /// REFUSED.
+    pub dns_forward: bool,
     /// Most connections conntrack holds at once.
     pub ct_max: usize,
 }
@@ -213,7 +217,8 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// The configuration of a node owning `pod_cidr` with pods at `pod_mtu`: gateway `.1`,
     /// VTEP `.0`, router and VTEP MACs derived from those addresses, VNI 1, port 4789, no
-    /// service CIDR nor DNS address, domain `cluster.local`, 65536 connections.
+    /// service CIDR nor DNS address, domain `cluster.local`, no DNS forwarding, 65536
+    /// connections.
     pub fn for_subnet(pod_cidr: Ipv4Cidr, pod_mtu: u16) -> NodeConfig {
         let gateway = pod_cidr.nth(1).unwrap_or(pod_cidr.network());
         let vtep_ip = pod_cidr.network();
@@ -229,6 +234,7 @@ impl NodeConfig {
             service_cidr: None,
             dns_ip: None,
             cluster_domain: "cluster.local".to_string(),
+            dns_forward: false,
             ct_max: 65536,
         }
     }

@@ -98,7 +98,7 @@ fn provoke(r: DropReason) -> Input {
                 b"x",
             )),
         ),
-        TxError => Input::Shell,
+        TxError | DnsUpstreamFailed => Input::Shell,
         GsoUnsupported => Input::Segment(
             tcp_frame(a, rt, IP_A, IP_R, &[0; 3000]),
             VnetHdr {

@@ -56,6 +56,7 @@ fn tso_super_frame_with_partial_checksum_is_natted() {
                 }
             }
             Verdict::Drop(r) => panic!("{r:?}"),
+            Verdict::DnsForward { .. } => panic!("{v:?}"),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Arbitrary bytes as the UDP payload of a query from pod A (port 1) to the cluster DNS
 //! (198.19.96.10:53) through `from_port`. Nothing may panic; the datagram is either answered
 //! in place (a DNS response to the same id, from dns_ip:53, within the UDP size limit) or
-//! dropped as `DnsMalformed`.
+//! dropped as `DnsMalformed`. The same query on a node forwarding to an upstream resolver
+//! is answered or dropped the same way, or handed to the forwarder with the frame untouched;
+//! a forwarded query's (fuzzed) response makes a well-formed datagram for the pod.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,34 +16,42 @@ const DNS: Ipv4Addr = Ipv4Addr::new(198, 19, 96, 10);
 
 fn datapath() -> &'static Datapath {
     static DP: OnceLock<Datapath> = OnceLock::new();
-    DP.get_or_init(|| {
-        let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
-        cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
-        cfg.dns_ip = Some(DNS);
-        let dp = Datapath::new(cfg);
-        let ports = vec![PortEntry {
-            id: 1,
-            mac: Mac::from_ipv4(POD),
-            ip: POD,
-            counters: Arc::default(),
-        }];
-        let dns = |name: &str, namespace: &str, last| DnsEntry {
-            name: name.into(),
-            namespace: namespace.into(),
-            vip: Ipv4Addr::new(198, 19, 96, last),
-        };
-        let tables = Tables::new(ports, vec![]).with_services(
-            vec![],
-            vec![
-                dns("nginx-service", "default", 20),
-                dns("api", "prod", 21),
-                dns("dup", "a", 22),
-                dns("dup", "b", 23),
-            ],
-        );
-        dp.install(tables);
-        dp
-    })
+    DP.get_or_init(|| make_datapath(false))
+}
+
+fn forwarding_datapath() -> &'static Datapath {
+    static DP: OnceLock<Datapath> = OnceLock::new();
+    DP.get_or_init(|| make_datapath(true))
+}
+
+fn make_datapath(dns_forward: bool) -> Datapath {
+    let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
+    cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
+    cfg.dns_ip = Some(DNS);
+    cfg.dns_forward = dns_forward;
+    let dp = Datapath::new(cfg);
+    let ports = vec![PortEntry {
+        id: 1,
+        mac: Mac::from_ipv4(POD),
+        ip: POD,
+        counters: Arc::default(),
+    }];
+    let dns = |name: &str, namespace: &str, last| DnsEntry {
+        name: name.into(),
+        namespace: namespace.into(),
+        vip: Ipv4Addr::new(198, 19, 96, last),
+    };
+    let tables = Tables::new(ports, vec![]).with_services(
+        vec![],
+        vec![
+            dns("nginx-service", "default", 20),
+            dns("api", "prod", 21),
+            dns("dup", "a", 22),
+            dns("dup", "b", 23),
+        ],
+    );
+    dp.install(tables);
+    dp
 }
 
 /// Ethernet + IPv4 + UDP (checksum 0) from the pod to the DNS address around `payload`.
@@ -75,10 +85,40 @@ fuzz_target!(|data: &[u8]| {
     if data.len() > 65535 - 28 {
         return;
     }
+    let query = frame(data);
     let dp = datapath();
-    let mut pkt = PacketBuf::from_frame(&frame(data));
+    let mut pkt = PacketBuf::from_frame(&query);
     let tables = dp.tables();
-    match dp.from_port(&tables, 1, &mut pkt, 0) {
+    let v = dp.from_port(&tables, 1, &mut pkt, 0);
+    check(v, &pkt, data, false);
+
+    let dp = forwarding_datapath();
+    let mut pkt = PacketBuf::from_frame(&query);
+    let tables = dp.tables();
+    let v = dp.from_port(&tables, 1, &mut pkt, 0);
+    check(v, &pkt, data, true);
+    if let Verdict::DnsForward { port, client } = v {
+        assert_eq!(pkt.frame(), &query[..], "the query frame untouched");
+        assert_eq!(dns_query_payload(pkt.frame()), Some(data));
+        // The fuzzed bytes as the upstream's response.
+        let v = dp.dns_upstream_reply(&tables, port, client, data, &mut pkt);
+        match v {
+            Verdict::ToPort(1) => {
+                let f = pkt.frame();
+                assert_eq!(&f[42..], data);
+                assert_eq!(&f[36..38], &5353u16.to_be_bytes());
+            }
+            Verdict::Drop(r) => {
+                assert_eq!(r, DropReason::DnsUpstreamFailed);
+                assert!(data.len() < 12);
+            }
+            v => panic!("unexpected {v:?}"),
+        }
+    }
+});
+
+fn check(v: Verdict, pkt: &PacketBuf, data: &[u8], forwarding: bool) {
+    match v {
         Verdict::ToPort(p) => {
             assert_eq!(p, 1);
             let f = pkt.frame();
@@ -95,5 +135,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Verdict::Drop(r) => assert_eq!(r, DropReason::DnsMalformed),
         Verdict::ToTunnel { .. } => panic!("a DNS query never goes into the tunnel"),
+        Verdict::DnsForward { port, client } => {
+            assert!(forwarding, "forwarded although forwarding is off");
+            assert_eq!(port, 1);
+            assert_eq!(client, std::net::SocketAddrV4::new(POD, 5353));
+        }
     }
-});
+}

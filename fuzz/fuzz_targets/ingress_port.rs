@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
                 common::segment_and_check(dp, &pkt, &mut out);
             }
         }
+        Verdict::DnsForward { .. } => panic!("DNS forwarding is off on this node"),
         Verdict::Drop(_) => {}
     }
 });

@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
             let src_ip = Ipv4Addr::new(f[8 + 26], f[8 + 27], f[8 + 28], f[8 + 29]);
             assert!(src_ip == cfg.gateway || src_ip == cfg.vtep_ip);
         }
+        Verdict::DnsForward { .. } => panic!("nothing from the tunnel is a pod's DNS query"),
         Verdict::Drop(_) => {}
     }
 

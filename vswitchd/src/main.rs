@@ -98,6 +98,28 @@ pub struct Args {
     /// Most connections tracked at once (Service NAT); new ones beyond it are dropped.
     #[arg(long = "conntrack-max", default_value_t = 65536)]
     pub conntrack_max: usize,
+    /// Upstream resolver, IP[:PORT] (default port 53), that DNS queries for names outside
+    /// the cluster are forwarded to (from the node's network namespace); without it they are
+    /// answered REFUSED.
+    #[arg(long = "dns-upstream", value_parser = dns_upstream)]
+    pub dns_upstream: Option<std::net::SocketAddrV4>,
+}
+
+/// Parses `--dns-upstream IP[:PORT]`.
+fn dns_upstream(s: &str) -> Result<std::net::SocketAddrV4, String> {
+    let addr = match s.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) => std::net::SocketAddrV4::new(ip, 53),
+        Err(_) => s.parse::<std::net::SocketAddrV4>().map_err(|_| {
+            format!("`{s}` is not IP[:PORT] (an IPv4 address, e.g. 198.18.0.53:53)")
+        })?,
+    };
+    if addr.ip().is_unspecified() || addr.ip().is_broadcast() || addr.ip().is_multicast() {
+        return Err(format!("`{s}`: {} is not a unicast address", addr.ip()));
+    }
+    if addr.port() == 0 {
+        return Err(format!("`{s}`: port 0"));
+    }
+    Ok(addr)
 }
 
 /// The project's service range (design.md section 6).
@@ -173,6 +195,7 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     cfg.dns_ip = Some(dns_ip);
     cfg.cluster_domain = domain;
     cfg.ct_max = args.conntrack_max;
+    cfg.dns_forward = args.dns_upstream.is_some();
     Ok(cfg)
 }
 
@@ -204,10 +227,12 @@ fn main() -> Result<()> {
         datapath.clone(),
         args.underlay,
         args.vxlan_port,
+        args.dns_upstream,
     )?;
     info!(
         node = %args.node, pod_cidr = %args.pod_cidr, datapath = io.kind(),
         service_cidr = %args.service_cidr, dns_ip = ?datapath.config().dns_ip,
+        dns_upstream = ?args.dns_upstream,
         "vswitchd {} starting", env!("CARGO_PKG_VERSION")
     );
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -196,5 +196,6 @@ pub fn dst_of(v: &Verdict, pkt: &PacketBuf) -> SocketAddrV4 {
         Verdict::ToPort(_) => addrs(pkt.frame()).1,
         Verdict::ToTunnel { .. } => addrs(inner(pkt)).1,
         Verdict::Drop(r) => panic!("dropped: {r:?}"),
+        Verdict::DnsForward { .. } => panic!("handed to the DNS forwarder: {v:?}"),
     }
 }

@@ -2,6 +2,7 @@
 //! ready port, each frame carried out at once (TAP writes never block). The fallback where
 //! io_uring is unavailable; it needs no `unsafe` of its own.
 
+use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
 use super::{Command, EngineCtx, BATCH, SPIN, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -12,10 +13,11 @@ use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Verdict};
 
 const TOKEN_WAKE: u64 = 0;
 const TOKEN_TUNNEL: u64 = 1;
+const TOKEN_DNS: u64 = 2;
 const TOKEN_PORT_BASE: u64 = 16;
 
 /// Runs the engine until [`Command::Shutdown`].
-pub fn run(ctx: EngineCtx) -> Result<()> {
+pub fn run(mut ctx: EngineCtx) -> Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
     epoll.add(
         ctx.wake.as_fd(),
@@ -25,6 +27,13 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
         epoll.add(
             sock.as_fd(),
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TUNNEL),
+        )?;
+    }
+    let mut dns = ctx.dns.take();
+    if let Some(fwd) = &dns {
+        epoll.add(
+            fwd.socket().as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_DNS),
         )?;
     }
     let mut ports: HashMap<PortId, OwnedFd> = HashMap::new();
@@ -51,6 +60,9 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
         };
         if n > 0 {
             last_work = std::time::Instant::now();
+        }
+        if let Some(fwd) = &mut dns {
+            fwd.expire(&ctx.datapath, ctx.now_ms());
         }
         for ev in &events[..n] {
             match ev.data() {
@@ -102,16 +114,31 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
                                     &mut gro_buf,
                                     Verdict::ToPort(h),
                                     &mut tunnel,
+                                    None,
                                 );
                             }
                             std::mem::swap(&mut buf, &mut gro_buf);
                             held = Some(p);
                             continue;
                         }
-                        carry_out(&ctx, &ports, &mut buf, v, &mut tunnel);
+                        carry_out(&ctx, &ports, &mut buf, v, &mut tunnel, dns.as_mut());
                     }
                     if let Some(h) = held {
-                        carry_out(&ctx, &ports, &mut gro_buf, Verdict::ToPort(h), &mut tunnel);
+                        let v = Verdict::ToPort(h);
+                        carry_out(&ctx, &ports, &mut gro_buf, v, &mut tunnel, None);
+                    }
+                }
+                TOKEN_DNS => {
+                    let Some(fwd) = &mut dns else { continue };
+                    let tables = ctx.datapath.tables();
+                    for _ in 0..DNS_BATCH {
+                        match fwd.recv(&ctx.datapath, &tables, &mut buf) {
+                            Recv::Reply(v) => {
+                                carry_out(&ctx, &ports, &mut buf, v, &mut tunnel, None);
+                            }
+                            Recv::Ignored => {}
+                            Recv::Empty => break,
+                        }
                     }
                 }
                 token => {
@@ -130,7 +157,7 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
                             continue;
                         }
                         let v = ctx.datapath.from_port(&tables, id, &mut buf, now);
-                        carry_out(&ctx, &ports, &mut buf, v, &mut tunnel);
+                        carry_out(&ctx, &ports, &mut buf, v, &mut tunnel, dns.as_mut());
                     }
                 }
             }
@@ -145,6 +172,7 @@ fn carry_out(
     buf: &mut PacketBuf,
     v: Verdict,
     tunnel: &mut super::tunnel::TunnelTx,
+    dns: Option<&mut DnsForwarder>,
 ) {
     match v {
         Verdict::ToPort(dst) => {
@@ -159,6 +187,10 @@ fn carry_out(
         Verdict::ToTunnel { dst, .. } => match &ctx.tunnel {
             Some(sock) => tunnel.send(&ctx.datapath, sock, buf, dst),
             None => ctx.datapath.count_drop(DropReason::TxError),
+        },
+        Verdict::DnsForward { port, client } => match dns {
+            Some(fwd) => fwd.forward(&ctx.datapath, port, client, buf.frame(), ctx.now_ms()),
+            None => ctx.datapath.count_drop(DropReason::DnsUpstreamFailed),
         },
         Verdict::Drop(_) => {}
     }

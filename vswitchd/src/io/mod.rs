@@ -7,6 +7,7 @@
 //! snapshot, asks the datapath for a verdict per frame and carries it out; it never decides
 //! anything about a frame itself, it only counts failed writes as `tx_error`.
 
+mod dns_forward;
 mod epoll;
 mod tunnel;
 mod uring;
@@ -108,6 +109,8 @@ pub struct EngineCtx {
     pub wake: Arc<OwnedFd>,
     /// The tunnel socket, when the node has an underlay address.
     pub tunnel: Option<UdpSocket>,
+    /// The forwarder to the upstream resolver, with `--dns-upstream` (the engine takes it).
+    pub dns: Option<dns_forward::DnsForwarder>,
     pub epoch: Instant,
 }
 
@@ -184,12 +187,14 @@ fn tunnel_socket(underlay: Ipv4Addr, port: u16) -> Result<UdpSocket> {
     Ok(sock)
 }
 
-/// Starts the engine chosen by `kind` on its own thread.
+/// Starts the engine chosen by `kind` on its own thread; with `dns_upstream`, queries the
+/// cluster DNS does not serve are forwarded there ([`dns_forward`]).
 pub fn start(
     kind: DatapathKind,
     datapath: Arc<Datapath>,
     underlay: Option<Ipv4Addr>,
     vxlan_port: u16,
+    dns_upstream: Option<SocketAddrV4>,
 ) -> Result<IoHandle> {
     let chosen = match kind {
         DatapathKind::Epoll => "epoll",
@@ -212,6 +217,9 @@ pub fn start(
         info!("datapath: {chosen} (chosen by --datapath)");
     }
     let tunnel = underlay.map(|u| tunnel_socket(u, vxlan_port)).transpose()?;
+    let dns = dns_upstream
+        .map(dns_forward::DnsForwarder::new)
+        .transpose()?;
     let wake_fd = Arc::new(eventfd()?);
     let (tx, rx) = mpsc::channel();
     let epoch = Instant::now();
@@ -220,6 +228,7 @@ pub fn start(
         rx,
         wake: wake_fd.clone(),
         tunnel,
+        dns,
         epoch,
     };
     let thread = std::thread::Builder::new()

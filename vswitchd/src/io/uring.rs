@@ -1,13 +1,15 @@
 //! The io_uring engine: one read in flight per TAP, writes submitted from the buffer the
 //! frame was read into (no copy), many completions handled and many submissions made per
 //! `io_uring_enter`. The tunnel socket is watched with a poll operation and drained with
-//! non-blocking receives.
+//! non-blocking receives; so is the upstream DNS socket (`--dns-upstream`), with a timeout
+//! operation armed while forwarded queries wait, to expire them.
 //!
 //! Buffer ownership: a pool buffer is either free, owned by one in-flight operation (its
 //! index is in that operation's `user_data`), or being processed; it returns to the free
 //! list only when its operation's completion has been reaped, so the kernel never writes
 //! into a buffer we reuse.
 
+use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
 use super::{Command, EngineCtx, SPIN, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
@@ -30,6 +32,8 @@ const OP_TAP_WRITE: u64 = 2;
 const OP_WAKE: u64 = 3;
 const OP_POLL_TUNNEL: u64 = 4;
 const OP_CANCEL: u64 = 5;
+const OP_POLL_DNS: u64 = 6;
+const OP_DNS_TIMER: u64 = 7;
 
 fn ud(op: u64, buf: u32, port: PortId) -> u64 {
     (op << 56) | ((u64::from(buf) & 0xff_ffff) << 32) | u64::from(port)
@@ -51,6 +55,7 @@ pub fn probe() -> Result<(), String> {
         (opcode::Write::CODE, "WRITE"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+        (opcode::Timeout::CODE, "TIMEOUT"),
     ] {
         if !probe.is_supported(code) {
             return Err(format!("the kernel lacks IORING_OP_{name}"));
@@ -74,10 +79,14 @@ struct Engine {
     wake_val: Box<u64>,
     tunnel: super::tunnel::TunnelTx,
     tunnel_rx: super::tunnel::TunnelRx,
+    dns: Option<DnsForwarder>,
+    /// The period of the DNS expiry timer (boxed: the kernel reads it while armed).
+    dns_timer: Box<types::Timespec>,
+    dns_timer_armed: bool,
 }
 
 /// Runs the engine until [`Command::Shutdown`].
-pub fn run(ctx: EngineCtx) -> Result<()> {
+pub fn run(mut ctx: EngineCtx) -> Result<()> {
     // One thread submits, and completions are reaped only when it asks for them: the
     // kernel then neither interrupts the engine to post completions nor runs that work on
     // other threads (6.1+). Older kernels get a plain ring.
@@ -90,6 +99,7 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
             IoUring::new(RING_ENTRIES)
         })
         .context("io_uring_setup")?;
+    let dns = ctx.dns.take();
     let mut e = Engine {
         ctx,
         ring,
@@ -99,18 +109,23 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
         wake_val: Box::new(0),
         tunnel: Default::default(),
         tunnel_rx: Default::default(),
+        dns,
+        dns_timer: Box::new(types::Timespec::new().sec(1)),
+        dns_timer_armed: false,
     };
     if let Some(sock) = &e.ctx.tunnel {
         super::tunnel::TunnelRx::enable_gro(sock);
     }
     e.arm_wake();
     e.arm_tunnel_poll();
+    e.arm_dns_poll();
     let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(RING_ENTRIES as usize);
     let mut last_work = Instant::now();
     let zero = types::Timespec::new();
     let spin_args = types::SubmitArgs::new().timespec(&zero);
     loop {
         e.arm_reads();
+        e.dns_expiry();
         // Right after traffic, poll for a short while before sleeping: a request's answer
         // usually follows within microseconds, and a sleep/wakeup pair costs more than that.
         if last_work.elapsed() < SPIN {
@@ -167,7 +182,8 @@ impl Engine {
         loop {
             // SAFETY: every entry we build points into memory that stays valid until its
             // completion is reaped: pool buffers (boxed, never freed while in flight),
-            // `wake_val` (boxed, lives as long as the engine) or nothing at all.
+            // `wake_val` or `dns_timer` (boxed, live as long as the engine, whose teardown
+            // cancels and reaps everything) or nothing at all.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return;
             }
@@ -190,6 +206,53 @@ impl Engine {
                 .build()
                 .user_data(ud(OP_POLL_TUNNEL, 0, 0));
             self.push(&entry);
+        }
+    }
+
+    fn arm_dns_poll(&mut self) {
+        if let Some(fwd) = &self.dns {
+            let fd = fwd.socket().as_raw_fd();
+            let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .build()
+                .user_data(ud(OP_POLL_DNS, 0, 0));
+            self.push(&entry);
+        }
+    }
+
+    /// Expires forwarded DNS queries, and keeps a timer armed while some wait so that they
+    /// expire without other traffic.
+    fn dns_expiry(&mut self) {
+        let now = self.ctx.now_ms();
+        let Some(fwd) = &mut self.dns else { return };
+        fwd.expire(&self.ctx.datapath, now);
+        if fwd.has_pending() && !self.dns_timer_armed {
+            let entry = opcode::Timeout::new(&*self.dns_timer as *const types::Timespec)
+                .build()
+                .user_data(ud(OP_DNS_TIMER, 0, 0));
+            self.dns_timer_armed = true;
+            self.push(&entry);
+        }
+    }
+
+    /// Takes up to [`DNS_BATCH`] datagrams from the upstream DNS socket; responses go to
+    /// the pods' TAPs.
+    fn drain_dns(&mut self) {
+        let dp = self.ctx.datapath.clone();
+        let tables = dp.tables();
+        for _ in 0..DNS_BATCH {
+            let Some(b) = self.free.pop() else { break };
+            let Some(fwd) = &mut self.dns else {
+                self.free.push(b);
+                break;
+            };
+            match fwd.recv(&dp, &tables, &mut self.bufs[b as usize]) {
+                Recv::Reply(v) => self.carry_out(b, v),
+                Recv::Ignored => self.free.push(b),
+                Recv::Empty => {
+                    self.free.push(b);
+                    break;
+                }
+            }
         }
     }
 
@@ -268,6 +331,12 @@ impl Engine {
                 self.drain_tunnel();
                 self.arm_tunnel_poll();
             }
+            OP_POLL_DNS => {
+                self.drain_dns();
+                self.arm_dns_poll();
+            }
+            OP_DNS_TIMER => self.dns_timer_armed = false, // expiry runs every loop
+
             _ => {} // OP_CANCEL and anything unexpected: nothing owned.
         }
         Ok(true)
@@ -330,6 +399,17 @@ impl Engine {
                             .send(&self.ctx.datapath, sock, &self.bufs[b as usize], dst)
                     }
                     None => self.ctx.datapath.count_drop(DropReason::TxError),
+                }
+                self.free.push(b);
+            }
+            Verdict::DnsForward { port, client } => {
+                let now = self.ctx.now_ms();
+                match &mut self.dns {
+                    Some(fwd) => {
+                        let frame = self.bufs[b as usize].frame();
+                        fwd.forward(&self.ctx.datapath, port, client, frame, now);
+                    }
+                    None => self.ctx.datapath.count_drop(DropReason::DnsUpstreamFailed),
                 }
                 self.free.push(b);
             }

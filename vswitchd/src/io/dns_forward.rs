@@ -1,0 +1,313 @@
+//! Forwarding to the upstream resolver (`--dns-upstream`): the queries the cluster DNS does
+//! not serve ([`Verdict::DnsForward`]) go out of one non-blocking UDP socket in the node's
+//! network namespace, connected to the upstream; its responses come back to the pods.
+//!
+//! - Each forwarded query gets a fresh random 16-bit id (the pod's id is restored on the
+//!   response), so that queries of different pods cannot collide and an off-path guess of
+//!   the id is as hard as against the pod itself.
+//! - The table of pending queries is bounded ([`MAX_PENDING`]); a query finding it full is
+//!   dropped, and so is one still unanswered after [`TIMEOUT_MS`] (the pod's resolver
+//!   retries). Both count [`DropReason::DnsUpstreamFailed`], as does a failed send.
+//! - Responses that match no pending query (late, duplicated, not a DNS response) are
+//!   ignored. The connected socket only takes datagrams from the upstream's address.
+//! - The reply frame is built by the datapath ([`Datapath::dns_upstream_reply`]); the engine
+//!   writes it to the pod's TAP like any `ToPort`. Work per wakeup is bounded by the engine
+//!   ([`DNS_BATCH`] responses).
+
+use anyhow::{Context, Result};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use vswitch_datapath::{
+    dns_query_payload, Datapath, DropReason, PacketBuf, PortId, Tables, Verdict,
+};
+
+/// Most queries waiting for the upstream at once.
+pub const MAX_PENDING: usize = 4096;
+/// How long a forwarded query waits for its response, in milliseconds.
+pub const TIMEOUT_MS: u64 = 5000;
+/// Most upstream datagrams taken per wakeup.
+pub const DNS_BATCH: usize = 64;
+/// How often, at most, the pending table is swept for expired queries (milliseconds).
+const SWEEP_MS: u64 = 250;
+/// Largest UDP payload.
+const MAX_DGRAM: usize = 65535 - 28;
+
+/// A query sent upstream, waiting for its response.
+struct Pending {
+    port: PortId,
+    client: SocketAddrV4,
+    /// The pod's own query id.
+    id: u16,
+    /// When it expires, on the engine's clock.
+    deadline_ms: u64,
+}
+
+/// What one receive from the upstream socket gave.
+pub enum Recv {
+    /// A response for a pod: carry the verdict out (the frame is in the buffer).
+    Reply(Verdict),
+    /// A datagram that answers nothing pending (ignored).
+    Ignored,
+    /// Nothing more is waiting.
+    Empty,
+}
+
+/// The upstream forwarder of one engine.
+pub struct DnsForwarder {
+    sock: UdpSocket,
+    upstream: SocketAddrV4,
+    pending: HashMap<u16, Pending>,
+    rng: u64,
+    next_sweep_ms: u64,
+    /// Receive buffer, and the copy of a query whose id is rewritten.
+    scratch: Vec<u8>,
+}
+
+impl DnsForwarder {
+    /// A non-blocking socket connected to `upstream`, in the current network namespace.
+    pub fn new(upstream: SocketAddrV4) -> Result<DnsForwarder> {
+        let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+            .context("--dns-upstream: cannot open a UDP socket")?;
+        sock.connect(upstream)
+            .with_context(|| format!("--dns-upstream: cannot reach {upstream}"))?;
+        sock.set_nonblocking(true)?;
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        Ok(DnsForwarder {
+            sock,
+            upstream,
+            pending: HashMap::with_capacity(MAX_PENDING),
+            rng: h.finish() | 1,
+            next_sweep_ms: 0,
+            scratch: vec![0; MAX_DGRAM],
+        })
+    }
+
+    /// The socket to watch for responses.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
+    /// True while queries wait for the upstream (the io_uring engine then keeps a timer).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// A random id no pending query uses (xorshift64*).
+    fn fresh_id(&mut self) -> u16 {
+        loop {
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            let id = (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16;
+            if !self.pending.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Sends the query in `frame` (a [`Verdict::DnsForward`] for `port`/`client`) upstream.
+    pub fn forward(
+        &mut self,
+        dp: &Datapath,
+        port: PortId,
+        client: SocketAddrV4,
+        frame: &[u8],
+        now_ms: u64,
+    ) {
+        self.expire(dp, now_ms);
+        let Some(q) = dns_query_payload(frame).filter(|q| q.len() >= 12) else {
+            dp.count_drop(DropReason::DnsUpstreamFailed);
+            return;
+        };
+        if self.pending.len() >= MAX_PENDING {
+            dp.count_drop(DropReason::DnsUpstreamFailed);
+            tracing::debug!(%client, "DNS upstream: too many pending queries; dropped");
+            return;
+        }
+        let orig = u16::from_be_bytes([q[0], q[1]]);
+        let id = self.fresh_id();
+        let out = &mut self.scratch[..q.len()];
+        out.copy_from_slice(q);
+        out[..2].copy_from_slice(&id.to_be_bytes());
+        match self.sock.send(out) {
+            Ok(_) => {
+                self.pending.insert(
+                    id,
+                    Pending {
+                        port,
+                        client,
+                        id: orig,
+                        deadline_ms: now_ms + TIMEOUT_MS,
+                    },
+                );
+            }
+            Err(e) => {
+                dp.count_drop(DropReason::DnsUpstreamFailed);
+                tracing::debug!(upstream = %self.upstream, "DNS upstream send failed: {e}");
+            }
+        }
+    }
+
+    /// Takes one datagram from the upstream; a response to a pending query becomes the
+    /// pod's datagram in `pkt`.
+    pub fn recv(&mut self, dp: &Datapath, tables: &Tables, pkt: &mut PacketBuf) -> Recv {
+        let n = match self.sock.recv(&mut self.scratch) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Recv::Empty,
+            Err(e) => {
+                // ICMP errors (port unreachable) surface once as ECONNREFUSED: the query
+                // stays pending until it times out.
+                tracing::debug!(upstream = %self.upstream, "DNS upstream receive: {e}");
+                return Recv::Ignored;
+            }
+        };
+        let r = &mut self.scratch[..n];
+        if n < 12 || r[2] & 0x80 == 0 {
+            return Recv::Ignored;
+        }
+        let Some(p) = self.pending.remove(&u16::from_be_bytes([r[0], r[1]])) else {
+            return Recv::Ignored;
+        };
+        r[..2].copy_from_slice(&p.id.to_be_bytes());
+        Recv::Reply(dp.dns_upstream_reply(tables, p.port, p.client, r, pkt))
+    }
+
+    /// Drops (and counts) the queries whose time is up; sweeps at most every
+    /// [`SWEEP_MS`], so it is cheap to call on every wakeup.
+    pub fn expire(&mut self, dp: &Datapath, now_ms: u64) {
+        if now_ms < self.next_sweep_ms {
+            return;
+        }
+        self.next_sweep_ms = now_ms + SWEEP_MS;
+        let before = self.pending.len();
+        self.pending.retain(|_, p| p.deadline_ms > now_ms);
+        for _ in self.pending.len()..before {
+            dp.count_drop(DropReason::DnsUpstreamFailed);
+        }
+        if before > self.pending.len() {
+            tracing::debug!(
+                upstream = %self.upstream,
+                expired = before - self.pending.len(),
+                "DNS upstream: queries timed out"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vswitch_datapath::{Mac, NodeConfig, PortEntry};
+
+    const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+    const DNS: Ipv4Addr = Ipv4Addr::new(198, 19, 96, 10);
+
+    fn datapath() -> Datapath {
+        let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
+        cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
+        cfg.dns_ip = Some(DNS);
+        cfg.dns_forward = true;
+        let dp = Datapath::new(cfg);
+        let port = PortEntry {
+            id: 1,
+            mac: Mac::from_ipv4(POD),
+            ip: POD,
+            counters: Default::default(),
+        };
+        dp.install(Tables::new(vec![port], vec![]));
+        dp
+    }
+
+    /// Ethernet + IPv4 + UDP from the pod (port 4000) to the DNS address around `q`.
+    fn frame(q: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 42];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((28 + q.len()) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&POD.octets());
+        f[30..34].copy_from_slice(&DNS.octets());
+        f[34..36].copy_from_slice(&4000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&53u16.to_be_bytes());
+        f[38..40].copy_from_slice(&((8 + q.len()) as u16).to_be_bytes());
+        f.extend_from_slice(q);
+        f
+    }
+
+    #[test]
+    fn ids_are_rewritten_restored_and_unanswered_queries_expire() {
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        upstream
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let up = match upstream.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let dp = datapath();
+        let mut fwd = DnsForwarder::new(up).unwrap();
+        let client = SocketAddrV4::new(POD, 4000);
+        let q = [0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        fwd.forward(&dp, 1, client, &frame(&q), 0);
+        fwd.forward(&dp, 1, client, &frame(&q), 0);
+        let mut got = [0u8; 512];
+        let (n, from) = upstream.recv_from(&mut got).unwrap();
+        assert_eq!(&got[2..n], &q[2..]);
+        let (n2, _) = upstream.recv_from(&mut got[256..]).unwrap();
+        assert_eq!(n2, n);
+        assert_ne!(got[..2], got[256..258], "fresh ids");
+        // Answer the first.
+        let mut resp = got[..n].to_vec();
+        resp[2] |= 0x80;
+        upstream.send_to(&resp, from).unwrap();
+        let mut pkt = PacketBuf::new();
+        let tables = dp.tables();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let v = loop {
+            match fwd.recv(&dp, &tables, &mut pkt) {
+                Recv::Reply(v) => break v,
+                Recv::Ignored => {}
+                Recv::Empty => assert!(std::time::Instant::now() < deadline, "no reply"),
+            }
+        };
+        assert_eq!(v, Verdict::ToPort(1));
+        let f = pkt.frame();
+        assert_eq!(&f[42..44], &[0xab, 0xcd], "the pod's id");
+        assert_eq!(&f[36..38], &4000u16.to_be_bytes());
+        // The same response again matches nothing.
+        upstream.send_to(&resp, from).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(matches!(fwd.recv(&dp, &tables, &mut pkt), Recv::Ignored));
+        assert!(matches!(fwd.recv(&dp, &tables, &mut pkt), Recv::Empty));
+        // The second expires.
+        assert!(fwd.has_pending());
+        fwd.expire(&dp, TIMEOUT_MS - 1);
+        assert!(fwd.has_pending());
+        fwd.expire(&dp, TIMEOUT_MS + SWEEP_MS);
+        assert!(!fwd.has_pending());
+        assert_eq!(dp.counters().drops(DropReason::DnsUpstreamFailed), 1);
+    }
+
+    #[test]
+    fn the_pending_table_is_bounded() {
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let up = match upstream.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let dp = datapath();
+        let mut fwd = DnsForwarder::new(up).unwrap();
+        let client = SocketAddrV4::new(POD, 4000);
+        let q = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        for _ in 0..MAX_PENDING + 10 {
+            fwd.forward(&dp, 1, client, &frame(&q), 1);
+        }
+        assert_eq!(fwd.pending.len(), MAX_PENDING);
+        assert_eq!(dp.counters().drops(DropReason::DnsUpstreamFailed), 10);
+    }
+}
