@@ -3,7 +3,9 @@
 #   make deps        install the Debian packages the tests and the demo use (only what is missing)
 #   make build       cargo build --release --workspace
 #   make test        deps, build, fmt check, clippy, all tests (end-to-end ones in network
-#                    namespaces), fuzz smoke; fails if a network namespace is left behind
+#                    namespaces), the end-to-end matrix, fuzz smoke; fails if a network
+#                    namespace is left behind
+#   make e2e-matrix  the end-to-end tests again for each datapath/offload pair of E2E_MATRIX
 #   make demo        the tutorial's story on a throw-away testbed (scripts/demo.sh)
 #   make bench       benchmarks (scripts/bench.sh)
 #   make fuzz-build  build the fuzz targets;  make fuzz-smoke: run each for FUZZ_SECONDS
@@ -23,6 +25,10 @@ FUZZ_SECONDS ?= 20
 PREFIX ?= /usr/local
 DESTDIR ?=
 TEST_THREADS ?= 2
+# The datapath/offload combinations (DATAPATH:OFFLOAD) `make e2e-matrix` runs the end-to-end
+# tests in, on top of the default one of the workspace tests (auto = io_uring, offloads on).
+# Each sets VSWITCH_E2E_DATAPATH and VSWITCH_E2E_OFFLOAD for the nodes whose test pins neither.
+E2E_MATRIX ?= epoll:on uring:off epoll:off
 
 # What the tests and the demo run: ip and bridge, nginx (nginx-light), busybox (wget, ping),
 # iperf3, ps, ping -M (iputils), python3 (transfer checks), ethtool (the interop node).
@@ -30,8 +36,8 @@ DEB_PACKAGES := iproute2 nginx-light busybox iperf3 procps iputils-ping python3 
 # What the benchmark plots need on top.
 DEB_PACKAGES_BENCH := $(DEB_PACKAGES) python3-matplotlib
 
-.PHONY: all deps deps-bench build test demo bench fuzz-tools fuzz-build fuzz-smoke install \
-	clean check-netns
+.PHONY: all deps deps-bench build test e2e-matrix demo bench fuzz-tools fuzz-build fuzz-smoke \
+	install clean check-netns
 
 all: build
 
@@ -56,13 +62,36 @@ deps-bench:
 build:
 	$(CARGO) build --release --workspace
 
-# Release tests: the end-to-end tests drive the release binaries built just before.
+# Release tests: the end-to-end tests drive the release binaries built just before. The
+# workspace run is the default combination (VSWITCH_E2E_* unset: vswitchd's defaults, auto =
+# io_uring and offloads on); e2e-matrix then covers the others.
 test: deps build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) test --workspace --release -- --test-threads=$(TEST_THREADS)
+	env -u VSWITCH_E2E_DATAPATH -u VSWITCH_E2E_OFFLOAD \
+		$(CARGO) test --workspace --release -- --test-threads=$(TEST_THREADS)
+	$(MAKE) --no-print-directory e2e-matrix
 	$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory check-netns
+
+# Only the vswitch-e2e tests, once per E2E_MATRIX pair; every pair runs even when one fails,
+# and the summary names the ones that failed.
+e2e-matrix: deps build
+	@if [ -z "$(strip $(E2E_MATRIX))" ]; then echo "e2e-matrix: E2E_MATRIX is empty"; exit 0; fi; \
+	failed=""; \
+	for combo in $(E2E_MATRIX); do \
+		dp="$${combo%%:*}"; off="$${combo#*:}"; \
+		echo "e2e-matrix: datapath $$dp, offload $$off"; \
+		start=$$(date +%s); \
+		if VSWITCH_E2E_DATAPATH="$$dp" VSWITCH_E2E_OFFLOAD="$$off" \
+			$(CARGO) test --release -p vswitch-e2e -- --test-threads=$(TEST_THREADS); then \
+			echo "e2e-matrix: datapath $$dp, offload $$off passed in $$(( $$(date +%s) - start )) s"; \
+		else \
+			echo "e2e-matrix: datapath $$dp, offload $$off FAILED"; failed="$$failed $$combo"; \
+		fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "e2e-matrix: failed:$$failed"; exit 1; fi; \
+	echo "e2e-matrix: all of $(E2E_MATRIX) passed"
 
 # Fails when any network namespace exists (every test must remove its own).
 check-netns:

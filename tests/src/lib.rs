@@ -18,6 +18,12 @@
 //! `<workspace>/target/release`), `VSWITCH_E2E_LOGS=1` (print daemon logs even when the test
 //! passes), `VSWITCH_E2E_KEEP_DIR=1` (keep the temp dir), `VSWITCH_E2E_NO_SKIP=1` (fail
 //! instead of skipping on a missing kernel feature).
+//!
+//! The datapath/offload combination (the `make e2e-matrix` runs): `VSWITCH_E2E_DATAPATH`
+//! (`auto`, `uring`, `epoll`) and `VSWITCH_E2E_OFFLOAD` (`on`, `off`) are what nodes run whose
+//! [`NodeOpts`] do not pin a datapath or offloads; unset, vswitchd's defaults (`auto`, which
+//! is io_uring where the kernel allows it, and offloads on). Each test process prints the
+//! combination it runs once, uncaptured.
 
 pub mod cmd;
 pub mod testbed;
@@ -25,4 +31,5 @@ pub mod testbed;
 pub use cmd::{run_with_timeout, OutputExt};
 pub use testbed::{
     exec_in, ip, ip_ok, list_netns, netns_exists, Bg, Node, NodeOpts, Pod, Skip, Testbed,
+    DATAPATH_ENV, OFFLOAD_ENV,
 };

@@ -1,0 +1,246 @@
+//! The handles tests hold on nodes and pods: `vswitchctl` on a node, commands and probes
+//! (ping, wget, `ip -j`) inside a pod. Cheap to clone; the testbed owns what they name.
+
+use super::host::{exec_in, ip};
+use super::servers::spawn_bg;
+use super::{Bg, Shared, Testbed};
+use crate::cmd::{self, run_with_timeout, OutputExt, DEFAULT_TIMEOUT};
+use serde_json::Value;
+use std::fmt::Display;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A node: a network namespace running `vswitchd` (a cheap handle; clone freely).
+#[derive(Clone)]
+pub struct Node {
+    pub(super) sh: Arc<Shared>,
+    /// Node number N (subnet 198.18.N.0/24, underlay 198.19.0.N).
+    pub n: u8,
+    /// The node name given to `vswitchd --node` (`nodeN`).
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its daemon's control socket.
+    pub socket: PathBuf,
+    /// Its daemon's state directory.
+    pub state_dir: PathBuf,
+    /// Its pod subnet, `198.18.N.0/24`.
+    pub pod_cidr: String,
+    /// Its pods' gateway, `198.18.N.1`.
+    pub gateway: Ipv4Addr,
+    /// Its underlay address, when connected.
+    pub underlay: Option<Ipv4Addr>,
+    /// Its underlay interface (inside the node netns), when connected.
+    pub underlay_if: Option<String>,
+}
+
+/// A pod: a network namespace with the `eth0` the daemon created (a cheap handle).
+#[derive(Clone)]
+pub struct Pod {
+    pub(super) sh: Arc<Shared>,
+    /// The pod (port) name.
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its address, as `port list` reports it.
+    pub ip: Ipv4Addr,
+    /// Its MAC, as `port list` reports it.
+    pub mac: String,
+    /// The node it is attached to.
+    pub node: Node,
+}
+
+impl Node {
+    /// Runs `vswitchctl --socket S ARGS` (from the host: the socket is a file) within 20 s.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_timeout(DEFAULT_TIMEOUT, args)
+    }
+
+    pub(super) fn ctl_timeout(&self, timeout: Duration, args: &[&str]) -> Output {
+        let bin = self.sh.bin("vswitchctl");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        run_with_timeout(&mut cmd, timeout)
+            .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()))
+    }
+
+    /// Runs `vswitchctl ARGS`, panics unless it succeeds; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "`vswitchctl {}` on {} failed: {}",
+            args.join(" "),
+            self.name,
+            out.describe()
+        );
+        out.stdout_str()
+    }
+
+    /// Runs `vswitchctl -o json ARGS`, panics unless it succeeds with JSON on stdout.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-o", "json"];
+        all.extend(args);
+        let text = self.ctl_ok(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "`vswitchctl {}` printed no JSON ({e}):\n{text}",
+                all.join(" ")
+            )
+        })
+    }
+
+    /// `node show -o json`.
+    pub fn show(&self) -> Value {
+        self.ctl_json(&["node", "show"])
+    }
+
+    /// `port list -o json`.
+    pub fn ports(&self) -> Vec<Value> {
+        match self.ctl_json(&["port", "list"]) {
+            Value::Array(v) => v,
+            other => panic!("`port list -o json` is not an array: {other}"),
+        }
+    }
+
+    /// The `port list -o json` entry named `name` (namespace `default`).
+    pub fn port(&self, name: &str) -> Option<Value> {
+        self.ports()
+            .into_iter()
+            .find(|p| p["name"] == name && p["namespace"] == "default")
+    }
+
+    /// `peer add` of `other` on this node, with `other`'s underlay, subnet and VTEP MAC (from
+    /// its `node show`).
+    pub fn add_peer(&self, other: &Node) {
+        let underlay = other
+            .underlay
+            .unwrap_or_else(|| panic!("{} has no underlay", other.name))
+            .to_string();
+        let show = other.show();
+        let mac = show["vtep_mac"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: node show has no vtep_mac: {show}", other.name))
+            .to_string();
+        self.ctl_ok(&[
+            "peer",
+            "add",
+            &other.name,
+            "--underlay",
+            &underlay,
+            "--pod-cidr",
+            &other.pod_cidr,
+            "--vtep-mac",
+            &mac,
+        ]);
+    }
+
+    /// `peer list -o json`.
+    pub fn peers(&self) -> Vec<Value> {
+        match self.ctl_json(&["peer", "list"]) {
+            Value::Array(v) => v,
+            other => panic!("`peer list -o json` is not an array: {other}"),
+        }
+    }
+
+    /// `stats -o json`.
+    pub fn stats(&self) -> Value {
+        self.ctl_json(&["stats"])
+    }
+
+    /// `stats -o json` `.drops[reason]`; panics when the reason is not reported.
+    pub fn drops(&self, reason: &str) -> u64 {
+        let stats = self.stats();
+        stats["drops"][reason]
+            .as_u64()
+            .unwrap_or_else(|| panic!("`stats -o json` has no drops.{reason}: {stats}"))
+    }
+
+    /// Runs `prog args` inside the node's netns (20 s deadline).
+    pub fn exec(&self, prog: &str, args: &[&str]) -> Output {
+        exec_in(&self.netns, DEFAULT_TIMEOUT, prog, args)
+    }
+
+    /// The daemon's log so far (stderr and stdout, across restarts).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.sh.dir.join(format!("node{}.log", self.n))).unwrap_or_default()
+    }
+}
+
+impl Pod {
+    /// A handle on a pod namespace that `vswitchd` did not attach (for example a pod of a
+    /// kernel-only node in an interop test); `node` is the node it belongs to.
+    pub fn external(tb: &Testbed, name: &str, netns: &str, ip: Ipv4Addr, node: &Node) -> Pod {
+        Pod {
+            sh: tb.sh.clone(),
+            name: name.to_string(),
+            netns: netns.to_string(),
+            ip,
+            mac: String::new(),
+            node: node.clone(),
+        }
+    }
+
+    /// Runs `prog args` inside the pod (20 s deadline).
+    pub fn exec(&self, prog: &str, args: &[&str]) -> Output {
+        exec_in(&self.netns, DEFAULT_TIMEOUT, prog, args)
+    }
+
+    /// Runs `prog args` inside the pod with a deadline.
+    pub fn exec_timeout(&self, timeout: Duration, prog: &str, args: &[&str]) -> Output {
+        exec_in(&self.netns, timeout, prog, args)
+    }
+
+    /// Runs `prog args` inside the pod; panics unless it succeeds; returns stdout.
+    pub fn exec_ok(&self, prog: &str, args: &[&str]) -> String {
+        let out = self.exec(prog, args);
+        assert!(
+            out.status.success(),
+            "`{}` in pod {} failed: {}",
+            cmd::render(prog, args),
+            self.name,
+            out.describe()
+        );
+        out.stdout_str()
+    }
+
+    /// `busybox ping -c 3 -W 2 DST` from the pod.
+    pub fn ping(&self, dst: impl Display) -> Output {
+        let dst = dst.to_string();
+        self.exec("busybox", &["ping", "-c", "3", "-W", "2", &dst])
+    }
+
+    /// `busybox wget -q -O- URL` from the pod, killed after 10 s (no `-T`: busybox 1.35's
+    /// `wget -T` crashes).
+    pub fn wget(&self, url: &str) -> Output {
+        self.exec_timeout(
+            Duration::from_secs(10),
+            "busybox",
+            &["wget", "-q", "-O-", url],
+        )
+    }
+
+    /// `ip -n NETNS -j ARGS`, parsed.
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-n", self.netns.as_str(), "-j"];
+        all.extend(args);
+        let out = ip(&all);
+        assert!(
+            out.status.success(),
+            "`ip {}` failed: {}",
+            all.join(" "),
+            out.describe()
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("`ip {}` printed no JSON: {e}", all.join(" ")))
+    }
+
+    /// Runs `prog args` in the background inside the pod; killed when the guard drops.
+    pub fn spawn(&self, label: &str, prog: &str, args: &[&str]) -> Bg {
+        spawn_bg(&self.sh, &self.netns, label, prog, args)
+    }
+}
