@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Benchmark vswitchd (io_uring and epoll datapaths) against the kernel (bridge; bridge + flannel-
 # style VXLAN) on throw-away network-namespace testbeds: same-node and cross-node, TCP 1 and 4
-# streams (iperf3), ping RTT p50/p99, vswitchd CPU seconds per Gbit. `make bench` builds the
-# release binaries and runs this.
+# streams (iperf3), ping RTT p50/p99, vswitchd CPU seconds per Gbit; UDP packets per second at
+# 64 and 1400-byte frames and one-way latency (vswitch-pktgen); a Service VIP against the pod IP
+# (TCP 1 stream, new connections per second; the kernel's VIP is an iptables DNAT rule); CNI
+# ADD/DEL latency over 100 pods. `make bench` builds the release binaries and runs this.
 #
-#   scripts/bench.sh                 full run: 3 runs per cell, iperf3 -t 5 (about 4-5 minutes)
-#   BENCH_QUICK=1 scripts/bench.sh   smoke: 1 run, iperf3 -t 2, ping -c 50 (about 1 minute)
+#   scripts/bench.sh                 full run: 3 runs per cell, iperf3 -t 5, pktgen 4 s
+#                                    (about 11-12 minutes)
+#   BENCH_QUICK=1 scripts/bench.sh   smoke: 1 run, iperf3 -t 2, ping -c 50, pktgen 2 s
+#                                    (about 2 minutes)
 #
 # Knobs (environment): BENCH_RUNS, BENCH_SECONDS, BENCH_PING_COUNT,
 #   BENCH_SCENARIOS=same-node,cross-node  BENCH_DATAPATHS=kernel,uring,epoll
+#   BENCH_PPS_SECONDS, BENCH_PPS_COUNT, BENCH_LAT_RATE, BENCH_LAT_SECONDS, BENCH_CONNS,
+#   BENCH_CNI_PODS (0: no CNI measurement)
 #   BENCH_OUT=docs/bench  VSWITCH_BIN_DIR=target/release  BENCH_NO_PLOT=1
 #   BENCH_NICE=-10 (run everything at a higher priority on a machine shared with other work)
-# Output: $BENCH_OUT/results.json, $BENCH_OUT/results.png, the table in $BENCH_OUT/README.md.
+# Output: $BENCH_OUT/results.json, $BENCH_OUT/results.png, $BENCH_OUT/results-pps-svc-cni.png,
+# the tables in $BENCH_OUT/README.md. iptables (the kernel's VIP) is installed when missing.
 #
 # Addresses: 198.18.0.0/15 only (design.md section 6). Every namespace, link and process
 # carries the per-run prefix vqXXXX ("q" is no hex digit, so no test's v+4-hex prefix matches)
@@ -21,12 +28,18 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${BENCH_OUT:-$ROOT/docs/bench}"
 export BENCH_OUT="$OUT" PYTHONDONTWRITEBYTECODE=1
-case "${1:-}" in -h|--help) sed -n '2,18p' "$0"; exit 0 ;; "") ;;
+case "${1:-}" in -h|--help) sed -n '2,25p' "$0"; exit 0 ;; "") ;;
     *) echo "bench.sh: no arguments (use the environment, see --help)" >&2; exit 2 ;; esac
 [[ $EUID -eq 0 ]] || { echo "bench.sh: must run as root (it creates network namespaces)" >&2; exit 1; }
 for t in ip bridge iperf3 ping ss; do
     command -v "$t" >/dev/null || { echo "bench.sh: $t is missing: run \`make deps\`" >&2; exit 1; }
 done
+# The kernel baseline of the Service VIP is an iptables DNAT rule (kube-proxy's iptables mode).
+if ! command -v iptables >/dev/null; then
+    echo "bench.sh: installing iptables for the kernel's Service VIP baseline"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables \
+        >/dev/null 2>&1 || echo "bench.sh: iptables is not available: no kernel VIP baseline" >&2
+fi
 # Debian's python3 (the one python3-matplotlib belongs to) when present.
 PY=/usr/bin/python3; [[ -x $PY ]] || PY="$(command -v python3)"
 
@@ -71,7 +84,8 @@ elif "$PY" -c 'import matplotlib' 2>/dev/null || {
         echo "bench.sh: installing python3-matplotlib for the plot"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             python3-matplotlib >/dev/null 2>&1 && "$PY" -c 'import matplotlib' 2>/dev/null; }; then
-    "$PY" "$ROOT/scripts/bench_plot.py" "$OUT/results.json" "$OUT/results.png"
+    "$PY" "$ROOT/scripts/bench_plot.py" "$OUT/results.json" "$OUT/results.png" \
+        "$OUT/results-pps-svc-cni.png"
 else
     echo "bench.sh: python3-matplotlib is not available: no plot (results.json and README.md are written)" >&2
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Report half of the vswitch bench: machine facts, and the Markdown table that goes between
-the `<!-- bench:begin -->` / `<!-- bench:end -->` markers of docs/bench/README.md.
+"""Report half of the vswitch bench: machine facts, and the Markdown tables that go between
+the `<!-- bench:begin -->` / `<!-- bench:end -->` markers of docs/bench/README.md (TCP and RTT;
+packets per second and one-way latency; Service VIP against pod IP; CNI ADD/DEL latency).
 
     bench_report.py [results.json] [out dir]     re-generates the table from a results file
 """
@@ -91,7 +92,143 @@ def table(res):
                 fmt(md["rtt_p50_us"], 0),
                 fmt(md["rtt_p99_us"], 0), fmt(md["vswitchd_cpu_s_per_gbit"], 3),
                 "—" if dp == "kernel" else rs))
+    if any("pps64_delivered" in (c.get("median") or {}) for per in res["scenarios"].values()
+           for c in per.values()):
+        lines += [""] + pps_table(res) + [""] + services_table(res)
+    if res.get("cni"):
+        lines += [""] + cni_table(res)
     return "\n".join(lines)
+
+
+def dp_name(sc, dp):
+    if dp == "kernel":
+        return "kernel (%s)" % ("bridge" if sc == "same-node" else "bridge + vxlan")
+    return "vswitchd %s" % dp
+
+
+def ratio(v):
+    return "n/a" if v is None else "%.2f×" % v
+
+
+def kilo(v):
+    return "n/a" if v is None else "%.1f" % (v / 1000.0)
+
+
+def pct(v):
+    return "n/a" if v is None else ("%.1f %%" % (100 * v) if v >= 0.001 or v == 0 else
+                                    "%.2f %%" % (100 * v))
+
+
+def pps_table(res):
+    pg = res["config"].get("pktgen", {})
+    lines = ["**Packets per second** (vswitch-pktgen UDP, pod b → pod a, unpaced, `--count %s "
+             "--duration %g`; delivered = the receiver's rate between its first and last "
+             "datagram; loss = sent − received, of sent) and **pktgen one-way latency** (64 B at "
+             "`--rate %s` for %g s; send timestamp to the receiver's read, same clock). Medians."
+             % (pg.get("count"), pg.get("seconds", 0), pg.get("latency_rate_pps"),
+                pg.get("latency_seconds", 0)), "",
+             "| scenario | datapath | 64 B kpps delivered | 64 B kpps offered | 64 B loss "
+             "| 1400 B kpps delivered | 1400 B kpps offered | 1400 B loss "
+             "| vs kernel: 64 B / 1400 B | pktgen one-way latency p50 / p99 µs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    bound = False
+    for sc, per in res["scenarios"].items():
+        k = per.get("kernel")
+        kmd = k["median"] if k and k["available"] else {}
+        for dp, c in per.items():
+            name = dp_name(sc, dp)
+            why = c.get("reason") if not c["available"] else c.get("pktgen_reason")
+            if why:
+                lines.append("| %s | %s | not available: %s ||||||||" % (
+                    sc, name, why.replace("|", "/")[:160]))
+                continue
+            md, ra = c["median"], c.get("ratio_to_kernel") or {}
+
+            def dl(m, size):
+                # Under 1 % loss the sender, not the path, set the rate: a lower bound (†).
+                v = kilo(m.get("pps%d_delivered" % size))
+                lf = m.get("pps%d_loss_frac" % size)
+                return v + " †" if lf is not None and lf < 0.01 else v
+
+            def rk(size):
+                r = ratio(ra.get("pps%d_delivered" % size))
+                lf = kmd.get("pps%d_loss_frac" % size)
+                return ("≤ " + r) if lf is not None and lf < 0.01 and r != "n/a" else r
+            for size in (64, 1400):
+                lf = md.get("pps%d_loss_frac" % size)
+                bound = bound or (lf is not None and lf < 0.01)
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s |" % (
+                sc, name, dl(md, 64), kilo(md.get("pps64_offered")),
+                pct(md.get("pps64_loss_frac")), dl(md, 1400),
+                kilo(md.get("pps1400_offered")), pct(md.get("pps1400_loss_frac")),
+                "—" if dp == "kernel" else "%s / %s" % (rk(64), rk(1400)),
+                fmt(md.get("owl_p50_us"), 0), fmt(md.get("owl_p99_us"), 0)))
+    if bound:
+        lines += ["", "† under 1 % loss: the single sender thread, not the datapath, set the "
+                  "rate, so the datapath's capacity is at least that; a ratio to such a kernel "
+                  "figure is an upper bound (≤)."]
+    return lines
+
+
+def services_table(res):
+    sv = res["config"].get("services", {})
+    lines = ["**Service VIP against pod IP** (VIP %s on the client's node; vswitchd: `vswitchctl "
+             "service add --endpoint <pod a>`; kernel: one iptables DNAT rule in the client's "
+             "node netns, as kube-proxy's iptables mode writes it). TCP 1 stream as above (the "
+             "pod-IP figure is the first table's); new connections: %s sequential short TCP "
+             "connections (connect, 1-byte request, 1-byte answer, close). Medians."
+             % (sv.get("vip"), sv.get("conns")), "",
+             "| scenario | datapath | VIP by | TCP 1 stream Gbit/s pod IP / VIP | VIP ÷ pod IP "
+             "| new conn/s pod IP / VIP | VIP ÷ pod IP | conn latency p50 / p99 µs pod IP "
+             "| conn latency p50 / p99 µs VIP |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for sc, per in res["scenarios"].items():
+        for dp, c in per.items():
+            name = dp_name(sc, dp)
+            if not c["available"]:
+                lines.append("| %s | %s | not available: %s |||||||" % (
+                    sc, name, c["reason"].replace("|", "/")[:160]))
+                continue
+            md, vo = c["median"], c.get("vip_over_podip") or {}
+            via = "iptables DNAT" if dp == "kernel" else "vswitchd"
+            vip_why = c.get("vip_reason")
+            pod = (fmt(md.get("conn_podip_per_s"), 0), fmt(md.get("conn_podip_p50_us"), 0),
+                   fmt(md.get("conn_podip_p99_us"), 0))
+            if vip_why:
+                lines.append("| %s | %s | %s | %s / n/a | — | %s / n/a | — | %s / %s | VIP not "
+                             "available: %s |" % (sc, name, via, fmt(md["tcp1_gbps"]), pod[0],
+                                                  pod[1], pod[2],
+                                                  vip_why.replace("|", "/")[:160]))
+                continue
+            lines.append("| %s | %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s / %s |" % (
+                sc, name, via, fmt(md["tcp1_gbps"]), fmt(md.get("vip_tcp1_gbps")),
+                ratio(vo.get("tcp1_gbps")), pod[0], fmt(md.get("conn_vip_per_s"), 0),
+                ratio(vo.get("conn_per_s")), pod[1], pod[2], fmt(md.get("conn_vip_p50_us"), 0),
+                fmt(md.get("conn_vip_p99_us"), 0)))
+    return lines
+
+
+def cni_table(res):
+    n = res["config"].get("cni", {}).get("pods")
+    lines = ["**CNI ADD / DEL latency**: %s pods one after the other against one vswitchd "
+             "(`vswitch-cni` run as a runtime runs it: environment, configuration on stdin, one "
+             "netns per pod created beforehand; wall time of each plugin process, spawn to exit). "
+             "All ADDs, then all DELs. Per run p50/p99 (nearest rank of %s calls), medians of "
+             "the runs." % (n, n), "",
+             "| datapath | ADD p50 ms | ADD p99 ms | ADD max ms | DEL p50 ms | DEL p99 ms "
+             "| DEL max ms | ADD p50, first 10 / last 10 pods |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for dp, c in res["cni"].items():
+        if not c["available"]:
+            lines.append("| vswitchd %s | not available: %s |||||||" % (
+                dp, c["reason"].replace("|", "/")[:160]))
+            continue
+        md = c["median"]
+        lines.append("| vswitchd %s | %s | %s | %s | %s | %s | %s | %s / %s |" % (
+            dp, fmt(md["add_p50_ms"], 1), fmt(md["add_p99_ms"], 1), fmt(md["add_max_ms"], 1),
+            fmt(md["del_p50_ms"], 1), fmt(md["del_p99_ms"], 1), fmt(md["del_max_ms"], 1),
+            fmt(md["add_first10_p50_ms"], 1), fmt(md["add_last10_p50_ms"], 1)))
+    return lines
 
 
 def write_readme(res, out):
