@@ -5,10 +5,11 @@
 use crate::io::IoHandle;
 use crate::podnet::{self, PodIfConfig};
 use crate::state::{PeerRecord, PersistedState, PortRecord, ServiceRecord, Store};
-use crate::{validate, Args, OnOff};
+use crate::{tap, validate, Args, OnOff};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -266,32 +267,54 @@ impl Node {
         }
     }
 
-    /// Creates the pod's TAP and registers it with the I/O engine.
-    async fn attach(&self, inner: &mut Inner, rec: &PortRecord, mac: Mac) -> Result<PortId> {
-        self.attach_with(inner, rec, mac, podnet::attach_pod).await
-    }
-
-    /// Like `attach`, taking over the pod's TAP when it survived a restart of the daemon.
-    async fn reattach(&self, inner: &mut Inner, rec: &PortRecord, mac: Mac) -> Result<PortId> {
-        self.attach_with(inner, rec, mac, podnet::reattach_pod)
-            .await
-    }
-
-    async fn attach_with(
+    /// Creates the pod's TAP and allocates its port id. The TAP is not persistent yet and not
+    /// served: a crash before the port is saved removes it with its fd, and dropping the fd
+    /// undoes it. Once the port is saved, [`Node::serve`] takes it from there.
+    async fn attach(
         &self,
         inner: &mut Inner,
         rec: &PortRecord,
         mac: Mac,
-        how: fn(&PodIfConfig) -> Result<(std::os::fd::OwnedFd, u32)>,
-    ) -> Result<PortId> {
+    ) -> Result<(PortId, OwnedFd)> {
+        self.create_tap(inner, rec, mac, podnet::attach_pod).await
+    }
+
+    /// Makes a TAP from [`Node::attach`] persistent, now that its port is saved (it survives
+    /// a restart of the daemon from here on), and hands it to the I/O engine.
+    fn serve(&self, id: PortId, fd: OwnedFd) {
+        if let Err(e) = tap::set_persist(fd.as_fd(), true) {
+            warn!(
+                port = id,
+                "TUNSETPERSIST: {e}; the pod loses its interface when the daemon stops"
+            );
+        }
+        self.io.add_port(id, fd);
+    }
+
+    /// Takes over the pod's TAP when it survived a restart of the daemon (or creates it
+    /// again), persistent at once (its port is saved), and registers it with the I/O engine.
+    async fn reattach(&self, inner: &mut Inner, rec: &PortRecord, mac: Mac) -> Result<PortId> {
+        let (id, fd) = self
+            .create_tap(inner, rec, mac, podnet::reattach_pod)
+            .await?;
+        self.io.add_port(id, fd);
+        Ok(id)
+    }
+
+    async fn create_tap(
+        &self,
+        inner: &mut Inner,
+        rec: &PortRecord,
+        mac: Mac,
+        how: fn(&PodIfConfig) -> Result<(OwnedFd, u32)>,
+    ) -> Result<(PortId, OwnedFd)> {
         let ifcfg = self.pod_if_config(rec, mac);
         let (fd, _ifindex) = tokio::task::spawn_blocking(move || how(&ifcfg))
             .await
             .map_err(|e| anyhow::anyhow!("attach task failed: {e}"))??;
         let id = inner.next_id;
         inner.next_id += 1;
-        self.io.add_port(id, fd);
-        Ok(id)
+        Ok((id, fd))
     }
 
     async fn port_add(
@@ -362,7 +385,7 @@ impl Node {
             labels: spec.labels,
             container_id: container_id.clone(),
         };
-        let id = self
+        let (id, fd) = self
             .attach(inner, &rec, mac)
             .await
             .map_err(|e| reject("netns", format!("cannot attach the pod: {e:#}")))?;
@@ -382,10 +405,12 @@ impl Node {
             // Roll back: the request is not acknowledged, so nothing may remain.
             let port = inner.ports.remove(&key).expect("just inserted");
             inner.last_allocated = prev_alloc;
-            self.io.del_port(id);
+            // Not persistent yet: closing its only fd removes the TAP.
+            drop(fd);
             let _ = podnet::detach_pod(port.rec.netns.as_ref(), &port.rec.ifname);
             return Err(save_failed(e));
         }
+        self.serve(id, fd);
         self.install(inner);
         if container_id.is_none() {
             // CNI pods get their DNS settings from the runtime (the CNI result) instead.

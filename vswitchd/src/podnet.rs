@@ -127,8 +127,10 @@ pub fn resolve_netns(spec: &str) -> anyhow::Result<PathBuf> {
 
 /// Creates `cfg.ifname` as a TAP inside `cfg.netns` and configures it (MAC, MTU, `lo` up,
 /// IPv4 address, link up, default route, IPv6 off). Returns the TAP fd (usable from any
-/// namespace) and the interface index in the pod. The TAP is persistent: it outlives the
-/// daemon (see [`reattach_pod`]) and is removed by [`detach_pod`] or with its namespace.
+/// namespace) and the interface index in the pod. The TAP is not persistent yet: it goes
+/// with its fd, so that a daemon dying before the port is saved leaves nothing in the pod.
+/// Once the port is saved, [`crate::tap::set_persist`] makes it outlive the daemon (see
+/// [`reattach_pod`]); it is then removed by [`detach_pod`] or with its namespace.
 /// On any failure the TAP is destroyed again. Fails if the interface exists already.
 pub fn attach_pod(cfg: &PodIfConfig) -> anyhow::Result<(OwnedFd, u32)> {
     attach(cfg, false)
@@ -136,7 +138,7 @@ pub fn attach_pod(cfg: &PodIfConfig) -> anyhow::Result<(OwnedFd, u32)> {
 
 /// Like [`attach_pod`], but an existing TAP of that name (left by an earlier run of the
 /// daemon) is taken over and its configuration completed instead of refused: the pod keeps
-/// its interface across a daemon restart.
+/// its interface across a daemon restart. The TAP is persistent at once (its port is saved).
 pub fn reattach_pod(cfg: &PodIfConfig) -> anyhow::Result<(OwnedFd, u32)> {
     attach(cfg, true)
 }
@@ -178,7 +180,9 @@ fn attach(cfg: &PodIfConfig, take_over: bool) -> anyhow::Result<(OwnedFd, u32)> 
         };
         let configured = configure(&h, &tap, &cfg, existed).await;
         let result = configured.and_then(|ifindex| {
-            tap.set_persist(true)?;
+            if take_over {
+                tap.set_persist(true)?;
+            }
             Ok(ifindex)
         });
         match result {

@@ -169,20 +169,8 @@ impl Tap {
     /// Makes the TAP outlive its file descriptors (`TUNSETPERSIST`): a restarted daemon
     /// re-attaches to it and the pod keeps its interface, address and routes meanwhile.
     pub fn set_persist(&self, on: bool) -> anyhow::Result<()> {
-        // SAFETY: TUNSETPERSIST takes its argument by value (no pointer); `fd` is an open,
-        // attached TAP descriptor.
-        let rc = unsafe {
-            libc::ioctl(
-                self.fd.as_raw_fd(),
-                libc::TUNSETPERSIST,
-                libc::c_ulong::from(on),
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("TUNSETPERSIST {on} on {}", self.name));
-        }
-        Ok(())
+        set_persist(self.fd.as_fd(), on)
+            .with_context(|| format!("TUNSETPERSIST {on} on {}", self.name))
     }
 
     /// The raw fd (still owned by this `Tap`).
@@ -217,6 +205,17 @@ impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+/// `TUNSETPERSIST` on a TAP descriptor (e.g. one taken out of a [`Tap`] by [`Tap::into_fd`]).
+pub fn set_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes its argument by value (no pointer); `fd` is an open
+    // descriptor, borrowed for the duration of the call (a non-TAP fd just fails).
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, libc::c_ulong::from(on)) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Human-readable list of `TUN_F_*` bits, for logs.

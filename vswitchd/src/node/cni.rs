@@ -37,7 +37,7 @@ impl Node {
                 let mut rec = inner.ports[&key].rec.clone();
                 rec.netns = netns.display().to_string();
                 let mac = inner.ports[&key].mac;
-                let id = self
+                let (id, fd) = self
                     .attach(inner, &rec, mac)
                     .await
                     .map_err(|e| reject("netns", format!("cannot attach the pod: {e:#}")))?;
@@ -50,9 +50,11 @@ impl Node {
                     port.rec = old;
                     port.id = None;
                     port.status = "Detached".into();
-                    self.io.del_port(id);
+                    // Not persistent yet: closing its only fd removes the TAP.
+                    drop(fd);
                     return Err(save_failed(e));
                 }
+                self.serve(id, fd);
                 self.install(inner);
             }
             return Ok(Response::Port(self.port_info(&inner.ports[&key])));
