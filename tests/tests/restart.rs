@@ -10,6 +10,10 @@
 //!   unacknowledged change may be there or not, but leaves nothing behind.
 //! - A second daemon on the same state directory or socket is refused, and the first serves on.
 //!
+//! Known gap (an ignored test, `service_tcp_connection_survives_restarts`): a long-lived TCP
+//! connection through a Service VIP does not survive a restart of the client node's daemon,
+//! whose conntrack is in memory only; new Service connections work as soon as it is back.
+//!
 //! The tests run their daemons themselves (nodes are added without one, `NodeOpts::no_daemon`)
 //! to be able to SIGKILL them and start them again; the testbed still removes them (they are
 //! its background processes) and prints their logs when a test fails.
@@ -254,6 +258,8 @@ impl Rng {
 
 /// The Service VIP the wget loop fetches through.
 const VIP: &str = "198.19.96.30";
+/// The Service VIP iperf3 connects through in [`service_tcp_connection_survives_restarts`].
+const IPERF_VIP: &str = "198.19.96.31";
 /// How long iperf3 sends, seconds.
 const IPERF_SECONDS: u32 = 22;
 /// iperf3's reporting interval, seconds: the resolution of the stall measurement.
@@ -356,7 +362,9 @@ fn longest_run(runs: &[(f64, f64)], t0: f64, from: f64, to: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn restarts_under_load(tb: &Testbed, opts: NodeOpts) {
+/// Runs the restart plan under load; iperf3 connects to the server pod's address, or with
+/// `via_service` to a Service VIP (DNAT on the client's node, conntrack in its daemon).
+fn restarts_under_load(tb: &Testbed, opts: NodeOpts, via_service: bool) {
     let (n1, mut d1) = node_with_daemon(tb, 1, opts.clone());
     let (n2, mut d2) = node_with_daemon(tb, 2, opts);
     tb.mesh(&[&n1, &n2]);
@@ -376,6 +384,18 @@ fn restarts_under_load(tb: &Testbed, opts: NodeOpts) {
         "--endpoint",
         &web_ip,
     ]);
+    n2.ctl_ok(&[
+        "service",
+        "add",
+        "iperf",
+        "--vip",
+        IPERF_VIP,
+        "--port",
+        "5201",
+        "--endpoint",
+        &web_ip,
+    ]);
+    let iperf_dst = if via_service { IPERF_VIP } else { &web_ip };
     let url = format!("http://{VIP}/");
     let out = client.wget(&url);
     assert!(
@@ -402,7 +422,7 @@ fn restarts_under_load(tb: &Testbed, opts: NodeOpts) {
                 "iperf3",
                 &[
                     "-c",
-                    &web_ip,
+                    iperf_dst,
                     "-p",
                     "5201",
                     "-R",
@@ -596,7 +616,24 @@ fn tcp_and_service_survive_restarts_under_load() {
     let Some(tb) = Testbed::new("tcp_and_service_survive_restarts_under_load") else {
         return;
     };
-    restarts_under_load(&tb, NodeOpts::default());
+    restarts_under_load(&tb, NodeOpts::default(), false);
+}
+
+/// The same through a Service VIP. Fails today: the connection stalls at the first restart of
+/// the client node's daemon and is reset (iperf3: "unable to send control message: Broken
+/// pipe"), because the DNAT conntrack lives only in the daemon's memory. The restarted daemon
+/// has no entry for the connection; a packet from the client would re-create it (mid-stream
+/// pickup: with the client sending, `iperf3` without `-R`, the connection survives), but here
+/// the server sends, its packets reach the client un-translated (from the endpoint's address
+/// instead of the VIP) and the client answers them with a RST.
+#[test]
+#[ignore = "Service (DNAT) connections do not survive a restart of the client node's daemon \
+            yet: conntrack is not carried across restarts"]
+fn service_tcp_connection_survives_restarts() {
+    let Some(tb) = Testbed::new("service_tcp_connection_survives_restarts") else {
+        return;
+    };
+    restarts_under_load(&tb, NodeOpts::default(), true);
 }
 
 // ----- 2. crash safety -------------------------------------------------------------------------

@@ -123,6 +123,7 @@ impl Node {
         });
         {
             let mut inner = node.inner.lock().await;
+            let mut taps = Vec::new();
             for rec in st.peers {
                 match node.peer_from_record(&mut inner, rec.clone()) {
                     Ok(peer) => {
@@ -145,7 +146,8 @@ impl Node {
                     counters: Arc::default(),
                 };
                 match node.reattach(&mut inner, &port.rec, port.mac).await {
-                    Ok(id) => {
+                    Ok((id, fd)) => {
+                        taps.push((id, fd));
                         port.id = Some(id);
                         port.status = "Running".into();
                         if port.rec.container_id.is_none() {
@@ -163,6 +165,12 @@ impl Node {
             }
             node.recover_services(&mut inner, st.services);
             node.install(&mut inner);
+            // Served only now that the tables hold every port and service: a frame read
+            // before (a pod's ARP request, say) would be dropped as from an unknown port, and
+            // the pod would ask again only after its ARP retransmission time (1 s).
+            for (id, fd) in taps {
+                node.io.add_port(id, fd);
+            }
             node.persist(&inner)
                 .map_err(|e| anyhow::anyhow!("saving state: {e:#}"))?;
         }
@@ -292,13 +300,14 @@ impl Node {
     }
 
     /// Takes over the pod's TAP when it survived a restart of the daemon (or creates it
-    /// again), persistent at once (its port is saved), and registers it with the I/O engine.
-    async fn reattach(&self, inner: &mut Inner, rec: &PortRecord, mac: Mac) -> Result<PortId> {
-        let (id, fd) = self
-            .create_tap(inner, rec, mac, podnet::reattach_pod)
-            .await?;
-        self.io.add_port(id, fd);
-        Ok(id)
+    /// again), persistent at once (its port is saved). The caller hands it to the I/O engine.
+    async fn reattach(
+        &self,
+        inner: &mut Inner,
+        rec: &PortRecord,
+        mac: Mac,
+    ) -> Result<(PortId, OwnedFd)> {
+        self.create_tap(inner, rec, mac, podnet::reattach_pod).await
     }
 
     async fn create_tap(
