@@ -15,8 +15,9 @@ use anyhow::{Context, Result};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Instant;
-use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Verdict};
+use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Tables, Verdict};
 
 const RING_ENTRIES: u32 = 1024;
 /// Buffers in the pool (each [`vswitch_datapath::buf::BUF_CAPACITY`] bytes).
@@ -83,6 +84,10 @@ struct Engine {
     /// The period of the DNS expiry timer (boxed: the kernel reads it while armed).
     dns_timer: Box<types::Timespec>,
     dns_timer_armed: bool,
+    /// The table snapshot and the clock for the completions being handled: loaded once per
+    /// batch, not per frame.
+    batch_tables: Arc<Tables>,
+    batch_now: u64,
 }
 
 /// Runs the engine until [`Command::Shutdown`].
@@ -112,6 +117,8 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
         dns,
         dns_timer: Box::new(types::Timespec::new().sec(1)),
         dns_timer_armed: false,
+        batch_tables: Arc::default(),
+        batch_now: 0,
     };
     if let Some(sock) = &e.ctx.tunnel {
         super::tunnel::TunnelRx::enable_gro(sock);
@@ -150,6 +157,8 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
         if !cqes.is_empty() {
             last_work = Instant::now();
         }
+        e.batch_tables = Arc::clone(&e.ctx.datapath.tables());
+        e.batch_now = e.ctx.now_ms();
         for &(user_data, res) in &cqes {
             if !e.complete(user_data, res)? {
                 e.teardown();
@@ -301,15 +310,14 @@ impl Engine {
                     self.free.push(b);
                     return Ok(true);
                 }
-                let dp = self.ctx.datapath.clone();
                 let buf = &mut self.bufs[b as usize];
                 if !buf.set_tap_read_len(res as usize) {
-                    dp.count_drop(DropReason::BadVnetHdr);
+                    self.ctx.datapath.count_drop(DropReason::BadVnetHdr);
                     self.free.push(b);
                     return Ok(true);
                 }
-                let tables = dp.tables();
-                let v = dp.from_port(&tables, port, buf, self.ctx.now_ms());
+                let dp = &self.ctx.datapath;
+                let v = dp.from_port(&self.batch_tables, port, buf, self.batch_now);
                 self.carry_out(b, v);
             }
             OP_TAP_WRITE => {
