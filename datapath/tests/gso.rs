@@ -154,6 +154,20 @@ fn oversized_without_df_is_fragmented() {
 }
 
 #[test]
+fn packet_of_exactly_mtu_is_not_segmented_one_byte_more_is() {
+    let n = node();
+    for (len, want) in [
+        (usize::from(MTU) - 28, false),
+        (usize::from(MTU) - 27, true),
+    ] {
+        let f = udp_frame(mac_a(), router(), IP_A, IP_R, 64, false, &vec![7u8; len]);
+        let (v, pkt) = n.port(A, &f, VnetHdr::default());
+        assert!(matches!(v, Verdict::ToTunnel { .. }), "{v:?}");
+        assert_eq!(n.dp.needs_segmentation(&pkt), want, "payload {len}");
+    }
+}
+
+#[test]
 fn unsupported_and_inconsistent_gso_is_an_error() {
     let n = node();
     let f = tso_frame(&[0u8; 3000], 0, 1, 1);
@@ -224,7 +238,8 @@ proptest! {
     }
 
     #[test]
-    fn fragments_reassemble(len in 1400usize..9000, csum in any::<bool>()) {
+    // IPv4 total length = 28 + len must exceed MTU (1450) so the packet needs fragmenting.
+    fn fragments_reassemble(len in (usize::from(MTU) - 27)..9000, csum in any::<bool>()) {
         let n = node();
         let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
         let full = udp_frame(mac_a(), router(), IP_A, IP_R, 64, false, &payload);
