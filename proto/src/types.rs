@@ -281,6 +281,10 @@ pub struct StatsReport {
     pub drops: BTreeMap<String, u64>,
     /// Per-port counters.
     pub ports: Vec<PortStats>,
+    /// Ports the daemon removed because their TAP disappeared without `port del` (the pod's
+    /// namespace was deleted), since it started.
+    #[serde(default)]
+    pub ports_lost: u64,
 }
 
 /// What kind of failure an error is (clients map it, e.g. to CNI error codes).

@@ -399,6 +399,32 @@ impl Testbed {
         }
     }
 
+    /// Kills the daemon of `node` with SIGKILL (a crash) and waits until it is gone; start it
+    /// again with [`Testbed::start_daemon`].
+    pub fn kill_daemon(&self, node: &Node) {
+        let child = {
+            let mut res = self.sh.res();
+            res.daemons.get_mut(&node.n).and_then(|d| d.child.take())
+        };
+        let Some(mut child) = child else {
+            panic!("node{} daemon is not running", node.n);
+        };
+        // `ip netns exec` execs the daemon: the child is vswitchd itself.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The pid of the running daemon of `node` (`ip netns exec` execs it: it is vswitchd's
+    /// own pid), or `None` when it does not run.
+    pub fn daemon_pid(&self, node: &Node) -> Option<u32> {
+        let mut res = self.sh.res();
+        let child = res.daemons.get_mut(&node.n)?.child.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => Some(child.id()),
+            _ => None,
+        }
+    }
+
     /// SIGTERM the daemon of `node`, then start it again with the same socket and state dir.
     pub fn restart_daemon(&self, node: &Node) {
         self.stop_daemon(node);

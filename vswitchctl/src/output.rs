@@ -334,7 +334,8 @@ pub fn node(n: &NodeInfo, f: Format) -> String {
     out
 }
 
-/// `stats`: drop counters (nonzero only, unless `wide`), a blank line, then per-port counters.
+/// `stats`: drop counters (nonzero only, unless `wide`), the count of lost ports (nonzero
+/// only, unless `wide`), a blank line, then per-port counters.
 pub fn stats(s: &StatsReport, f: Format) -> String {
     if f == Format::Json {
         return pretty(serde_json::to_string_pretty(s));
@@ -361,6 +362,13 @@ pub fn stats(s: &StatsReport, f: Format) -> String {
         })
         .collect();
     let mut out = table(&["REASON", "COUNT"], &drops);
+    if s.ports_lost != 0 || f == Format::Wide {
+        let _ = writeln!(
+            out,
+            "\nports lost (TAP gone without port del): {}",
+            s.ports_lost
+        );
+    }
     out.push('\n');
     out.push_str(&table(
         &[
@@ -720,6 +728,7 @@ dns            kube-system  198.19.96.53  dns:53->5353/UDP,dns-tcp:53/TCP  <none
                 tx_bytes: 400,
                 rx_dropped: 3,
             }],
+            ports_lost: 0,
         };
         let want = "\
 REASON    COUNT
@@ -730,6 +739,14 @@ bb    default    5        500       4        400       3
 ";
         assert_eq!(stats(&s, Format::Table), want);
         assert!(stats(&s, Format::Wide).contains("\nspoofed_ip  0\n"));
+        assert!(stats(&s, Format::Wide).contains("\nports lost (TAP gone without port del): 0\n"));
+        let lost = StatsReport {
+            ports_lost: 2,
+            ..s.clone()
+        };
+        assert!(
+            stats(&lost, Format::Table).contains("\nports lost (TAP gone without port del): 2\n")
+        );
         let v: serde_json::Value = serde_json::from_str(&stats(&s, Format::Json)).unwrap();
         assert_eq!(v["drops"]["spoofed_ip"], 0);
         assert_eq!(v["ports"][0]["rx_dropped"], 3);

@@ -242,9 +242,12 @@ fn main() -> Result<()> {
     let epoch = io.epoch();
     let result = rt.block_on(async {
         let expiry = tokio::spawn(expire_loop(datapath.clone(), epoch));
+        let lost = io.take_lost().expect("taken once");
         let node = node::Node::recover(args.clone(), datapath, io, store).await?;
+        let watch = tokio::spawn(node.clone().watch_lost(lost));
         let served = control::serve(&args, node).await;
         expiry.abort();
+        watch.abort();
         served
     });
     info!("vswitchd stopped");

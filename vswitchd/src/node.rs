@@ -51,6 +51,7 @@ fn save_failed(e: anyhow::Error) -> Reject {
 }
 
 mod cni;
+mod lost;
 mod services;
 
 struct Port {
@@ -60,6 +61,8 @@ struct Port {
     id: Option<PortId>,
     status: String,
     counters: Arc<LinkCounters>,
+    /// The identity of the pod's netns when its TAP was attached (`lost.rs` watches it).
+    netns_id: Option<lost::NetnsId>,
 }
 
 struct Peer {
@@ -87,6 +90,8 @@ pub struct Node {
     datapath: Arc<Datapath>,
     io: IoHandle,
     inner: Mutex<Inner>,
+    /// Ports removed because their TAP died under us (`lost.rs`).
+    ports_lost: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -120,6 +125,7 @@ impl Node {
                 last_allocated: st.last_allocated,
                 store,
             }),
+            ports_lost: Default::default(),
         });
         {
             let mut inner = node.inner.lock().await;
@@ -144,12 +150,14 @@ impl Node {
                     id: None,
                     status: String::new(),
                     counters: Arc::default(),
+                    netns_id: None,
                 };
                 match node.reattach(&mut inner, &port.rec, port.mac).await {
                     Ok((id, fd)) => {
                         taps.push((id, fd));
                         port.id = Some(id);
                         port.status = "Running".into();
+                        port.netns_id = lost::netns_identity(&port.rec.netns);
                         if port.rec.container_id.is_none() {
                             // Keeps the pod's resolver in line with --dns-ip/--cluster-domain.
                             node.write_pod_resolver(&port.rec.netns, &port.rec.namespace, true);
@@ -398,12 +406,14 @@ impl Node {
             .attach(inner, &rec, mac)
             .await
             .map_err(|e| reject("netns", format!("cannot attach the pod: {e:#}")))?;
+        let netns_id = lost::netns_identity(&rec.netns);
         let port = Port {
             rec,
             mac,
             id: Some(id),
             status: "Running".into(),
             counters: Arc::default(),
+            netns_id,
         };
         let prev_alloc = inner.last_allocated;
         if spec.ip.is_none() {
@@ -676,7 +686,11 @@ impl Node {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        Ok(Response::Stats(StatsReport { drops, ports }))
+        Ok(Response::Stats(StatsReport {
+            drops,
+            ports,
+            ports_lost: self.ports_lost.load(Relaxed),
+        }))
     }
 
     /// Builds and installs a new table snapshot from the current state (ports, peers, and

@@ -146,11 +146,27 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
                     let Some(fd) = ports.get(&id) else { continue };
                     let tables = ctx.datapath.tables();
                     let now = ctx.now_ms();
+                    // A dead TAP polls EPOLLERR (level-triggered: at every wait) and its reads
+                    // fail: the read below reports the errno, and the port goes at once.
+                    let mut lost = None;
                     for _ in 0..BATCH {
                         let n = match nix::unistd::read(fd.as_fd(), buf.tap_read_region()) {
                             Ok(n) => n,
-                            Err(Errno::EAGAIN) | Err(Errno::EINTR) => break,
-                            Err(_) => break,
+                            Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
+                                if ev
+                                    .events()
+                                    .intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
+                                {
+                                    lost = Some(format!("poll reports {:?}", ev.events()));
+                                }
+                                break;
+                            }
+                            Err(e) => {
+                                if super::is_port_lost(e as i32) {
+                                    lost = Some(format!("read: {e}"));
+                                }
+                                break;
+                            }
                         };
                         if !buf.set_tap_read_len(n) {
                             ctx.datapath.count_drop(DropReason::BadVnetHdr);
@@ -158,6 +174,13 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
                         }
                         let v = ctx.datapath.from_port(&tables, id, &mut buf, now);
                         carry_out(&ctx, &ports, &mut buf, v, &mut tunnel, dns.as_mut());
+                    }
+                    if let Some(why) = lost {
+                        if let Some(fd) = ports.remove(&id) {
+                            let _ = epoll.delete(fd.as_fd());
+                        }
+                        tracing::debug!(port = id, "TAP lost: {why}");
+                        let _ = ctx.lost.send(id);
                     }
                 }
             }

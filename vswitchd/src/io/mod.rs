@@ -6,6 +6,10 @@
 //! (a command channel plus an eventfd to wake it). Per batch the engine loads one table
 //! snapshot, asks the datapath for a verdict per frame and carries it out; it never decides
 //! anything about a frame itself, it only counts failed writes as `tx_error`.
+//!
+//! A TAP whose device was deleted under us makes every read fail at once: the engine stops
+//! serving it at the first such failure and reports its id on the lost-port channel
+//! ([`is_port_lost`], [`IoHandle::take_lost`]); the control plane then removes the port.
 
 mod dns_forward;
 mod epoll;
@@ -37,6 +41,19 @@ pub const TUNNEL_BATCH: usize = 128;
 /// Send and receive buffer size of the tunnel socket.
 const SOCKET_BUFFER: usize = 8 << 20;
 
+/// Whether a failed TAP read (`errno`) means the TAP is gone for good.
+///
+/// Measured on Linux 6.18 (tests/tests/faults.rs): when a pod's interface is deleted while we
+/// hold its fd, the kernel detaches the fd from the device; from then on poll reports
+/// `EPOLLERR` and every read fails with `EBADFD`, in both engines. That never clears, so
+/// retrying would spin. Only "try again" errors are transient; every other read error of a
+/// TAP is taken as its loss: a pod losing its port to an unknown error is recoverable (`port
+/// add` again), a packet thread spinning on a dead descriptor is not. (A deleted pod
+/// *namespace* is noticed elsewhere: see `node/lost.rs`.)
+pub fn is_port_lost(errno: i32) -> bool {
+    !matches!(errno, libc::EAGAIN | libc::EINTR | libc::ECANCELED)
+}
+
 /// What the control plane tells an engine.
 pub enum Command {
     /// Start serving a port's TAP.
@@ -55,7 +72,13 @@ pub struct IoHandle {
     tx: Sender<Command>,
     wake: Arc<OwnedFd>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Ids of ports whose TAP died, as the engine found them (taken once by the control
+    /// plane).
+    lost: std::sync::Mutex<Option<LostRx>>,
 }
+
+/// Where the engine reports ports whose TAP died.
+pub type LostRx = tokio::sync::mpsc::UnboundedReceiver<PortId>;
 
 impl IoHandle {
     /// `uring` or `epoll`.
@@ -73,6 +96,11 @@ impl IoHandle {
         if self.tx.send(cmd).is_ok() {
             wake(self.wake.as_raw_fd());
         }
+    }
+
+    /// The receiver of lost-port reports (`None` after the first call).
+    pub fn take_lost(&self) -> Option<LostRx> {
+        self.lost.lock().expect("not poisoned").take()
     }
 
     /// Hands a TAP to the engine and waits until it serves it.
@@ -112,6 +140,8 @@ pub struct EngineCtx {
     /// The forwarder to the upstream resolver, with `--dns-upstream` (the engine takes it).
     pub dns: Option<dns_forward::DnsForwarder>,
     pub epoch: Instant,
+    /// Reports ports whose TAP died (the engine already stopped serving them).
+    pub lost: tokio::sync::mpsc::UnboundedSender<PortId>,
 }
 
 impl EngineCtx {
@@ -222,6 +252,7 @@ pub fn start(
         .transpose()?;
     let wake_fd = Arc::new(eventfd()?);
     let (tx, rx) = mpsc::channel();
+    let (lost_tx, lost_rx) = tokio::sync::mpsc::unbounded_channel();
     let epoch = Instant::now();
     let ctx = EngineCtx {
         datapath,
@@ -230,6 +261,7 @@ pub fn start(
         tunnel,
         dns,
         epoch,
+        lost: lost_tx,
     };
     let thread = std::thread::Builder::new()
         .name(format!("vswitch-{chosen}"))
@@ -249,5 +281,6 @@ pub fn start(
         tx,
         wake: wake_fd,
         thread: std::sync::Mutex::new(Some(thread)),
+        lost: std::sync::Mutex::new(Some(lost_rx)),
     })
 }

@@ -308,6 +308,9 @@ impl Engine {
                 };
                 if !live || res <= 0 {
                     self.free.push(b);
+                    if live && res < 0 && super::is_port_lost(-res) {
+                        self.port_lost(port, -res);
+                    }
                     return Ok(true);
                 }
                 let buf = &mut self.bufs[b as usize];
@@ -366,22 +369,42 @@ impl Engine {
                 let _ = ack.send(());
             }
             Command::DelPort(id, ack) => {
-                if let Some(p) = self.ports.remove(&id) {
-                    for read in p.reads {
-                        let entry = opcode::AsyncCancel::new(read)
-                            .build()
-                            .user_data(ud(OP_CANCEL, 0, id));
-                        self.push(&entry);
-                    }
-                    let _ = self.ring.submit();
-                    // Dropping the fd here is safe: an operation in flight holds its own
-                    // reference to the file, and port ids are never reused.
-                }
+                self.remove_port(id);
                 let _ = ack.send(());
             }
             Command::Shutdown => return false,
         }
         true
+    }
+
+    /// Stops serving port `id`: its reads in flight are cancelled (their completions find
+    /// no port and free their buffers) and its fd is closed.
+    fn remove_port(&mut self, id: PortId) {
+        if let Some(p) = self.ports.remove(&id) {
+            for read in p.reads {
+                let entry = opcode::AsyncCancel::new(read)
+                    .build()
+                    .user_data(ud(OP_CANCEL, 0, id));
+                self.push(&entry);
+            }
+            let _ = self.ring.submit();
+            // Dropping the fd here is safe: an operation in flight holds its own
+            // reference to the file, and port ids are never reused.
+        }
+    }
+
+    /// A read of port `id` failed with `errno`, which says its TAP is gone: the port is no
+    /// longer served (re-arming would fail again at once, a spin) and the control plane is
+    /// told.
+    fn port_lost(&mut self, id: PortId, errno: i32) {
+        tracing::debug!(
+            port = id,
+            errno,
+            "TAP lost: read: {}",
+            std::io::Error::from_raw_os_error(errno)
+        );
+        self.remove_port(id);
+        let _ = self.ctx.lost.send(id);
     }
 
     /// Carries out a verdict for pool buffer `b`, which it consumes.
