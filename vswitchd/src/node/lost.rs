@@ -37,6 +37,16 @@ pub fn netns_identity(path: &str) -> Option<NetnsId> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Whether the namespace a port was attached in (`was`) is gone from `path`: the path no
+/// longer exists, or names another namespace. Any other failure to look (there is none for
+/// root but ENOENT) keeps the port.
+fn netns_gone(path: &str, was: NetnsId) -> bool {
+    match std::fs::metadata(path) {
+        Ok(m) => (m.dev(), m.ino()) != was,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
 impl Node {
     /// Handles the engine's lost-port reports and checks the ports' namespaces every
     /// [`CHECK_PERIOD`], until the engine stops.
@@ -63,8 +73,8 @@ impl Node {
                     let gone: Vec<PortKey> = inner
                         .ports
                         .iter()
-                        .filter(|(_, p)| p.id.is_some() && p.netns_id.is_some())
-                        .filter(|(_, p)| netns_identity(&p.rec.netns) != p.netns_id)
+                        .filter(|(_, p)| p.id.is_some())
+                        .filter(|(_, p)| p.netns_id.is_some_and(|was| netns_gone(&p.rec.netns, was)))
                         .map(|(k, _)| k.clone())
                         .collect();
                     for key in gone {
