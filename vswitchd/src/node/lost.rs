@@ -113,3 +113,37 @@ impl Node {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_is_gone_when_its_path_is_or_names_another() {
+        let dir = std::env::temp_dir().join(format!("vswitch-lost-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::write(&a, "").unwrap();
+        std::fs::write(&b, "").unwrap();
+        let a_s = a.to_str().unwrap();
+        let was = netns_identity(a_s).expect("a exists");
+        assert!(!netns_gone(a_s, was), "same file: still there");
+        // The name now points at something else (a namespace recreated under the same name).
+        std::fs::rename(&b, &a).unwrap();
+        assert!(netns_gone(a_s, was), "another file under the name");
+        std::fs::remove_file(&a).unwrap();
+        assert!(netns_gone(a_s, was), "the name is gone");
+        assert_eq!(netns_identity(a_s), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_try_again_errors_keep_a_tap() {
+        for e in [libc::EAGAIN, libc::EINTR, libc::ECANCELED] {
+            assert!(!crate::io::is_port_lost(e), "{e}");
+        }
+        for e in [libc::EBADFD, libc::EIO, libc::EFAULT, libc::ENODEV] {
+            assert!(crate::io::is_port_lost(e), "{e}");
+        }
+    }
+}
