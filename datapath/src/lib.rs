@@ -13,7 +13,8 @@
 //!   DNAT to one ready endpoint, connection tracking for the replies, ClientIP affinity,
 //!   reject without endpoints, masquerade on hairpin. Conntrack is the one piece of mutable
 //!   shared state: a bounded concurrent map ([`NodeConfig::ct_max`]), expired by
-//!   [`Datapath::expire`] and lazily on lookup; it survives table swaps.
+//!   [`Datapath::expire`] and lazily on lookup; it survives table swaps, and a restart of
+//!   the shell through [`Datapath::export_conntrack`] / [`Datapath::import_conntrack`].
 //! - Tables are immutable snapshots ([`Tables`]) swapped atomically by the control plane
 //!   ([`Datapath::install`]); the data path reads them without locks.
 //! - Nothing received from the tunnel is ever forwarded back into the tunnel (split horizon);
@@ -33,7 +34,8 @@
 //! checksum completion), `gro` (merging tunnel segments for a pod), `frag` (IPv4
 //! fragmentation), `wire` (offsets, checksums), `service` (service table, endpoint choice,
 //! affinity), `lb` (service traffic: NAT paths, rejects), `nat` (rewrites, incremental
-//! checksums), `conntrack` (the table), `ct_state` (states, timeouts), `dns` (the cluster DNS).
+//! checksums), `conntrack` (the table), `ct_state` (states, timeouts), `ct_persist` (saving and restoring
+//! the table), `dns` (the cluster DNS).
 
 #![forbid(unsafe_code)]
 
@@ -45,6 +47,7 @@ pub mod vxlan;
 
 mod arp;
 mod conntrack;
+mod ct_persist;
 mod ct_state;
 mod dns;
 mod frag;
@@ -61,6 +64,8 @@ mod wire;
 
 pub use buf::{PacketBuf, VnetHdr, HEADROOM, VNET_HDR_LEN};
 pub use counters::{Counters, DropReason, LinkCounters};
+pub use ct_persist::{AffinityRecord, ConnRecord, CtImport, CtSnapshot};
+pub use ct_state::State as ConnState;
 pub use dns::{dns_query_payload, dns_reply_frame};
 pub use gro::gro_append;
 pub use gso::complete_checksum;
