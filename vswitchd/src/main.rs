@@ -9,11 +9,12 @@
 //!   side effects after, rollback on a late failure). The persisted state is written
 //!   crash-safe (write, fsync, rename) before a request is acknowledged.
 //! - The daemon never exits because of a request or a packet; SIGTERM/SIGINT stop it
-//!   cleanly (pods' TAPs are closed, the socket file removed).
+//!   cleanly (pods' TAPs are closed, the conntrack table saved, the socket file removed).
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod control;
+mod ct_file;
 mod io;
 mod node;
 mod podnet;
@@ -25,7 +26,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tracing::info;
 use vswitch_datapath::{Datapath, Ipv4Cidr, NodeConfig};
 
@@ -199,16 +199,6 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     Ok(cfg)
 }
 
-/// Expires idle conntrack entries and affinities once a second, on the I/O engine's clock.
-async fn expire_loop(datapath: Arc<Datapath>, epoch: Instant) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        datapath.expire(epoch.elapsed().as_millis() as u64);
-    }
-}
-
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -239,10 +229,14 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("building the control-plane runtime")?;
-    let epoch = io.epoch();
+    let ck = Arc::new(ct_file::Checkpointer::new(
+        store.dir().to_path_buf(),
+        datapath.clone(),
+        io.epoch(),
+    ));
     let result = rt.block_on(async {
-        let expiry = tokio::spawn(expire_loop(datapath.clone(), epoch));
-        let node = node::Node::recover(args.clone(), datapath, io, store).await?;
+        let node = node::Node::recover(args.clone(), datapath, io, store, ck.clone()).await?;
+        let expiry = tokio::spawn(ct_file::run(ck));
         let served = control::serve(&args, node).await;
         expiry.abort();
         served

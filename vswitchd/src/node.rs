@@ -86,16 +86,20 @@ pub struct Node {
     args: Args,
     datapath: Arc<Datapath>,
     io: IoHandle,
+    /// The conntrack file (restored at recovery, saved on shutdown).
+    ck: Arc<crate::ct_file::Checkpointer>,
     inner: Mutex<Inner>,
 }
 
 impl Node {
-    /// Loads the persisted state and re-attaches the ports whose namespaces still exist.
+    /// Loads the persisted state, re-attaches the ports whose namespaces still exist and
+    /// restores the conntrack table.
     pub async fn recover(
         args: Args,
         datapath: Arc<Datapath>,
         io: IoHandle,
         store: Store,
+        ck: Arc<crate::ct_file::Checkpointer>,
     ) -> Result<Arc<Node>> {
         let st = store.load()?;
         let cfg = datapath.config();
@@ -111,6 +115,7 @@ impl Node {
             args,
             datapath,
             io,
+            ck,
             inner: Mutex::new(Inner {
                 ports: BTreeMap::new(),
                 peers: BTreeMap::new(),
@@ -165,6 +170,12 @@ impl Node {
             }
             node.recover_services(&mut inner, st.services);
             node.install(&mut inner);
+            // Against the installed tables (stale entries are dropped), before any pod frame:
+            // a reply of a Service connection must not reach its client untranslated.
+            let ck = node.ck.clone();
+            tokio::task::spawn_blocking(move || ck.restore())
+                .await
+                .map_err(|e| anyhow::anyhow!("conntrack restore task failed: {e}"))?;
             // Served only now that the tables hold every port and service: a frame read
             // before (a pod's ARP request, say) would be dropped as from an unknown port, and
             // the pod would ask again only after its ARP retransmission time (1 s).
@@ -204,7 +215,8 @@ impl Node {
         result.unwrap_or_else(|(kind, field, msg)| Response::error(kind, field, msg))
     }
 
-    /// Detaches every port's TAP from the datapath (on shutdown).
+    /// Detaches every port's TAP from the datapath and stops the I/O engine, then saves the
+    /// conntrack table (on shutdown: nothing is forwarded after the snapshot).
     pub async fn shutdown(&self) {
         let inner = self.inner.lock().await;
         for p in inner.ports.values() {
@@ -213,6 +225,8 @@ impl Node {
             }
         }
         self.io.shutdown();
+        let ck = self.ck.clone();
+        let _ = tokio::task::spawn_blocking(move || ck.final_save()).await;
     }
 
     fn node_info(&self, inner: &Inner) -> NodeInfo {
