@@ -1,5 +1,6 @@
 //! The epoll engine: level-triggered readiness, then up to [`BATCH`] non-blocking reads per
-//! ready port, each frame carried out at once (TAP writes never block). The fallback where
+//! ready port, each frame carried out at once (TAP writes never block) except datagrams for
+//! the tunnel, which are queued and sent with one `sendmmsg` per round. The fallback where
 //! io_uring is unavailable; it needs no `unsafe` of its own.
 
 use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
@@ -161,6 +162,10 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
                     }
                 }
             }
+        }
+        // Datagrams for the tunnel queued during this round leave in one `sendmmsg`.
+        if let Some(sock) = &ctx.tunnel {
+            tunnel.flush(&ctx.datapath, sock);
         }
     }
 }

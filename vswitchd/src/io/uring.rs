@@ -165,6 +165,10 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
                 return Ok(());
             }
         }
+        // Datagrams for the tunnel queued by this batch leave in one `sendmmsg`.
+        if let Some(sock) = &e.ctx.tunnel {
+            e.tunnel.flush(&e.ctx.datapath, sock);
+        }
     }
 }
 
