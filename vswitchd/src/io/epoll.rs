@@ -4,7 +4,7 @@
 //! io_uring is unavailable; it needs no `unsafe` of its own.
 
 use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
-use super::{Command, EngineCtx, BATCH, SPIN, TUNNEL_BATCH};
+use super::{Command, EngineCtx, BATCH, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -47,9 +47,10 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
         super::tunnel::TunnelRx::enable_gro(sock);
     }
     let mut last_work = std::time::Instant::now();
+    let spin = ctx.spin;
     loop {
-        // Right after traffic, poll without sleeping for a short while (see `SPIN`).
-        let timeout = if last_work.elapsed() < SPIN {
+        // Right after traffic, poll without sleeping for a short while (`--poll-us`).
+        let timeout = if last_work.elapsed() < spin {
             EpollTimeout::ZERO
         } else {
             EpollTimeout::from(1000u16)

@@ -25,11 +25,12 @@ use vswitch_datapath::{Datapath, PortId};
 
 /// Most frames one port may hand in per wakeup, so a busy port cannot starve the others.
 pub const BATCH: usize = 64;
-/// How long an engine keeps polling after its last completion before it goes to sleep.
-/// Measured on the 2-core test VM (loaded by other work), `ping -i 0.01` between two pods on
-/// one node: without polling min 105 µs / avg 163 µs (uring); with 50 µs of polling min
-/// 33 µs / avg 83-92 µs (epoll) and min 32-36 µs / avg 133-157 µs (uring).
-pub const SPIN: Duration = Duration::from_micros(50);
+/// Default of `--poll-us`: how long an engine keeps polling after its last completion
+/// before it goes to sleep. Measured on the 2-core test VM (loaded by other work), `ping -i
+/// 0.01` between two pods on one node: without polling min 105 µs / avg 163 µs (uring); with
+/// 50 µs of polling min 33 µs / avg 83-92 µs (epoll) and min 32-36 µs / avg 133-157 µs
+/// (uring). A gap between packets longer than the poll costs a wakeup: see docs/bench.
+pub const DEFAULT_POLL_US: u64 = 50;
 /// Most datagrams taken from the tunnel socket per wakeup: enough for a whole segmented
 /// 64 KiB super-frame, so that it can merge back into one (GRO).
 pub const TUNNEL_BATCH: usize = 128;
@@ -112,6 +113,8 @@ pub struct EngineCtx {
     /// The forwarder to the upstream resolver, with `--dns-upstream` (the engine takes it).
     pub dns: Option<dns_forward::DnsForwarder>,
     pub epoch: Instant,
+    /// How long to keep polling after the last completion (`--poll-us`).
+    pub spin: Duration,
 }
 
 impl EngineCtx {
@@ -188,13 +191,15 @@ fn tunnel_socket(underlay: Ipv4Addr, port: u16) -> Result<UdpSocket> {
 }
 
 /// Starts the engine chosen by `kind` on its own thread; with `dns_upstream`, queries the
-/// cluster DNS does not serve are forwarded there ([`dns_forward`]).
+/// cluster DNS does not serve are forwarded there ([`dns_forward`]). After traffic the
+/// engine polls for `spin` before it sleeps.
 pub fn start(
     kind: DatapathKind,
     datapath: Arc<Datapath>,
     underlay: Option<Ipv4Addr>,
     vxlan_port: u16,
     dns_upstream: Option<SocketAddrV4>,
+    spin: Duration,
 ) -> Result<IoHandle> {
     let chosen = match kind {
         DatapathKind::Epoll => "epoll",
@@ -230,6 +235,7 @@ pub fn start(
         tunnel,
         dns,
         epoch,
+        spin,
     };
     let thread = std::thread::Builder::new()
         .name(format!("vswitch-{chosen}"))

@@ -10,7 +10,7 @@
 //! into a buffer we reuse.
 
 use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
-use super::{Command, EngineCtx, SPIN, TUNNEL_BATCH};
+use super::{Command, EngineCtx, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use std::collections::HashMap;
@@ -128,6 +128,7 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
     e.arm_dns_poll();
     let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(RING_ENTRIES as usize);
     let mut last_work = Instant::now();
+    let spin = e.ctx.spin;
     let zero = types::Timespec::new();
     let spin_args = types::SubmitArgs::new().timespec(&zero);
     loop {
@@ -135,12 +136,12 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
         e.dns_expiry();
         // Right after traffic, poll for a short while before sleeping: a request's answer
         // usually follows within microseconds, and a sleep/wakeup pair costs more than that.
-        if last_work.elapsed() < SPIN {
+        if last_work.elapsed() < spin {
             loop {
                 // An enter with GETEVENTS and no waiting runs pending task work, which is
                 // what turns a ready TAP or socket into a completion.
                 let _ = e.ring.submitter().submit_with_args(1, &spin_args);
-                if !e.ring.completion().is_empty() || last_work.elapsed() >= SPIN {
+                if !e.ring.completion().is_empty() || last_work.elapsed() >= spin {
                     break;
                 }
                 std::hint::spin_loop();
