@@ -108,6 +108,11 @@ pub struct Args {
     /// wakeup (lower latency) at the cost of a busy core while it lasts; 0 never polls.
     #[arg(long = "poll-us", default_value_t = io::DEFAULT_POLL_US)]
     pub poll_us: u64,
+    /// I/O worker threads (1-64). Each pod's TAP gets one queue per worker and the tunnel
+    /// one socket per worker (SO_REUSEPORT); the kernel spreads flows over them by hash.
+    /// Give the switch as many workers as cores you can spare for it.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
 }
 
 /// Parses `--dns-upstream IP[:PORT]`.
@@ -187,6 +192,9 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
         bail!("--dns-ip: {dns_ip} must be a host address inside the service CIDR {svc}");
     }
     let domain = cluster_domain(&args.cluster_domain)?;
+    if !(1..=64).contains(&args.workers) {
+        bail!("--workers: {} is out of range (1-64)", args.workers);
+    }
     if args.poll_us > 1_000_000 {
         bail!("--poll-us: {} is out of range (0-1000000)", args.poll_us);
     }
@@ -231,17 +239,20 @@ fn main() -> Result<()> {
     let store = state::Store::open(&args.state_dir, &args.socket)?;
     let datapath = Arc::new(Datapath::new(cfg));
     let io = io::start(
-        args.datapath,
         datapath.clone(),
-        args.underlay,
-        args.vxlan_port,
-        args.dns_upstream,
-        Duration::from_micros(args.poll_us),
+        &io::EngineOpts {
+            kind: args.datapath,
+            underlay: args.underlay,
+            vxlan_port: args.vxlan_port,
+            dns_upstream: args.dns_upstream,
+            spin: Duration::from_micros(args.poll_us),
+            workers: args.workers,
+        },
     )?;
     info!(
         node = %args.node, pod_cidr = %args.pod_cidr, datapath = io.kind(),
         service_cidr = %args.service_cidr, dns_ip = ?datapath.config().dns_ip,
-        dns_upstream = ?args.dns_upstream, poll_us = args.poll_us,
+        dns_upstream = ?args.dns_upstream, poll_us = args.poll_us, workers = args.workers,
         "vswitchd {} starting", env!("CARGO_PKG_VERSION")
     );
     let rt = tokio::runtime::Builder::new_current_thread()

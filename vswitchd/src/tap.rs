@@ -44,6 +44,9 @@ pub struct TapOptions {
     pub offload: bool,
     /// Open the fd with `O_NONBLOCK`.
     pub nonblocking: bool,
+    /// `IFF_MULTI_QUEUE`: every [`Tap::create`] with the same name attaches one more queue
+    /// (its own fd) to the same interface; the kernel spreads the pod's flows over them.
+    pub multi_queue: bool,
 }
 
 /// An open TAP queue. Dropping it closes the fd, which removes a non-persistent TAP.
@@ -109,6 +112,9 @@ impl Tap {
         if opts.vnet_hdr {
             ifr_flags |= libc::IFF_VNET_HDR;
         }
+        if opts.multi_queue {
+            ifr_flags |= libc::IFF_MULTI_QUEUE;
+        }
         ifr.ifr_ifru.ifru_flags = ifr_flags as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes back one `struct ifreq`; `ifr` is a properly
         // sized and aligned `libc::ifreq` that lives across the call, and `fd` is an open
@@ -118,7 +124,10 @@ impl Tap {
             let err = io::Error::last_os_error();
             let hint = match err.raw_os_error() {
                 Some(libc::EBUSY) => ": a TAP of that name exists and is already attached",
-                Some(libc::EINVAL) => ": an interface of that name exists and is not a TAP",
+                Some(libc::EINVAL) => {
+                    ": an interface of that name exists and is not a TAP, or a TAP with other \
+                     flags (single/multi-queue)"
+                }
                 Some(libc::EPERM) => ": CAP_NET_ADMIN required",
                 _ => "",
             };
@@ -362,6 +371,7 @@ mod tests {
                 vnet_hdr: true,
                 offload: false,
                 nonblocking: true,
+                multi_queue: false,
             })
             .map_err(|e| format!("{e:#}"))?;
             const UNKNOWN: u32 = 0x8000_0000;

@@ -10,11 +10,11 @@
 //! into a buffer we reuse.
 
 use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
-use super::{Command, EngineCtx, TUNNEL_BATCH};
+use super::{Command, EngineCtx, PortFds, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Tables, Verdict};
@@ -66,7 +66,7 @@ pub fn probe() -> Result<(), String> {
 }
 
 struct PortState {
-    fd: OwnedFd,
+    fds: PortFds,
     /// `user_data` of the reads in flight, oldest first.
     reads: Vec<u64>,
 }
@@ -120,7 +120,7 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
         batch_tables: Arc::default(),
         batch_now: 0,
     };
-    if let Some(sock) = &e.ctx.tunnel {
+    if let Some(sock) = e.ctx.tunnel.as_ref().filter(|_| e.ctx.tunnel_gro) {
         super::tunnel::TunnelRx::enable_gro(sock);
     }
     e.arm_wake();
@@ -275,6 +275,9 @@ impl Engine {
     /// older one waits for data could run inline and take a newer frame first.
     fn arm_reads(&mut self) {
         for (id, port) in self.ports.iter_mut() {
+            let Some(fd) = port.fds.read.as_ref().map(|f| f.as_raw_fd()) else {
+                continue; // this worker only writes to the port
+            };
             if !port.reads.is_empty() {
                 continue;
             }
@@ -284,7 +287,7 @@ impl Engine {
                 let (ptr, len) = (region.as_mut_ptr(), region.len() as u32);
                 let user_data = ud(OP_TAP_READ, b, *id);
                 port.reads.push(user_data);
-                let entry = opcode::Read::new(types::Fd(port.fd.as_raw_fd()), ptr, len)
+                let entry = opcode::Read::new(types::Fd(fd), ptr, len)
                     .build()
                     .user_data(user_data);
                 // SAFETY: as in `push`: the pool buffer stays allocated and unused until
@@ -357,14 +360,16 @@ impl Engine {
 
     fn command(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::AddPort(id, fd, ack) => {
+            Command::AddPort(id, fds, ack) => {
                 // Blocking mode: io_uring then waits for readiness itself instead of
                 // completing reads with EAGAIN.
-                let _ = super::set_nonblocking(fd.as_raw_fd(), false);
+                if let Some(fd) = &fds.read {
+                    let _ = super::set_nonblocking(fd.as_raw_fd(), false);
+                }
                 self.ports.insert(
                     id,
                     PortState {
-                        fd,
+                        fds,
                         reads: Vec::with_capacity(READS_PER_PORT),
                     },
                 );
@@ -393,7 +398,7 @@ impl Engine {
     fn carry_out(&mut self, b: u32, v: Verdict) {
         match v {
             Verdict::ToPort(dst) => {
-                let Some(fd) = self.ports.get(&dst).map(|p| p.fd.as_raw_fd()) else {
+                let Some(fd) = self.ports.get(&dst).map(|p| p.fds.write.as_raw_fd()) else {
                     self.ctx.datapath.count_drop(DropReason::TxError);
                     self.free.push(b);
                     return;
