@@ -88,6 +88,11 @@ struct Engine {
     /// batch, not per frame.
     batch_tables: Arc<Tables>,
     batch_now: u64,
+    /// Each pool buffer's registered region `(start address, length)`, when the pool is
+    /// registered with the ring (`IORING_REGISTER_BUFFERS`): TAP reads and writes then use
+    /// `READ_FIXED`/`WRITE_FIXED` with the buffer's index, and the kernel skips mapping the
+    /// user memory per operation. Empty when registration failed (plain READ/WRITE then).
+    fixed: Vec<(usize, usize)>,
 }
 
 /// Runs the engine until [`Command::Shutdown`].
@@ -119,7 +124,9 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
         dns_timer_armed: false,
         batch_tables: Arc::default(),
         batch_now: 0,
+        fixed: Vec::new(),
     };
+    e.register_pool();
     if let Some(sock) = e.ctx.tunnel.as_ref().filter(|_| e.ctx.tunnel_gro) {
         super::tunnel::TunnelRx::enable_gro(sock);
     }
@@ -188,7 +195,52 @@ impl Engine {
             tracing::debug!("io_uring sync cancel: {e}");
         }
         self.ring.completion().for_each(drop);
+        if !self.fixed.is_empty() {
+            let _ = self.ring.submitter().unregister_buffers();
+            self.fixed.clear();
+        }
         self.ports.clear();
+    }
+
+    /// Registers every pool buffer's I/O region with the ring (see [`Engine::fixed`]).
+    /// `VSWITCH_URING_FIXED=0` skips it (to measure the difference).
+    fn register_pool(&mut self) {
+        if std::env::var_os("VSWITCH_URING_FIXED").is_some_and(|v| v == "0") {
+            tracing::info!("io_uring: registered buffers off (VSWITCH_URING_FIXED=0)");
+            return;
+        }
+        let iovecs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|b| {
+                let r = b.io_region();
+                libc::iovec {
+                    iov_base: r.as_mut_ptr().cast(),
+                    iov_len: r.len(),
+                }
+            })
+            .collect();
+        // SAFETY: every iovec points into a pool buffer's boxed storage, which is never
+        // moved or freed while the ring lives: the pool is a Vec that is never resized, and
+        // `ring` is declared before `bufs` in `Engine`, so it is dropped (and the buffers
+        // unregistered) first; `teardown` unregisters them explicitly too.
+        match unsafe { self.ring.submitter().register_buffers(&iovecs) } {
+            Ok(()) => {
+                self.fixed = iovecs
+                    .iter()
+                    .map(|v| (v.iov_base as usize, v.iov_len))
+                    .collect();
+            }
+            Err(e) => tracing::info!("io_uring: buffers not registered ({e}); plain reads"),
+        }
+    }
+
+    /// The fixed-buffer index of pool buffer `b` if `region` lies inside its registered
+    /// region.
+    fn fixed_index(&self, b: u32, ptr: *const u8, n: usize) -> Option<u16> {
+        let &(start, len) = self.fixed.get(b as usize)?;
+        let p = ptr as usize;
+        (p >= start && p + n <= start + len).then_some(b as u16)
     }
 
     /// Queues `entry`, flushing the submission queue first when it is full.
@@ -274,6 +326,8 @@ impl Engine {
     /// buffers last. Only a port with no read pending gets new ones: a read armed while an
     /// older one waits for data could run inline and take a newer frame first.
     fn arm_reads(&mut self) {
+        // Every read region is a registered one when the pool is registered.
+        let fixed = !self.fixed.is_empty();
         for (id, port) in self.ports.iter_mut() {
             let Some(fd) = port.fds.read.as_ref().map(|f| f.as_raw_fd()) else {
                 continue; // this worker only writes to the port
@@ -287,9 +341,12 @@ impl Engine {
                 let (ptr, len) = (region.as_mut_ptr(), region.len() as u32);
                 let user_data = ud(OP_TAP_READ, b, *id);
                 port.reads.push(user_data);
-                let entry = opcode::Read::new(types::Fd(fd), ptr, len)
-                    .build()
-                    .user_data(user_data);
+                let entry = if fixed {
+                    opcode::ReadFixed::new(types::Fd(fd), ptr, len, b as u16).build()
+                } else {
+                    opcode::Read::new(types::Fd(fd), ptr, len).build()
+                }
+                .user_data(user_data);
                 // SAFETY: as in `push`: the pool buffer stays allocated and unused until
                 // this read's completion is reaped.
                 while unsafe { self.ring.submission().push(&entry) }.is_err() {
@@ -405,9 +462,11 @@ impl Engine {
                 };
                 let region = self.bufs[b as usize].tap_write_region();
                 let (ptr, len) = (region.as_ptr(), region.len() as u32);
-                let entry = opcode::Write::new(types::Fd(fd), ptr, len)
-                    .build()
-                    .user_data(ud(OP_TAP_WRITE, b, dst));
+                let entry = match self.fixed_index(b, ptr, len as usize) {
+                    Some(i) => opcode::WriteFixed::new(types::Fd(fd), ptr, len, i).build(),
+                    None => opcode::Write::new(types::Fd(fd), ptr, len).build(),
+                }
+                .user_data(ud(OP_TAP_WRITE, b, dst));
                 self.push(&entry);
             }
             Verdict::ToTunnel { dst, .. } => {
