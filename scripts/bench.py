@@ -16,7 +16,8 @@ BENCH_PING_COUNT (200), BENCH_SCENARIOS (same-node,cross-node), BENCH_DATAPATHS
 (kernel,uring,epoll), BENCH_OUT (docs/bench), VSWITCH_BIN_DIR (target/release),
 BENCH_PREFIX (set by bench.sh); BENCH_PPS_SECONDS (4), BENCH_PPS_COUNT (3000000),
 BENCH_LAT_RATE (20000), BENCH_LAT_SECONDS (3), BENCH_CONNS (3000), BENCH_CNI_PODS (100),
-BENCH_POLL_US (20000; 0 skips the RTT-with-polling cells).
+BENCH_POLL_US (20000; 0 skips the RTT-with-polling cells), BENCH_VSWITCHD_ARGS (extra
+arguments for every vswitchd, e.g. "--workers 2").
 """
 import datetime, json, math, os, random, re, shutil, signal, statistics
 import select, subprocess, sys, tempfile, time
@@ -49,6 +50,8 @@ IPERF_PORT, CONN_PORT_POD, CONN_PORT_VIP = 5201, 7000, 7001
 CONNS = int(os.environ.get("BENCH_CONNS", "1000" if QUICK else "3000"))
 CONN_SECS = 10.0 if QUICK else 20.0
 CNI_PODS = int(os.environ.get("BENCH_CNI_PODS", "100"))
+# Extra arguments for every vswitchd of the run (A/B runs of engine options).
+VSWITCHD_ARGS = os.environ.get("BENCH_VSWITCHD_ARGS", "").split()
 # The poll window of the RTT-with-polling cells (`vswitchd --poll-us`; 0 skips them).
 POLL_US = int(os.environ.get("BENCH_POLL_US", "20000"))
 METRICS = ["tcp1_gbps", "tcp4_gbps", "rtt_p50_us", "rtt_p99_us", "vswitchd_cpu_s_per_gbit",
@@ -224,7 +227,7 @@ def start_daemon(tb, node, name, n, datapath, extra=()):
     p = tb.spawn(["ip", "netns", "exec", node, os.path.join(BIN, "vswitchd"), "--node", name,
                   "--pod-cidr", "198.18.%d.0/24" % n, "--mtu", 1500, "--socket", sock,
                   "--state-dir", os.path.join(tb.tmp, name + ".state"), "--datapath", datapath,
-                  *extra], logname=logname, daemon=True)
+                  *extra, *VSWITCHD_ARGS], logname=logname, daemon=True)
     deadline = time.time() + 10
     while time.time() < deadline:
         if p.poll() is not None:
@@ -736,7 +739,7 @@ def main():
                                    "kernel_vip": "iptables -t nat PREROUTING DNAT in the client's "
                                                  "node netns (kube-proxy iptables mode, one endpoint)"},
                       "cni": {"pods": CNI_PODS, "cni_version": "1.1.0"},
-                      "poll_us": POLL_US},
+                      "poll_us": POLL_US, "vswitchd_args": VSWITCHD_ARGS},
            "scenarios": {}}
     cells = {(sc, dp): {"available": True, "runs": []} for sc in SCENARIOS for dp in DATAPATHS}
     for (sc, dp), c in cells.items():

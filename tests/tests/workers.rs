@@ -212,3 +212,35 @@ fn single_queue_taps_are_taken_over_by_two_workers() {
     assert_eq!(numqueues(&c), Some(2));
     wget_ok(&c, &a);
 }
+
+/// The io_uring engine's older-kernel paths, forced by flags: one-shot TAP reads (no
+/// multishot, no provided-buffer ring) and no registered buffers, with one and two workers.
+#[test]
+fn uring_one_shot_reads_and_plain_buffers_still_work() {
+    let Some(tb) = Testbed::new("uring_one_shot_reads_and_plain_buffers_still_work") else {
+        return;
+    };
+    for (n, workers) in [(1u8, "1"), (2, "2")] {
+        let node = tb.add_node(
+            n,
+            NodeOpts::datapath("uring")
+                .without_underlay()
+                .arg("--uring-multishot")
+                .arg("off")
+                .arg("--uring-registered-buffers")
+                .arg("off")
+                .arg("--workers")
+                .arg(workers),
+        );
+        let a = tb.add_pod(&node, &format!("a{n}"), &[]);
+        let b = tb.add_pod(&node, &format!("b{n}"), &[]);
+        let _web = tb.start_nginx(&a);
+        wget_ok(&b, &a);
+        iperf(&a, &b);
+        let log = node.log();
+        assert!(
+            log.contains("multishot TAP reads off") && log.contains("registered buffers off"),
+            "the daemon did not take the one-shot path:\n{log}"
+        );
+    }
+}

@@ -113,6 +113,13 @@ pub struct Args {
     /// Give the switch as many workers as cores you can spare for it.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// io_uring engine: multishot TAP reads from a provided-buffer ring where the kernel
+    /// has them (6.7+); off: one-shot reads (as on older kernels).
+    #[arg(long = "uring-multishot", value_enum, default_value_t = OnOff::On)]
+    pub uring_multishot: OnOff,
+    /// io_uring engine: register the buffer pool with the ring (READ_FIXED/WRITE_FIXED).
+    #[arg(long = "uring-registered-buffers", value_enum, default_value_t = OnOff::On)]
+    pub uring_registered_buffers: OnOff,
 }
 
 /// Parses `--dns-upstream IP[:PORT]`.
@@ -247,6 +254,8 @@ fn main() -> Result<()> {
             dns_upstream: args.dns_upstream,
             spin: Duration::from_micros(args.poll_us),
             workers: args.workers,
+            uring_multishot: args.uring_multishot == OnOff::On,
+            uring_registered_buffers: args.uring_registered_buffers == OnOff::On,
         },
     )?;
     info!(

@@ -10,6 +10,7 @@
 //! snapshot, asks the datapath for a verdict per frame and carries it out; it never decides
 //! anything about a frame itself, it only counts failed writes as `tx_error`.
 
+mod buf_ring;
 mod dns_forward;
 mod epoll;
 mod tunnel;
@@ -179,6 +180,10 @@ pub struct EngineCtx {
     /// datagrams of one outer flow, i.e. of every inner flow from one peer, into one receive
     /// that would then go to one worker whole, mixing flows across workers.
     pub tunnel_gro: bool,
+    /// See [`EngineOpts::uring_multishot`].
+    pub uring_multishot: bool,
+    /// See [`EngineOpts::uring_registered_buffers`].
+    pub uring_registered_buffers: bool,
 }
 
 impl EngineCtx {
@@ -349,6 +354,10 @@ pub struct EngineOpts {
     pub spin: Duration,
     /// Worker threads (`--workers`), at least 1.
     pub workers: usize,
+    /// io_uring: multishot TAP reads where the kernel has them (`--uring-multishot`).
+    pub uring_multishot: bool,
+    /// io_uring: a registered buffer pool (`--uring-registered-buffers`).
+    pub uring_registered_buffers: bool,
 }
 
 /// Starts `opts.workers` engines of the kind `opts.kind` chooses, each on its own thread.
@@ -413,6 +422,8 @@ pub fn start(datapath: Arc<Datapath>, opts: &EngineOpts) -> Result<IoHandle> {
             epoch,
             spin: opts.spin,
             tunnel_gro: n == 1,
+            uring_multishot: opts.uring_multishot,
+            uring_registered_buffers: opts.uring_registered_buffers,
         };
         let thread = std::thread::Builder::new()
             .name(format!("vswitch-{chosen}-{worker}"))

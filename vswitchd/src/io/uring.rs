@@ -9,6 +9,7 @@
 //! list only when its operation's completion has been reaped, so the kernel never writes
 //! into a buffer we reuse.
 
+use super::buf_ring::BufRing;
 use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
 use super::{Command, EngineCtx, PortFds, TUNNEL_BATCH};
 use anyhow::{Context, Result};
@@ -35,6 +36,16 @@ const OP_POLL_TUNNEL: u64 = 4;
 const OP_CANCEL: u64 = 5;
 const OP_POLL_DNS: u64 = 6;
 const OP_DNS_TIMER: u64 = 7;
+/// A multishot read on a TAP: its completions name the provided buffer they filled.
+const OP_TAP_READ_MS: u64 = 8;
+
+/// Buffer group id of the provided-buffer ring multishot TAP reads pick from.
+const TAP_BGID: u16 = 1;
+/// Slots of that ring (a power of two, at least the buffers it may hold).
+const RING_SLOTS: u16 = 512;
+/// Buffers kept in the provided ring at most; the rest of the pool stays in the free list
+/// for the tunnel, DNS and frames in flight.
+const RING_TARGET: usize = 256;
 
 fn ud(op: u64, buf: u32, port: PortId) -> u64 {
     (op << 56) | ((u64::from(buf) & 0xff_ffff) << 32) | u64::from(port)
@@ -74,6 +85,9 @@ struct PortState {
 struct Engine {
     ctx: EngineCtx,
     ring: IoUring,
+    /// Multishot TAP reads from a provided-buffer ring, where the kernel has them (6.7+);
+    /// declared after `ring` so that it is dropped after the ring.
+    ms: Option<Multishot>,
     bufs: Vec<PacketBuf>,
     free: Vec<u32>,
     ports: HashMap<PortId, PortState>,
@@ -95,6 +109,12 @@ struct Engine {
     fixed: Vec<(usize, usize)>,
 }
 
+/// The provided-buffer ring of multishot TAP reads and how many pool buffers it holds.
+struct Multishot {
+    ring: BufRing,
+    held: usize,
+}
+
 /// Runs the engine until [`Command::Shutdown`].
 pub fn run(mut ctx: EngineCtx) -> Result<()> {
     // One thread submits, and completions are reaped only when it asks for them: the
@@ -113,6 +133,7 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
     let mut e = Engine {
         ctx,
         ring,
+        ms: None,
         bufs: (0..POOL).map(|_| PacketBuf::new()).collect(),
         free: (0..POOL as u32).rev().collect(),
         ports: HashMap::new(),
@@ -127,13 +148,14 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
         fixed: Vec::new(),
     };
     e.register_pool();
+    e.setup_multishot();
     if let Some(sock) = e.ctx.tunnel.as_ref().filter(|_| e.ctx.tunnel_gro) {
         super::tunnel::TunnelRx::enable_gro(sock);
     }
     e.arm_wake();
     e.arm_tunnel_poll();
     e.arm_dns_poll();
-    let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(RING_ENTRIES as usize);
+    let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(RING_ENTRIES as usize);
     let mut last_work = Instant::now();
     let spin = e.ctx.spin;
     let zero = types::Timespec::new();
@@ -161,14 +183,18 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
             Err(err) => return Err(err).context("io_uring_enter"),
         }
         cqes.clear();
-        cqes.extend(e.ring.completion().map(|c| (c.user_data(), c.result())));
+        cqes.extend(
+            e.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         if !cqes.is_empty() {
             last_work = Instant::now();
         }
         e.batch_tables = Arc::clone(&e.ctx.datapath.tables());
         e.batch_now = e.ctx.now_ms();
-        for &(user_data, res) in &cqes {
-            if !e.complete(user_data, res)? {
+        for &(user_data, res, flags) in &cqes {
+            if !e.complete(user_data, res, flags)? {
                 e.teardown();
                 return Ok(());
             }
@@ -195,6 +221,9 @@ impl Engine {
             tracing::debug!("io_uring sync cancel: {e}");
         }
         self.ring.completion().for_each(drop);
+        if let Some(ms) = &self.ms {
+            ms.ring.unregister(&self.ring);
+        }
         if !self.fixed.is_empty() {
             let _ = self.ring.submitter().unregister_buffers();
             self.fixed.clear();
@@ -202,11 +231,51 @@ impl Engine {
         self.ports.clear();
     }
 
+    /// Switches TAP reads to multishot reads from a provided-buffer ring when the kernel
+    /// has both (`--uring-multishot off` keeps one-shot reads).
+    fn setup_multishot(&mut self) {
+        if !self.ctx.uring_multishot {
+            tracing::info!("io_uring: multishot TAP reads off (--uring-multishot off)");
+            return;
+        }
+        let mut probe = Probe::new();
+        if self.ring.submitter().register_probe(&mut probe).is_err()
+            || !probe.is_supported(opcode::ReadMulti::CODE)
+        {
+            tracing::info!("io_uring: no READ_MULTISHOT (Linux 6.7+); one-shot TAP reads");
+            return;
+        }
+        match BufRing::new(&self.ring, RING_SLOTS, TAP_BGID) {
+            Ok(ring) => {
+                tracing::info!("io_uring: multishot TAP reads from a provided-buffer ring");
+                self.ms = Some(Multishot { ring, held: 0 });
+            }
+            Err(e) => tracing::info!("io_uring: no provided-buffer ring ({e}); one-shot reads"),
+        }
+    }
+
+    /// Hands free pool buffers to the provided ring until it holds [`RING_TARGET`].
+    fn top_up_ring(&mut self) {
+        let Some(ms) = &mut self.ms else { return };
+        let mut added = false;
+        while ms.held < RING_TARGET && self.free.len() > 64 {
+            let Some(b) = self.free.pop() else { break };
+            let region = self.bufs[b as usize].tap_read_region();
+            ms.ring
+                .push(region.as_mut_ptr(), region.len() as u32, b as u16);
+            ms.held += 1;
+            added = true;
+        }
+        if added {
+            ms.ring.publish();
+        }
+    }
+
     /// Registers every pool buffer's I/O region with the ring (see [`Engine::fixed`]).
-    /// `VSWITCH_URING_FIXED=0` skips it (to measure the difference).
+    /// `--uring-registered-buffers off` skips it.
     fn register_pool(&mut self) {
-        if std::env::var_os("VSWITCH_URING_FIXED").is_some_and(|v| v == "0") {
-            tracing::info!("io_uring: registered buffers off (VSWITCH_URING_FIXED=0)");
+        if !self.ctx.uring_registered_buffers {
+            tracing::info!("io_uring: registered buffers off (--uring-registered-buffers off)");
             return;
         }
         let iovecs: Vec<libc::iovec> = self
@@ -326,6 +395,10 @@ impl Engine {
     /// buffers last. Only a port with no read pending gets new ones: a read armed while an
     /// older one waits for data could run inline and take a newer frame first.
     fn arm_reads(&mut self) {
+        if self.ms.is_some() {
+            self.arm_multishot_reads();
+            return;
+        }
         // Every read region is a registered one when the pool is registered.
         let fixed = !self.fixed.is_empty();
         for (id, port) in self.ports.iter_mut() {
@@ -356,10 +429,83 @@ impl Engine {
         }
     }
 
+    /// Keeps one multishot read armed on every port this worker reads, once the provided
+    /// ring has buffers (a read ends with ENOBUFS when the ring runs dry, and is re-armed
+    /// here after the top-up). Completions come in the order the frames were read.
+    fn arm_multishot_reads(&mut self) {
+        self.top_up_ring();
+        let Some(ms) = &self.ms else { return };
+        if ms.held == 0 {
+            return;
+        }
+        let bgid = ms.ring.bgid();
+        let mut entries = Vec::new();
+        for (id, port) in self.ports.iter_mut() {
+            let Some(fd) = port.fds.read.as_ref().map(|f| f.as_raw_fd()) else {
+                continue;
+            };
+            if !port.reads.is_empty() {
+                continue;
+            }
+            let user_data = ud(OP_TAP_READ_MS, 0, *id);
+            port.reads.push(user_data);
+            entries.push(
+                opcode::ReadMulti::new(types::Fd(fd), 0, bgid)
+                    .build()
+                    .user_data(user_data),
+            );
+        }
+        for entry in entries {
+            // Multishot reads point at no memory of ours: the kernel picks ring buffers.
+            self.push(&entry);
+        }
+    }
+
+    /// A completion of a multishot TAP read: the buffer it filled (if any) is ours again.
+    fn complete_multishot(&mut self, user_data: u64, res: i32, flags: u32, port: PortId) {
+        let more = io_uring::cqueue::more(flags);
+        let live = match self.ports.get_mut(&port) {
+            Some(p) => match p.reads.iter().position(|u| *u == user_data) {
+                Some(i) => {
+                    if !more {
+                        p.reads.remove(i); // ended (ENOBUFS, cancel, error): re-armed later
+                    }
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        };
+        let Some(bid) = io_uring::cqueue::buffer_select(flags) else {
+            return; // no buffer consumed
+        };
+        if let Some(ms) = &mut self.ms {
+            ms.held = ms.held.saturating_sub(1);
+        }
+        let b = u32::from(bid);
+        if b as usize >= self.bufs.len() {
+            return; // not one of ours: cannot happen, never index out of range
+        }
+        if !live || res <= 0 {
+            self.free.push(b);
+            return;
+        }
+        let buf = &mut self.bufs[b as usize];
+        if !buf.set_tap_read_len(res as usize) {
+            self.ctx.datapath.count_drop(DropReason::BadVnetHdr);
+            self.free.push(b);
+            return;
+        }
+        let dp = &self.ctx.datapath;
+        let v = dp.from_port(&self.batch_tables, port, buf, self.batch_now);
+        self.carry_out(b, v);
+    }
+
     /// Handles one completion; false means shut down.
-    fn complete(&mut self, user_data: u64, res: i32) -> Result<bool> {
+    fn complete(&mut self, user_data: u64, res: i32, flags: u32) -> Result<bool> {
         let (op, b, port) = ud_parts(user_data);
         match op {
+            OP_TAP_READ_MS => self.complete_multishot(user_data, res, flags, port),
             OP_TAP_READ => {
                 let live = match self.ports.get_mut(&port) {
                     Some(p) => match p.reads.iter().position(|u| *u == user_data) {
