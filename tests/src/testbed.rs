@@ -399,6 +399,21 @@ impl Testbed {
         }
     }
 
+    /// Sets `flag VALUE` in the arguments the daemon of `node` is started with from now on
+    /// (replacing the value when the flag is there, appending both otherwise). Takes effect
+    /// at the next [`Testbed::start_daemon`].
+    pub fn set_daemon_arg(&self, node: &Node, flag: &str, value: &str) {
+        let mut res = self.sh.res();
+        let d = res
+            .daemons
+            .get_mut(&node.n)
+            .unwrap_or_else(|| panic!("node{} has no daemon", node.n));
+        match d.argv.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < d.argv.len() => d.argv[i + 1] = value.to_string(),
+            _ => d.argv.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
     /// SIGTERM the daemon of `node`, then start it again with the same socket and state dir.
     pub fn restart_daemon(&self, node: &Node) {
         self.stop_daemon(node);

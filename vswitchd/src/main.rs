@@ -103,6 +103,23 @@ pub struct Args {
     /// answered REFUSED.
     #[arg(long = "dns-upstream", value_parser = dns_upstream)]
     pub dns_upstream: Option<std::net::SocketAddrV4>,
+    /// How long, in microseconds, the I/O engine keeps polling after its last packet before
+    /// it sleeps (0-1000000). Longer polls answer a quiet flow's next packet without a
+    /// wakeup (lower latency) at the cost of a busy core while it lasts; 0 never polls.
+    #[arg(long = "poll-us", default_value_t = io::DEFAULT_POLL_US)]
+    pub poll_us: u64,
+    /// I/O worker threads (1-64). Each pod's TAP gets one queue per worker and the tunnel
+    /// one socket per worker (SO_REUSEPORT); the kernel spreads flows over them by hash.
+    /// Give the switch as many workers as cores you can spare for it.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// io_uring engine: multishot TAP reads from a provided-buffer ring where the kernel
+    /// has them (6.7+); off: one-shot reads (as on older kernels).
+    #[arg(long = "uring-multishot", value_enum, default_value_t = OnOff::On)]
+    pub uring_multishot: OnOff,
+    /// io_uring engine: register the buffer pool with the ring (READ_FIXED/WRITE_FIXED).
+    #[arg(long = "uring-registered-buffers", value_enum, default_value_t = OnOff::On)]
+    pub uring_registered_buffers: OnOff,
 }
 
 /// Parses `--dns-upstream IP[:PORT]`.
@@ -182,6 +199,12 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
         bail!("--dns-ip: {dns_ip} must be a host address inside the service CIDR {svc}");
     }
     let domain = cluster_domain(&args.cluster_domain)?;
+    if !(1..=64).contains(&args.workers) {
+        bail!("--workers: {} is out of range (1-64)", args.workers);
+    }
+    if args.poll_us > 1_000_000 {
+        bail!("--poll-us: {} is out of range (0-1000000)", args.poll_us);
+    }
     if !(1..=1 << 24).contains(&args.conntrack_max) {
         bail!(
             "--conntrack-max: {} is out of range (1-16777216)",
@@ -213,16 +236,22 @@ fn main() -> Result<()> {
     let store = state::Store::open(&args.state_dir, &args.socket)?;
     let datapath = Arc::new(Datapath::new(cfg));
     let io = io::start(
-        args.datapath,
         datapath.clone(),
-        args.underlay,
-        args.vxlan_port,
-        args.dns_upstream,
+        &io::EngineOpts {
+            kind: args.datapath,
+            underlay: args.underlay,
+            vxlan_port: args.vxlan_port,
+            dns_upstream: args.dns_upstream,
+            spin: Duration::from_micros(args.poll_us),
+            workers: args.workers,
+            uring_multishot: args.uring_multishot == OnOff::On,
+            uring_registered_buffers: args.uring_registered_buffers == OnOff::On,
+        },
     )?;
     info!(
         node = %args.node, pod_cidr = %args.pod_cidr, datapath = io.kind(),
         service_cidr = %args.service_cidr, dns_ip = ?datapath.config().dns_ip,
-        dns_upstream = ?args.dns_upstream,
+        dns_upstream = ?args.dns_upstream, poll_us = args.poll_us, workers = args.workers,
         "vswitchd {} starting", env!("CARGO_PKG_VERSION")
     );
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -9,7 +9,7 @@ use crate::{tap, validate, Args, OnOff};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -286,6 +286,7 @@ impl Node {
             gateway: cfg.gateway,
             mtu: u32::from(cfg.pod_mtu),
             offload: self.args.offload == OnOff::On,
+            queues: self.io.workers(),
         }
     }
 
@@ -297,14 +298,18 @@ impl Node {
         inner: &mut Inner,
         rec: &PortRecord,
         mac: Mac,
-    ) -> Result<(PortId, OwnedFd)> {
+    ) -> Result<(PortId, podnet::Queues)> {
         self.create_tap(inner, rec, mac, podnet::attach_pod).await
     }
 
     /// Makes a TAP from [`Node::attach`] persistent, now that its port is saved (it survives
     /// a restart of the daemon from here on), and hands it to the I/O engine.
-    fn serve(&self, id: PortId, fd: OwnedFd) {
-        if let Err(e) = tap::set_persist(fd.as_fd(), true) {
+    fn serve(&self, id: PortId, fd: podnet::Queues) {
+        let persist = match fd.first() {
+            Some(q) => tap::set_persist(q.as_fd(), true),
+            None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        if let Err(e) = persist {
             warn!(
                 port = id,
                 "TUNSETPERSIST: {e}; the pod loses its interface when the daemon stops"
@@ -320,7 +325,7 @@ impl Node {
         inner: &mut Inner,
         rec: &PortRecord,
         mac: Mac,
-    ) -> Result<(PortId, OwnedFd)> {
+    ) -> Result<(PortId, podnet::Queues)> {
         self.create_tap(inner, rec, mac, podnet::reattach_pod).await
     }
 
@@ -329,8 +334,8 @@ impl Node {
         inner: &mut Inner,
         rec: &PortRecord,
         mac: Mac,
-        how: fn(&PodIfConfig) -> Result<(OwnedFd, u32)>,
-    ) -> Result<(PortId, OwnedFd)> {
+        how: fn(&PodIfConfig) -> Result<(podnet::Queues, u32)>,
+    ) -> Result<(PortId, podnet::Queues)> {
         let ifcfg = self.pod_if_config(rec, mac);
         let (fd, _ifindex) = tokio::task::spawn_blocking(move || how(&ifcfg))
             .await
