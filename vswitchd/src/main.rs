@@ -242,7 +242,7 @@ fn main() -> Result<()> {
             underlay: args.underlay,
             vxlan_port: args.vxlan_port,
             dns_upstream: args.dns_upstream,
-            spin: Duration::from_micros(args.poll_us),
+            spin: std::time::Duration::from_micros(args.poll_us),
             workers: args.workers,
             uring_multishot: args.uring_multishot == OnOff::On,
             uring_registered_buffers: args.uring_registered_buffers == OnOff::On,
