@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
-use vswitch_datapath::{Datapath, Ipv4Cidr, NodeConfig};
+use vswitch_datapath::{Datapath, Ipv4Cidr, NodeConfig, RateLimit};
 
 /// Which packet I/O engine to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,6 +103,20 @@ pub struct Args {
     /// answered REFUSED.
     #[arg(long = "dns-upstream", value_parser = dns_upstream)]
     pub dns_upstream: Option<std::net::SocketAddrV4>,
+    /// Per-pod limit of ARP packets, PPS[/BURST] (BURST defaults to 2 x PPS; 0 = no limit).
+    /// Beyond it ARP is dropped (`arp_rate_limited`).
+    #[arg(long = "arp-limit", value_parser = rate_limit, default_value = "100/200")]
+    pub arp_limit: RateLimit,
+    /// Per-pod limit of broadcast and multicast frames other than ARP, PPS[/BURST] (0 = no
+    /// limit). Beyond it they are dropped as `broadcast_rate_limited` (within it too, as
+    /// `multicast`: the switch does not flood), before any other work is spent on them.
+    #[arg(long = "broadcast-limit", value_parser = rate_limit, default_value = "100/200")]
+    pub broadcast_limit: RateLimit,
+}
+
+/// Parses a rate limit flag, `PPS[/BURST]`.
+fn rate_limit(s: &str) -> Result<RateLimit, String> {
+    RateLimit::parse(s)
 }
 
 /// Parses `--dns-upstream IP[:PORT]`.
@@ -196,6 +210,8 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     cfg.cluster_domain = domain;
     cfg.ct_max = args.conntrack_max;
     cfg.dns_forward = args.dns_upstream.is_some();
+    cfg.arp_limit = args.arp_limit;
+    cfg.broadcast_limit = args.broadcast_limit;
     Ok(cfg)
 }
 
@@ -232,7 +248,8 @@ fn main() -> Result<()> {
     info!(
         node = %args.node, pod_cidr = %args.pod_cidr, datapath = io.kind(),
         service_cidr = %args.service_cidr, dns_ip = ?datapath.config().dns_ip,
-        dns_upstream = ?args.dns_upstream,
+        dns_upstream = ?args.dns_upstream, arp_limit = %args.arp_limit,
+        broadcast_limit = %args.broadcast_limit,
         "vswitchd {} starting", env!("CARGO_PKG_VERSION")
     );
     let rt = tokio::runtime::Builder::new_current_thread()
