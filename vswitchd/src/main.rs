@@ -267,3 +267,44 @@ fn main() -> Result<()> {
     info!("vswitchd stopped");
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let base = ["vswitchd", "--node", "n1", "--pod-cidr", "198.18.1.0/24"];
+        Args::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn rate_limit_flags_default_parse_and_name_the_flag_on_error() {
+        let cfg = node_config(&parse(&[]).unwrap()).unwrap();
+        assert_eq!(cfg.arp_limit, RateLimit::ARP_DEFAULT);
+        assert_eq!(cfg.broadcast_limit, RateLimit::BROADCAST_DEFAULT);
+        let a = parse(&["--arp-limit", "10/20", "--broadcast-limit", "0"]).unwrap();
+        let cfg = node_config(&a).unwrap();
+        assert_eq!(
+            cfg.arp_limit,
+            RateLimit {
+                per_sec: 10,
+                burst: 20
+            }
+        );
+        assert_eq!(cfg.broadcast_limit, RateLimit::UNLIMITED);
+        for (flag, bad) in [
+            ("--arp-limit", "lots"),
+            ("--arp-limit", "10/0"),
+            ("--broadcast-limit", "5/x"),
+            ("--broadcast-limit", "9999999"),
+        ] {
+            let e = parse(&[flag, bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{flag} {bad}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(flag) && msg.contains(bad),
+                "{flag} {bad}: {msg}"
+            );
+        }
+    }
+}
