@@ -286,6 +286,12 @@ pub fn run(cfg: &AttackConfig) -> Result<AttackReport> {
     } else {
         let link = Link::open(&cfg.dev)?;
         let gw = gateway(&cfg.dev);
+        if let Some(g) = gw.filter(|g| !allowed_destination(*g)) {
+            return Err(Error::Config(format!(
+                "dev: the gateway {g} of {} is outside 198.18.0.0/15 and 127.0.0.0/8",
+                cfg.dev
+            )));
+        }
         let gw_mac = match (cfg.mode, gw) {
             (Mode::ArpStorm | Mode::Broadcast, _) => None,
             (_, Some(gw)) => Some(neighbour_mac(gw)?),
