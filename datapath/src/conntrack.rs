@@ -121,6 +121,8 @@ pub(crate) struct Conntrack {
     next_port: AtomicU32,
     /// Moves with every creation, removal and state transition.
     generation: AtomicU64,
+    /// Live (unexpired, unassured) connections evicted to make room.
+    evicted: AtomicU64,
 }
 
 impl Conntrack {
@@ -131,6 +133,7 @@ impl Conntrack {
             max,
             next_port: AtomicU32::new(0),
             generation: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         }
     }
 
@@ -227,6 +230,12 @@ impl Conntrack {
     /// Number of connections.
     pub(crate) fn len(&self) -> usize {
         self.conns.load(Relaxed)
+    }
+
+    /// Live connections evicted so far to make room for new ones (expired ones removed on
+    /// the way are not counted).
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.load(Relaxed)
     }
 
     /// The live connection a packet with tuple `t` belongs to, and whether the packet goes
@@ -352,6 +361,7 @@ impl Conntrack {
     /// first [`EVICT_SCAN`] entries. False when there is none.
     fn evict_one(&self, now_ms: u64) -> bool {
         let mut victim: Option<Arc<Conn>> = None;
+        let mut live = true;
         for r in self.map.iter().take(EVICT_SCAN) {
             let c = &r.conn;
             if r.reply {
@@ -359,6 +369,7 @@ impl Conntrack {
             }
             if c.expired(now_ms) {
                 victim = Some(c.clone());
+                live = false;
                 break;
             }
             let better = |v: &Arc<Conn>| c.expires_ms.load(Relaxed) < v.expires_ms.load(Relaxed);
@@ -368,7 +379,9 @@ impl Conntrack {
         }
         match victim {
             Some(v) => {
-                self.remove(&v);
+                if self.remove(&v) && live {
+                    self.evicted.fetch_add(1, Relaxed);
+                }
                 true
             }
             None => false,
@@ -460,6 +473,23 @@ mod tests {
         assert_eq!(h.reply.dst, gw);
         assert_ne!(h.reply.dport, 2);
         assert_eq!(ct.len(), 3);
+    }
+
+    #[test]
+    fn a_full_table_evicts_unassured_connections_and_counts_them() {
+        let ct = Conntrack::new(4);
+        let est = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
+        est.seen(true, SA, 0);
+        est.seen(false, TCP_ACK, 0);
+        for p in 2..100 {
+            ct.create(t(p), ep(), None, TCP_SYN, 0).unwrap();
+        }
+        assert_eq!(ct.len(), 4);
+        assert_eq!(ct.evicted(), 95, "every SYN past the 4th evicted one");
+        assert!(ct.lookup(&t(1), 1).is_some(), "the established one stays");
+        // Expired connections make room without counting as evictions.
+        ct.create(t(100), ep(), None, TCP_SYN, 31_000).unwrap();
+        assert_eq!(ct.evicted(), 95);
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //!   the only tunnel-to-tunnel traffic is the switch's own answer (an ICMP echo reply) to the
 //!   peer that asked.
 //! - A pod may only send from its own MAC and IPv4 address.
+//! - A pod's ARP and broadcast/multicast frames are rate limited per port
+//!   ([`NodeConfig::arp_limit`], [`NodeConfig::broadcast_limit`], [`ratelimit`]).
 //! - Counting is done here, not in the shell: `rx` on the ingress port or peer for every frame,
 //!   the [`DropReason`] and the ingress link's `rx_drop` for every drop, `tx` on the port a
 //!   `ToPort` goes to and on the peer a `ToTunnel` goes to (inner frame length).
@@ -29,8 +31,8 @@
 //!   into a `Vec` the caller keeps and reuses. A new service connection allocates its
 //!   conntrack entry; DNS answers (the host stack, not forwarding) allocate.
 //!
-//! Module map: `switch` (port ingress, L2), `arp`, `route` (L3), `icmp` (echo replies and
-//! errors), `vxlan` (header, encapsulation, PMTU), `tunnel` (tunnel ingress), `gso` (TSO,
+//! Module map: `switch` (port ingress, L2), `ratelimit` (per-port token buckets), `arp`,
+//! `route` (L3), `icmp` (echo replies and errors), `vxlan` (header, encapsulation, PMTU), `tunnel` (tunnel ingress), `gso` (TSO,
 //! checksum completion), `gro` (merging tunnel segments for a pod), `frag` (IPv4
 //! fragmentation), `wire` (offsets, checksums), `service` (service table, endpoint choice,
 //! affinity), `lb` (service traffic: NAT paths, rejects), `nat` (rewrites, incremental
@@ -41,6 +43,7 @@
 
 pub mod buf;
 pub mod counters;
+pub mod ratelimit;
 pub mod tables;
 pub mod types;
 pub mod vxlan;
@@ -69,6 +72,7 @@ pub use ct_state::State as ConnState;
 pub use dns::{dns_query_payload, dns_reply_frame};
 pub use gro::gro_append;
 pub use gso::complete_checksum;
+pub use ratelimit::RateLimit;
 pub use service::{DnsEntry, L4Proto, ServiceEntry};
 pub use tables::{PeerEntry, PeerId, PortEntry, PortId, Tables};
 pub use types::{Ipv4Cidr, Mac, NodeConfig};
@@ -155,6 +159,13 @@ impl Datapath {
     /// Number of tracked (service NAT) connections.
     pub fn conntrack_len(&self) -> usize {
         self.ct.len()
+    }
+
+    /// Tracked connections (not yet established, or UDP never answered) evicted so far to
+    /// make room for new ones in a full table: what a SYN flood against a Service costs
+    /// other clients' half-open connections.
+    pub fn conntrack_evicted(&self) -> u64 {
+        self.ct.evicted()
     }
 
     /// Removes conntrack entries whose endpoint is `ep` (all protocols when `proto` is

@@ -281,6 +281,21 @@ pub struct StatsReport {
     pub drops: BTreeMap<String, u64>,
     /// Per-port counters.
     pub ports: Vec<PortStats>,
+    /// The connection tracking table (Service NAT); zeros from older daemons.
+    #[serde(default)]
+    pub conntrack: ConntrackStats,
+}
+
+/// The state of the connection tracking table in `stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConntrackStats {
+    /// Connections tracked now.
+    pub entries: u64,
+    /// Most connections tracked at once (`vswitchd --conntrack-max`).
+    pub max: u64,
+    /// Connections not yet established (or UDP never answered) evicted so far to make room
+    /// for new ones in a full table.
+    pub evicted: u64,
 }
 
 /// What kind of failure an error is (clients map it, e.g. to CNI error codes).

@@ -367,6 +367,22 @@ impl Testbed {
         }
     }
 
+    /// The pid of `node`'s running daemon (`ip netns exec` execs it, so the child is it).
+    pub fn daemon_pid(&self, node: &Node) -> u32 {
+        let mut res = self.sh.res();
+        let child = res
+            .daemons
+            .get_mut(&node.n)
+            .and_then(|d| d.child.as_mut())
+            .unwrap_or_else(|| panic!("node{} daemon is not running", node.n));
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "node{} daemon exited",
+            node.n
+        );
+        child.id()
+    }
+
     fn daemon_exit_status(&self, n: u8) -> Option<std::process::ExitStatus> {
         let mut res = self.sh.res();
         let child = res.daemons.get_mut(&n)?.child.as_mut()?;

@@ -334,7 +334,8 @@ pub fn node(n: &NodeInfo, f: Format) -> String {
     out
 }
 
-/// `stats`: drop counters (nonzero only, unless `wide`), a blank line, then per-port counters.
+/// `stats`: drop counters (nonzero only, unless `wide`), a blank line, per-port counters, a
+/// blank line and the conntrack table's size and evictions.
 pub fn stats(s: &StatsReport, f: Format) -> String {
     if f == Format::Json {
         return pretty(serde_json::to_string_pretty(s));
@@ -374,6 +375,12 @@ pub fn stats(s: &StatsReport, f: Format) -> String {
         ],
         &ports,
     ));
+    let ct = &s.conntrack;
+    let _ = write!(
+        out,
+        "\nconntrack: {} of {} entries, {} evicted\n",
+        ct.entries, ct.max, ct.evicted
+    );
     out
 }
 
@@ -720,6 +727,11 @@ dns            kube-system  198.19.96.53  dns:53->5353/UDP,dns-tcp:53/TCP  <none
                 tx_bytes: 400,
                 rx_dropped: 3,
             }],
+            conntrack: vswitch_proto::ConntrackStats {
+                entries: 2,
+                max: 512,
+                evicted: 7,
+            },
         };
         let want = "\
 REASON    COUNT
@@ -727,11 +739,14 @@ no_route  3
 
 NAME  NAMESPACE  RX-PKTS  RX-BYTES  TX-PKTS  TX-BYTES  RX-DROPPED
 bb    default    5        500       4        400       3
+
+conntrack: 2 of 512 entries, 7 evicted
 ";
         assert_eq!(stats(&s, Format::Table), want);
         assert!(stats(&s, Format::Wide).contains("\nspoofed_ip  0\n"));
         let v: serde_json::Value = serde_json::from_str(&stats(&s, Format::Json)).unwrap();
         assert_eq!(v["drops"]["spoofed_ip"], 0);
         assert_eq!(v["ports"][0]["rx_dropped"], 3);
+        assert_eq!(v["conntrack"]["evicted"], 7);
     }
 }

@@ -27,7 +27,7 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::info;
-use vswitch_datapath::{Datapath, Ipv4Cidr, NodeConfig};
+use vswitch_datapath::{Datapath, Ipv4Cidr, NodeConfig, RateLimit};
 
 /// Which packet I/O engine to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -120,6 +120,20 @@ pub struct Args {
     /// io_uring engine: register the buffer pool with the ring (READ_FIXED/WRITE_FIXED).
     #[arg(long = "uring-registered-buffers", value_enum, default_value_t = OnOff::On)]
     pub uring_registered_buffers: OnOff,
+    /// Per-pod limit of ARP packets, PPS[/BURST] (BURST defaults to 2 x PPS; 0 = no limit).
+    /// Beyond it ARP is dropped (`arp_rate_limited`).
+    #[arg(long = "arp-limit", value_parser = rate_limit, default_value = "100/200")]
+    pub arp_limit: RateLimit,
+    /// Per-pod limit of broadcast and multicast frames other than ARP, PPS[/BURST] (0 = no
+    /// limit). Beyond it they are dropped as `broadcast_rate_limited` (within it too, as
+    /// `multicast`: the switch does not flood), before any other work is spent on them.
+    #[arg(long = "broadcast-limit", value_parser = rate_limit, default_value = "100/200")]
+    pub broadcast_limit: RateLimit,
+}
+
+/// Parses a rate limit flag, `PPS[/BURST]`.
+fn rate_limit(s: &str) -> Result<RateLimit, String> {
+    RateLimit::parse(s)
 }
 
 /// Parses `--dns-upstream IP[:PORT]`.
@@ -219,6 +233,8 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     cfg.cluster_domain = domain;
     cfg.ct_max = args.conntrack_max;
     cfg.dns_forward = args.dns_upstream.is_some();
+    cfg.arp_limit = args.arp_limit;
+    cfg.broadcast_limit = args.broadcast_limit;
     Ok(cfg)
 }
 
@@ -252,6 +268,7 @@ fn main() -> Result<()> {
         node = %args.node, pod_cidr = %args.pod_cidr, datapath = io.kind(),
         service_cidr = %args.service_cidr, dns_ip = ?datapath.config().dns_ip,
         dns_upstream = ?args.dns_upstream, poll_us = args.poll_us, workers = args.workers,
+        arp_limit = %args.arp_limit, broadcast_limit = %args.broadcast_limit,
         "vswitchd {} starting", env!("CARGO_PKG_VERSION")
     );
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -272,4 +289,45 @@ fn main() -> Result<()> {
     });
     info!("vswitchd stopped");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let base = ["vswitchd", "--node", "n1", "--pod-cidr", "198.18.1.0/24"];
+        Args::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn rate_limit_flags_default_parse_and_name_the_flag_on_error() {
+        let cfg = node_config(&parse(&[]).unwrap()).unwrap();
+        assert_eq!(cfg.arp_limit, RateLimit::ARP_DEFAULT);
+        assert_eq!(cfg.broadcast_limit, RateLimit::BROADCAST_DEFAULT);
+        let a = parse(&["--arp-limit", "10/20", "--broadcast-limit", "0"]).unwrap();
+        let cfg = node_config(&a).unwrap();
+        assert_eq!(
+            cfg.arp_limit,
+            RateLimit {
+                per_sec: 10,
+                burst: 20
+            }
+        );
+        assert_eq!(cfg.broadcast_limit, RateLimit::UNLIMITED);
+        for (flag, bad) in [
+            ("--arp-limit", "lots"),
+            ("--arp-limit", "10/0"),
+            ("--broadcast-limit", "5/x"),
+            ("--broadcast-limit", "9999999"),
+        ] {
+            let e = parse(&[flag, bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{flag} {bad}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(flag) && msg.contains(bad),
+                "{flag} {bad}: {msg}"
+            );
+        }
+    }
 }

@@ -19,8 +19,8 @@ use vswitch_datapath::{
     Datapath, Ipv4Cidr, LinkCounters, Mac, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
 use vswitch_proto::{
-    ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats, Request,
-    Response, ServiceKey, StatsReport,
+    ConntrackStats, ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec,
+    PortStats, Request, Response, ServiceKey, StatsReport,
 };
 
 /// An error answer: (kind, field, message).
@@ -695,7 +695,17 @@ impl Node {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        Ok(Response::Stats(StatsReport { drops, ports }))
+        let dp = &self.datapath;
+        let conntrack = ConntrackStats {
+            entries: dp.conntrack_len() as u64,
+            max: dp.config().ct_max as u64,
+            evicted: dp.conntrack_evicted(),
+        };
+        Ok(Response::Stats(StatsReport {
+            drops,
+            ports,
+            conntrack,
+        }))
     }
 
     /// Builds and installs a new table snapshot from the current state (ports, peers, and
