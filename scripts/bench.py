@@ -15,7 +15,9 @@ Environment: BENCH_RUNS (3), BENCH_QUICK=1 (smoke: 1 run, 2 s), BENCH_SECONDS (5
 BENCH_PING_COUNT (200), BENCH_SCENARIOS (same-node,cross-node), BENCH_DATAPATHS
 (kernel,uring,epoll), BENCH_OUT (docs/bench), VSWITCH_BIN_DIR (target/release),
 BENCH_PREFIX (set by bench.sh); BENCH_PPS_SECONDS (4), BENCH_PPS_COUNT (3000000),
-BENCH_LAT_RATE (20000), BENCH_LAT_SECONDS (3), BENCH_CONNS (3000), BENCH_CNI_PODS (100).
+BENCH_LAT_RATE (20000), BENCH_LAT_SECONDS (3), BENCH_CONNS (3000), BENCH_CNI_PODS (100),
+BENCH_POLL_US (20000; 0 skips the RTT-with-polling cells), BENCH_VSWITCHD_ARGS (extra
+arguments for every vswitchd, e.g. "--workers 2").
 """
 import datetime, json, math, os, random, re, shutil, signal, statistics
 import select, subprocess, sys, tempfile, time
@@ -48,6 +50,10 @@ IPERF_PORT, CONN_PORT_POD, CONN_PORT_VIP = 5201, 7000, 7001
 CONNS = int(os.environ.get("BENCH_CONNS", "1000" if QUICK else "3000"))
 CONN_SECS = 10.0 if QUICK else 20.0
 CNI_PODS = int(os.environ.get("BENCH_CNI_PODS", "100"))
+# Extra arguments for every vswitchd of the run (A/B runs of engine options).
+VSWITCHD_ARGS = os.environ.get("BENCH_VSWITCHD_ARGS", "").split()
+# The poll window of the RTT-with-polling cells (`vswitchd --poll-us`; 0 skips them).
+POLL_US = int(os.environ.get("BENCH_POLL_US", "20000"))
 METRICS = ["tcp1_gbps", "tcp4_gbps", "rtt_p50_us", "rtt_p99_us", "vswitchd_cpu_s_per_gbit",
            "vswitchd_cpu_s_per_gbit_tcp4", "host_busy_cpu_s_per_gbit",
            "pps64_delivered", "pps64_offered", "pps64_loss", "pps64_loss_frac",
@@ -221,7 +227,7 @@ def start_daemon(tb, node, name, n, datapath, extra=()):
     p = tb.spawn(["ip", "netns", "exec", node, os.path.join(BIN, "vswitchd"), "--node", name,
                   "--pod-cidr", "198.18.%d.0/24" % n, "--mtu", 1500, "--socket", sock,
                   "--state-dir", os.path.join(tb.tmp, name + ".state"), "--datapath", datapath,
-                  *extra], logname=logname, daemon=True)
+                  *extra, *VSWITCHD_ARGS], logname=logname, daemon=True)
     deadline = time.time() + 10
     while time.time() < deadline:
         if p.poll() is not None:
@@ -251,23 +257,23 @@ def drops(socks):
     return total
 
 
-def vsw_same(tb, datapath):
+def vsw_same(tb, datapath, extra=()):
     node, pa, pb = tb.ns("n1"), tb.ns("pa"), tb.ns("pb")
-    d, sock = start_daemon(tb, node, "n1", 1, datapath)
+    d, sock = start_daemon(tb, node, "n1", 1, datapath, tuple(extra))
     ctl(sock, "port", "add", "pa", "--netns", pa, "--ip", "198.18.1.10/24")
     ctl(sock, "port", "add", "pb", "--netns", pb, "--ip", "198.18.1.11/24")
     tb.client_node, tb.client_sock = node, sock
     return pb, pa, "198.18.1.10", [d]
 
 
-def vsw_cross(tb, datapath):
+def vsw_cross(tb, datapath, extra=()):
     nodes = {1: tb.ns("n1"), 2: tb.ns("n2")}
     pods = {1: tb.ns("pa"), 2: tb.ns("pb")}
     underlay(tb, nodes[1], nodes[2])
     d, socks, vtep = [], {}, {}
     for n, node in nodes.items():
         p, socks[n] = start_daemon(tb, node, "n%d" % n, n, datapath,
-                                   ("--underlay", "198.19.0.%d" % n))
+                                   ("--underlay", "198.19.0.%d" % n) + tuple(extra))
         d.append(p)
         ctl(socks[n], "port", "add", "p%d" % n, "--netns", pods[n],
             "--ip", "198.18.%d.10/24" % n)
@@ -283,10 +289,10 @@ def vsw_cross(tb, datapath):
     return pods[2], pods[1], "198.18.1.10", d
 
 
-def build(tb, scenario, datapath):
+def build(tb, scenario, datapath, extra=()):
     if datapath == "kernel":
         return (kernel_same if scenario == "same-node" else kernel_cross)(tb)
-    return (vsw_same if scenario == "same-node" else vsw_cross)(tb, datapath)
+    return (vsw_same if scenario == "same-node" else vsw_cross)(tb, datapath, extra)
 
 
 # ---------------------------------------------------------------- measurements
@@ -588,6 +594,26 @@ def one_run(scenario, datapath, rnd):
         tb.close()
 
 
+def poll_run(scenario, datapath, rnd):
+    """RTT only, on a testbed whose vswitchd keep polling POLL_US after each packet (longer
+    than the ping interval, so the engine never sleeps during the ping): what the RTT is
+    without the engine's wakeups, and the CPU that costs (vswitchd's busy cores while
+    pinging)."""
+    tb = Testbed("p" + rnd)
+    try:
+        client, _server, ip, daemons = build(tb, scenario, datapath, ("--poll-us", POLL_US))
+        if not reachable(client, ip):
+            raise Unavailable("no ping reply from %s within %.0f s after setup" % (
+                ip, REACH_TIMEOUT))
+        pids = [d.pid for d in daemons]
+        c0, t0 = cpu_ticks(pids), time.time()
+        r = ping_rtt(client, ip)
+        r["vswitchd_busy_cores"] = round((cpu_ticks(pids) - c0) / CLK_TCK / (time.time() - t0), 2)
+        return r
+    finally:
+        tb.close()
+
+
 def cni_run(datapath, rnd):
     """CNI_PODS sequential ADDs, then as many DELs, of the plugin binary against one vswitchd,
     each pod in its own netns (created before the timed calls). Wall time of each plugin
@@ -712,7 +738,8 @@ def main():
                                    "conn_seconds_max": CONN_SECS,
                                    "kernel_vip": "iptables -t nat PREROUTING DNAT in the client's "
                                                  "node netns (kube-proxy iptables mode, one endpoint)"},
-                      "cni": {"pods": CNI_PODS, "cni_version": "1.1.0"}},
+                      "cni": {"pods": CNI_PODS, "cni_version": "1.1.0"},
+                      "poll_us": POLL_US, "vswitchd_args": VSWITCHD_ARGS},
            "scenarios": {}}
     cells = {(sc, dp): {"available": True, "runs": []} for sc in SCENARIOS for dp in DATAPATHS}
     for (sc, dp), c in cells.items():
@@ -726,6 +753,8 @@ def main():
     per_cell = (3 * SECS + PING_COUNT * PING_INTERVAL + len(PPS_SIZES) * (PPS_SECS + 1.5)
                 + LAT_SECS + 1.5 + 2 * CONNS / 2000.0 + 3)
     est = (sum(c["available"] for c in cells.values()) * RUNS * per_cell
+           + (sum(c["available"] for (_, dp), c in cells.items() if dp != "kernel") * RUNS
+              * (PING_COUNT * PING_INTERVAL + 4) if POLL_US > 0 else 0)
            + sum(c["available"] for c in cni.values()) * RUNS * (CNI_PODS * 0.06 + 2))
     log("prefix %s, %d run(s), iperf3 -t %d, ping -c %d, pktgen %g s, %d connections, %d CNI "
         "pods; about %.0f s" % (PREFIX, RUNS, SECS, PING_COUNT, PPS_SECS, CONNS, CNI_PODS, est))
@@ -759,6 +788,23 @@ def main():
                     if not any("error" not in x for x in c["runs"]):
                         c.update(available=False, reason=msg)
                 c["runs"].append(r)
+        for sc in SCENARIOS:
+            for dp in [d for d in order if d != "kernel" and POLL_US > 0]:
+                c = cells[(sc, dp)]
+                if not c["available"]:
+                    continue
+                t0 = time.time()
+                try:
+                    r = poll_run(sc, dp, "r%d" % rnd)
+                    log("run %d %-10s %-6s --poll-us %d: rtt p50 %.0f p99 %.0f µs, vswitchd "
+                        "%.2f cores busy (%.0f s)" % (rnd + 1, sc, dp, POLL_US, r["rtt_p50_us"],
+                                                      r["rtt_p99_us"], r["vswitchd_busy_cores"],
+                                                      time.time() - t0))
+                except (Unavailable, RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                    r = {"error": str(e).strip() or type(e).__name__}
+                    log("run %d %-10s %-6s --poll-us %d FAILED: %s" % (
+                        rnd + 1, sc, dp, POLL_US, r["error"]))
+                c.setdefault("poll_runs", []).append(r)
         for dp in [d for d in order if d in cni]:
             c = cni[dp]
             if not c["available"]:
@@ -791,6 +837,11 @@ def main():
                 if md["vip_tcp1_gbps"] is not None and md["tcp1_gbps"] else None,
                 "conn_per_s": round(md["conn_vip_per_s"] / md["conn_podip_per_s"], 3)
                 if md["conn_vip_per_s"] is not None and md["conn_podip_per_s"] else None}
+        if c.get("poll_runs"):
+            ok = [r for r in c["poll_runs"] if "error" not in r]
+            c["poll_median"] = {m: (round(statistics.median([r[m] for r in ok]), 2) if ok
+                                    else None)
+                                for m in ("rtt_p50_us", "rtt_p99_us", "vswitchd_busy_cores")}
         res["scenarios"].setdefault(sc, {})[dp] = c
     for sc, per in res["scenarios"].items():
         k = per.get("kernel")

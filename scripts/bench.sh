@@ -14,7 +14,8 @@
 # Knobs (environment): BENCH_RUNS, BENCH_SECONDS, BENCH_PING_COUNT,
 #   BENCH_SCENARIOS=same-node,cross-node  BENCH_DATAPATHS=kernel,uring,epoll
 #   BENCH_PPS_SECONDS, BENCH_PPS_COUNT, BENCH_LAT_RATE, BENCH_LAT_SECONDS, BENCH_CONNS,
-#   BENCH_CNI_PODS (0: no CNI measurement)
+#   BENCH_CNI_PODS (0: no CNI measurement)  BENCH_POLL_US (20000; 0: no RTT-with-polling cells)
+#   BENCH_VSWITCHD_ARGS="--workers 2" (extra arguments for every vswitchd)
 #   BENCH_OUT=docs/bench  VSWITCH_BIN_DIR=target/release  BENCH_NO_PLOT=1
 #   BENCH_NICE=-10 (run everything at a higher priority on a machine shared with other work)
 # Output: $BENCH_OUT/results.json, $BENCH_OUT/results.png, $BENCH_OUT/results-pps-svc-cni.png,

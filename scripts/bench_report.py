@@ -95,9 +95,37 @@ def table(res):
     if any("pps64_delivered" in (c.get("median") or {}) for per in res["scenarios"].values()
            for c in per.values()):
         lines += [""] + pps_table(res) + [""] + services_table(res)
+    if any(c.get("poll_median") for per in res["scenarios"].values() for c in per.values()):
+        lines += [""] + poll_table(res)
     if res.get("cni"):
         lines += [""] + cni_table(res)
     return "\n".join(lines)
+
+
+def poll_table(res):
+    us = res["config"].get("poll_us")
+    lines = ["**RTT with busy polling** (`vswitchd --poll-us %s`: the engine keeps polling for "
+             "%s µs after each packet, longer than the ping interval, so it never sleeps "
+             "during the ping; same ping as above on a fresh testbed; busy cores = vswitchd's "
+             "CPU time over the ping's wall time). The kernel's RTT is the first table's. "
+             "Medians." % (us, us), "",
+             "| scenario | datapath | RTT p50 µs (default poll) | RTT p50 µs (--poll-us) "
+             "| RTT p99 µs (--poll-us) | kernel RTT p50 µs | --poll-us p50 − kernel p50 µs "
+             "| vswitchd busy cores while pinging |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for sc, per in res["scenarios"].items():
+        k = per.get("kernel") or {}
+        kp50 = (k.get("median") or {}).get("rtt_p50_us") if k.get("available") else None
+        for dp, c in per.items():
+            pm = c.get("poll_median")
+            if dp == "kernel" or not pm:
+                continue
+            diff = (pm["rtt_p50_us"] - kp50) if pm["rtt_p50_us"] is not None and kp50 else None
+            lines.append("| %s | vswitchd %s | %s | %s | %s | %s | %s | %s |" % (
+                sc, dp, fmt((c.get("median") or {}).get("rtt_p50_us"), 0),
+                fmt(pm["rtt_p50_us"], 0), fmt(pm["rtt_p99_us"], 0), fmt(kp50, 0),
+                "n/a" if diff is None else "%+.0f" % diff, fmt(pm["vswitchd_busy_cores"], 2)))
+    return lines
 
 
 def dp_name(sc, dp):

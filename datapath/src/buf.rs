@@ -126,6 +126,12 @@ impl PacketBuf {
         b
     }
 
+    /// The whole region a shell may hand to the kernel for I/O on this buffer (every read
+    /// and write region lies inside it): for registering the buffer once, e.g. with io_uring.
+    pub fn io_region(&mut self) -> &mut [u8] {
+        &mut self.data[..]
+    }
+
     /// Where a TAP read goes: the vnet header, then the frame.
     pub fn tap_read_region(&mut self) -> &mut [u8] {
         &mut self.data[HEADROOM - VNET_HDR_LEN..]

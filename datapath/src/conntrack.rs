@@ -15,6 +15,9 @@
 //! - Reply tuples are unique: when the natural one is taken (hairpin, or one client port
 //!   reaching the same endpoint through two VIPs), the source port is rewritten to one from
 //!   a per-datapath allocator (SNAT), as netfilter's NAT does.
+//! - A generation counter moves with every change worth saving (a connection created or
+//!   removed, a state transition), so that the shell checkpoints the table only when it
+//!   changed ([`crate::ct_persist`]).
 
 use crate::counters::DropReason;
 use crate::ct_state::State;
@@ -60,24 +63,39 @@ impl Conn {
         self.assured.load(Relaxed)
     }
 
+    /// When it expires, on the datapath's clock.
+    pub(crate) fn expires_ms(&self) -> u64 {
+        self.expires_ms.load(Relaxed)
+    }
+
     fn expired(&self, now_ms: u64) -> bool {
         self.expires_ms.load(Relaxed) <= now_ms
     }
 
     /// Accounts a packet in direction `reply` with TCP `flags` seen at `now_ms`: state
-    /// transition and timeout refresh. Returns the new state.
-    pub(crate) fn seen(&self, reply: bool, flags: u8, now_ms: u64) -> State {
+    /// transition and timeout refresh. Returns the previous and the new state.
+    fn seen(&self, reply: bool, flags: u8, now_ms: u64) -> (State, State) {
         let prev = self.state.fetch_update(Relaxed, Relaxed, |s| {
             Some(State::from_u8(s).next(reply, flags) as u8)
         });
-        let s = State::from_u8(prev.unwrap_or_else(|s| s)).next(reply, flags);
+        let prev = State::from_u8(prev.unwrap_or_else(|s| s));
+        let s = prev.next(reply, flags);
         if s.assures() {
             self.assured.store(true, Relaxed);
         }
         self.expires_ms
             .store(now_ms.saturating_add(s.timeout_ms()), Relaxed);
-        s
+        (prev, s)
     }
+}
+
+/// Why [`Conntrack::restore`] did not install a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RestoreSkip {
+    /// One of its tuples is taken by a live connection.
+    Duplicate,
+    /// The table is full.
+    Full,
 }
 
 /// A map value: the connection and which of its directions the key is.
@@ -101,6 +119,10 @@ pub(crate) struct Conntrack {
     conns: AtomicUsize,
     max: usize,
     next_port: AtomicU32,
+    /// Moves with every creation, removal and state transition.
+    generation: AtomicU64,
+    /// Live (unexpired, unassured) connections evicted to make room.
+    evicted: AtomicU64,
 }
 
 impl Conntrack {
@@ -110,12 +132,110 @@ impl Conntrack {
             conns: AtomicUsize::new(0),
             max,
             next_port: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         }
+    }
+
+    /// A counter that moves whenever a connection is created or removed or changes state.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Relaxed);
+    }
+
+    /// Accounts a packet of `conn` (see [`Conn::seen`]); returns the new state.
+    pub(crate) fn seen(&self, conn: &Conn, reply: bool, flags: u8, now_ms: u64) -> State {
+        let (prev, s) = conn.seen(reply, flags, now_ms);
+        if prev != s {
+            self.changed();
+        }
+        s
+    }
+
+    /// The SNAT port allocator's cursor.
+    pub(crate) fn snat_cursor(&self) -> u32 {
+        self.next_port.load(Relaxed) % SNAT_PORT_COUNT
+    }
+
+    /// Moves the SNAT port allocator's cursor (restoring a saved table).
+    pub(crate) fn set_snat_cursor(&self, cursor: u32) {
+        self.next_port.store(cursor % SNAT_PORT_COUNT, Relaxed);
+    }
+
+    /// True when `port` is one the SNAT allocator hands out.
+    pub(crate) fn is_snat_port(port: u16) -> bool {
+        (SNAT_PORT_MIN..SNAT_PORT_MIN + SNAT_PORT_COUNT).contains(&u32::from(port))
+    }
+
+    /// The live connections (each once), for a snapshot.
+    pub(crate) fn live(&self, now_ms: u64) -> Vec<Arc<Conn>> {
+        self.map
+            .iter()
+            .filter(|r| !r.reply && !r.conn.expired(now_ms))
+            .map(|r| r.conn.clone())
+            .collect()
+    }
+
+    /// Installs a connection restored from a snapshot (validated by the caller), unless one
+    /// of its tuples is taken or the table is full. Never evicts.
+    pub(crate) fn restore(
+        &self,
+        orig: Tuple,
+        reply: Tuple,
+        state: State,
+        assured: bool,
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), RestoreSkip> {
+        // Clears expired holders of either tuple.
+        if self.lookup(&orig, now_ms).is_some() || self.lookup(&reply, now_ms).is_some() {
+            return Err(RestoreSkip::Duplicate);
+        }
+        let max = self.max;
+        if self
+            .conns
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_err()
+        {
+            return Err(RestoreSkip::Full);
+        }
+        let conn = Arc::new(Conn {
+            orig,
+            reply,
+            state: AtomicU8::new(state as u8),
+            assured: AtomicBool::new(assured),
+            expires_ms: AtomicU64::new(expires_ms),
+        });
+        let r = CtRef {
+            reply: true,
+            conn: conn.clone(),
+        };
+        if let Entry::Vacant(v) = self.map.entry(reply) {
+            v.insert(r);
+            if let Entry::Vacant(v) = self.map.entry(orig) {
+                v.insert(CtRef { reply: false, conn });
+                self.changed();
+                return Ok(());
+            }
+            self.map
+                .remove_if(&reply, |_, r| Arc::ptr_eq(&r.conn, &conn));
+        }
+        self.conns.fetch_sub(1, Relaxed);
+        Err(RestoreSkip::Duplicate)
     }
 
     /// Number of connections.
     pub(crate) fn len(&self) -> usize {
         self.conns.load(Relaxed)
+    }
+
+    /// Live connections evicted so far to make room for new ones (expired ones removed on
+    /// the way are not counted).
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.load(Relaxed)
     }
 
     /// The live connection a packet with tuple `t` belongs to, and whether the packet goes
@@ -192,7 +312,10 @@ impl Conntrack {
             Entry::Occupied(o) => Some(o.get().conn.clone()),
         };
         match existing {
-            None => Ok(conn),
+            None => {
+                self.changed();
+                Ok(conn)
+            }
             Some(other) => {
                 self.map
                     .remove_if(&conn.reply, |_, r| Arc::ptr_eq(&r.conn, &conn));
@@ -210,6 +333,7 @@ impl Conntrack {
             .is_some();
         if removed {
             self.conns.fetch_sub(1, Relaxed);
+            self.changed();
         }
         self.map.remove_if(&c.reply, |_, r| Arc::ptr_eq(&r.conn, c));
         removed
@@ -237,6 +361,7 @@ impl Conntrack {
     /// first [`EVICT_SCAN`] entries. False when there is none.
     fn evict_one(&self, now_ms: u64) -> bool {
         let mut victim: Option<Arc<Conn>> = None;
+        let mut live = true;
         for r in self.map.iter().take(EVICT_SCAN) {
             let c = &r.conn;
             if r.reply {
@@ -244,6 +369,7 @@ impl Conntrack {
             }
             if c.expired(now_ms) {
                 victim = Some(c.clone());
+                live = false;
                 break;
             }
             let better = |v: &Arc<Conn>| c.expires_ms.load(Relaxed) < v.expires_ms.load(Relaxed);
@@ -253,7 +379,9 @@ impl Conntrack {
         }
         match victim {
             Some(v) => {
-                self.remove(&v);
+                if self.remove(&v) && live {
+                    self.evicted.fetch_add(1, Relaxed);
+                }
                 true
             }
             None => false,
@@ -348,12 +476,32 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_evicts_unassured_connections_and_counts_them() {
+        let ct = Conntrack::new(4);
+        let est = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
+        est.seen(true, SA, 0);
+        est.seen(false, TCP_ACK, 0);
+        for p in 2..100 {
+            ct.create(t(p), ep(), None, TCP_SYN, 0).unwrap();
+        }
+        assert_eq!(ct.len(), 4);
+        assert_eq!(ct.evicted(), 95, "every SYN past the 4th evicted one");
+        assert!(ct.lookup(&t(1), 1).is_some(), "the established one stays");
+        // Expired connections make room without counting as evictions.
+        ct.create(t(100), ep(), None, TCP_SYN, 31_000).unwrap();
+        assert_eq!(ct.evicted(), 95);
+    }
+
+    #[test]
     fn expire_and_flush_count_connections() {
         let ct = Conntrack::new(8);
         let c = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
         ct.create(t(2), ep(), None, TCP_SYN, 0).unwrap();
-        c.seen(true, SA, 0);
-        c.seen(false, TCP_ACK, 0);
+        let g = ct.generation();
+        assert_eq!(ct.seen(&c, true, SA, 0), State::SynRecv);
+        assert_eq!(ct.seen(&c, true, SA, 0), State::SynRecv);
+        assert_eq!(ct.generation(), g + 1, "a transition, then none");
+        ct.seen(&c, false, TCP_ACK, 0);
         assert!(c.assured());
         assert_eq!(ct.expire(30_000), 1);
         assert_eq!(ct.len(), 1);

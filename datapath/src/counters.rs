@@ -1,5 +1,6 @@
 //! Counters: every drop has a reason, and every reason a counter. Lock-free (relaxed atomics).
 
+use crate::ratelimit::RateBucket;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 macro_rules! drop_reasons {
@@ -44,6 +45,11 @@ drop_reasons! {
     ArpIgnored => "arp_ignored",
     /// Broadcast or multicast that is not ARP: the switch does not flood.
     Multicast => "multicast",
+    /// An ARP packet over the port's ARP rate limit ([`crate::NodeConfig::arp_limit`]).
+    ArpRateLimited => "arp_rate_limited",
+    /// A broadcast or multicast frame (other than ARP) over the port's limit for them
+    /// ([`crate::NodeConfig::broadcast_limit`]).
+    BroadcastRateLimited => "broadcast_rate_limited",
     /// Unicast to a MAC that is neither a local pod nor the router.
     UnknownDestMac => "unknown_dest_mac",
     /// A frame addressed back to the port it came from.
@@ -125,7 +131,9 @@ impl Counters {
     }
 }
 
-/// Traffic counters of one port or peer ("rx" is from the pod/peer into the switch).
+/// Traffic counters of one port or peer ("rx" is from the pod/peer into the switch), and a
+/// port's rate-limit buckets ([`crate::ratelimit`]): both are per link and outlive table
+/// snapshots.
 #[derive(Default, Debug)]
 pub struct LinkCounters {
     /// Frames received.
@@ -138,6 +146,10 @@ pub struct LinkCounters {
     pub tx_bytes: AtomicU64,
     /// Received frames that were dropped.
     pub rx_dropped: AtomicU64,
+    /// The port's ARP budget.
+    pub(crate) arp_bucket: RateBucket,
+    /// The port's budget of broadcast/multicast frames other than ARP.
+    pub(crate) broadcast_bucket: RateBucket,
 }
 
 impl LinkCounters {

@@ -7,22 +7,30 @@
 
 use crate::nat::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::service::L4Proto;
+use serde::{Deserialize, Serialize};
 
-/// Connection states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Connection states (saved by name, snake_case, in conntrack snapshots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[repr(u8)]
-pub(crate) enum State {
+pub enum State {
+    /// TCP: the client's SYN, unanswered.
     SynSent,
+    /// TCP: the endpoint's SYN-ACK, the handshake's last ACK not seen yet.
     SynRecv,
+    /// TCP: the handshake completed.
     Established,
     /// A FIN from the client; the endpoint's side still open.
     FinOrig,
     /// A FIN from the endpoint; the client's side still open.
     FinReply,
+    /// TCP: both FINs or a RST seen.
     Close,
     /// Created from a TCP packet other than a SYN (after a flush or expiry, mid-stream).
     Loose,
+    /// UDP: not answered yet.
     UdpUnreplied,
+    /// UDP: the endpoint answered.
     UdpReplied,
 }
 
@@ -96,6 +104,25 @@ impl State {
     /// True once the connection has carried traffic both ways (it is then never evicted).
     pub(crate) fn assures(self) -> bool {
         matches!(self, State::Established | State::UdpReplied)
+    }
+
+    /// The protocol whose connections can be in this state.
+    pub(crate) fn proto(self) -> L4Proto {
+        match self {
+            State::UdpUnreplied | State::UdpReplied => L4Proto::Udp,
+            _ => L4Proto::Tcp,
+        }
+    }
+
+    /// Whether a connection in this state may be assured: always (`Some(true)`) once both
+    /// ways carried traffic, never (`Some(false)`) before, either (`None`) while closing
+    /// (from an established connection or from a handshake).
+    pub(crate) fn assured_in(self) -> Option<bool> {
+        match self {
+            State::Established | State::UdpReplied => Some(true),
+            State::SynSent | State::SynRecv | State::Loose | State::UdpUnreplied => Some(false),
+            State::FinOrig | State::FinReply | State::Close => None,
+        }
     }
 }
 

@@ -65,7 +65,7 @@ impl Datapath {
         let l4 = L4Info::parse(pkt.frame(), ip)?;
         let (reply, conn) = self.ct.lookup(&l4.tuple(ip), now_ms)?;
         if reply {
-            conn.seen(true, l4.flags, now_ms);
+            self.ct.seen(&conn, true, l4.flags, now_ms);
             return Some(self.nat_reply(tables, from, &conn, pkt, ip, &l4));
         }
         let Ingress::Port(port, true) = from else {
@@ -77,7 +77,7 @@ impl Datapath {
             self.ct.remove(&conn);
             return None;
         }
-        conn.seen(false, l4.flags, now_ms);
+        self.ct.seen(&conn, false, l4.flags, now_ms);
         if ip.ttl <= 1 {
             return Some(self.ttl_exceeded(port, pkt, ip));
         }

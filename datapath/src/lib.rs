@@ -13,13 +13,16 @@
 //!   DNAT to one ready endpoint, connection tracking for the replies, ClientIP affinity,
 //!   reject without endpoints, masquerade on hairpin. Conntrack is the one piece of mutable
 //!   shared state: a bounded concurrent map ([`NodeConfig::ct_max`]), expired by
-//!   [`Datapath::expire`] and lazily on lookup; it survives table swaps.
+//!   [`Datapath::expire`] and lazily on lookup; it survives table swaps, and a restart of
+//!   the shell through [`Datapath::export_conntrack`] / [`Datapath::import_conntrack`].
 //! - Tables are immutable snapshots ([`Tables`]) swapped atomically by the control plane
 //!   ([`Datapath::install`]); the data path reads them without locks.
 //! - Nothing received from the tunnel is ever forwarded back into the tunnel (split horizon);
 //!   the only tunnel-to-tunnel traffic is the switch's own answer (an ICMP echo reply) to the
 //!   peer that asked.
 //! - A pod may only send from its own MAC and IPv4 address.
+//! - A pod's ARP and broadcast/multicast frames are rate limited per port
+//!   ([`NodeConfig::arp_limit`], [`NodeConfig::broadcast_limit`], [`ratelimit`]).
 //! - Counting is done here, not in the shell: `rx` on the ingress port or peer for every frame,
 //!   the [`DropReason`] and the ingress link's `rx_drop` for every drop, `tx` on the port a
 //!   `ToPort` goes to and on the peer a `ToTunnel` goes to (inner frame length).
@@ -28,23 +31,26 @@
 //!   into a `Vec` the caller keeps and reuses. A new service connection allocates its
 //!   conntrack entry; DNS answers (the host stack, not forwarding) allocate.
 //!
-//! Module map: `switch` (port ingress, L2), `arp`, `route` (L3), `icmp` (echo replies and
-//! errors), `vxlan` (header, encapsulation, PMTU), `tunnel` (tunnel ingress), `gso` (TSO,
+//! Module map: `switch` (port ingress, L2), `ratelimit` (per-port token buckets), `arp`,
+//! `route` (L3), `icmp` (echo replies and errors), `vxlan` (header, encapsulation, PMTU), `tunnel` (tunnel ingress), `gso` (TSO,
 //! checksum completion), `gro` (merging tunnel segments for a pod), `frag` (IPv4
 //! fragmentation), `wire` (offsets, checksums), `service` (service table, endpoint choice,
 //! affinity), `lb` (service traffic: NAT paths, rejects), `nat` (rewrites, incremental
-//! checksums), `conntrack` (the table), `ct_state` (states, timeouts), `dns` (the cluster DNS).
+//! checksums), `conntrack` (the table), `ct_state` (states, timeouts), `ct_persist` (saving and restoring
+//! the table), `dns` (the cluster DNS).
 
 #![forbid(unsafe_code)]
 
 pub mod buf;
 pub mod counters;
+pub mod ratelimit;
 pub mod tables;
 pub mod types;
 pub mod vxlan;
 
 mod arp;
 mod conntrack;
+mod ct_persist;
 mod ct_state;
 mod dns;
 mod frag;
@@ -61,9 +67,12 @@ mod wire;
 
 pub use buf::{PacketBuf, VnetHdr, HEADROOM, VNET_HDR_LEN};
 pub use counters::{Counters, DropReason, LinkCounters};
+pub use ct_persist::{AffinityRecord, ConnRecord, CtImport, CtSnapshot};
+pub use ct_state::State as ConnState;
 pub use dns::{dns_query_payload, dns_reply_frame};
 pub use gro::gro_append;
 pub use gso::complete_checksum;
+pub use ratelimit::RateLimit;
 pub use service::{DnsEntry, L4Proto, ServiceEntry};
 pub use tables::{PeerEntry, PeerId, PortEntry, PortId, Tables};
 pub use types::{Ipv4Cidr, Mac, NodeConfig};
@@ -150,6 +159,13 @@ impl Datapath {
     /// Number of tracked (service NAT) connections.
     pub fn conntrack_len(&self) -> usize {
         self.ct.len()
+    }
+
+    /// Tracked connections (not yet established, or UDP never answered) evicted so far to
+    /// make room for new ones in a full table: what a SYN flood against a Service costs
+    /// other clients' half-open connections.
+    pub fn conntrack_evicted(&self) -> u64 {
+        self.ct.evicted()
     }
 
     /// Removes conntrack entries whose endpoint is `ep` (all protocols when `proto` is

@@ -3,12 +3,14 @@
 
 use crate::conntrack::Tuple;
 use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// A transport protocol a service port carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A transport protocol a service port carries (`tcp`, `udp` in saved conntrack tables).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum L4Proto {
     /// TCP.
     Tcp,
@@ -115,7 +117,12 @@ pub(crate) struct Balancer {
     affinity: DashMap<(Ipv4Addr, ServiceKey), (SocketAddrV4, u64)>,
     counter: AtomicU64,
     max: usize,
+    /// Moves with every new pin (not with refreshes).
+    generation: AtomicU64,
 }
+
+/// A ClientIP affinity: (client, service port) -> (endpoint, expiry in ms).
+pub(crate) type Pin = ((Ipv4Addr, ServiceKey), (SocketAddrV4, u64));
 
 impl Balancer {
     /// A balancer keeping at most `max` affinities.
@@ -124,6 +131,7 @@ impl Balancer {
             affinity: DashMap::new(),
             counter: AtomicU64::new(0),
             max,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -150,6 +158,7 @@ impl Balancer {
         let ep = self.spread(&svc.endpoints, t)?;
         if self.affinity.len() < self.max || self.affinity.contains_key(&key) {
             self.affinity.insert(key, (ep, expires));
+            self.generation.fetch_add(1, Relaxed);
         }
         Some(ep)
     }
@@ -166,6 +175,37 @@ impl Balancer {
             ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let i = (mix(h) % eps.len() as u64) as usize;
         eps.get(i).copied()
+    }
+
+    /// A counter that moves with every new pin.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    /// The live pins, for a snapshot.
+    pub(crate) fn pins(&self, now_ms: u64) -> Vec<Pin> {
+        self.affinity
+            .iter()
+            .filter(|p| p.value().1 > now_ms)
+            .map(|p| (*p.key(), *p.value()))
+            .collect()
+    }
+
+    /// Installs a pin restored from a snapshot (validated by the caller) unless the client
+    /// has one for that service port already or the bound is reached.
+    pub(crate) fn restore(&self, pin: Pin) -> Result<(), crate::conntrack::RestoreSkip> {
+        use crate::conntrack::RestoreSkip;
+        if self.affinity.len() >= self.max {
+            return Err(RestoreSkip::Full);
+        }
+        match self.affinity.entry(pin.0) {
+            dashmap::mapref::entry::Entry::Occupied(_) => Err(RestoreSkip::Duplicate),
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(pin.1);
+                self.generation.fetch_add(1, Relaxed);
+                Ok(())
+            }
+        }
     }
 
     /// Number of affinities.

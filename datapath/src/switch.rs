@@ -2,8 +2,9 @@
 //! stack and L3 routing are in their own modules.
 //!
 //! Order of the checks (the first failing one names the drop):
-//! unknown port, frame too short, bad vnet header, spoofed source MAC, ethertype (ARP goes to
-//! [`crate::arp`]; IPv6, VLAN and others are dropped), IPv4 header validity, spoofed source
+//! unknown port, frame too short, bad vnet header, spoofed source MAC, the port's rate limits
+//! ([`crate::ratelimit`]: ARP, and group-addressed frames other than ARP), ethertype (ARP goes
+//! to [`crate::arp`]; IPv6, VLAN and others are dropped), IPv4 header validity, spoofed source
 //! IP, group destination MAC, a tracked service connection ([`crate::lb`]: NATed), router
 //! MAC (routed), a local pod's MAC (switched), otherwise unknown destination.
 
@@ -63,7 +64,20 @@ impl Datapath {
             return Err(DropReason::SpoofedMac);
         }
         let dst = Mac(eth.destination());
-        match eth.ether_type().0 {
+        let ethertype = eth.ether_type().0;
+        let limits = &port.counters;
+        if ethertype == ETHERTYPE_ARP {
+            if !limits.arp_bucket.admit(self.config.arp_limit, now_ms) {
+                return Err(DropReason::ArpRateLimited);
+            }
+        } else if dst.is_multicast()
+            && !limits
+                .broadcast_bucket
+                .admit(self.config.broadcast_limit, now_ms)
+        {
+            return Err(DropReason::BroadcastRateLimited);
+        }
+        match ethertype {
             ETHERTYPE_IPV4 => {}
             ETHERTYPE_ARP => return self.arp_from_port(tables, port, pkt),
             ETHERTYPE_IPV6 => return Err(DropReason::Ipv6),

@@ -20,6 +20,24 @@ enum Input {
     Shell,
     /// From pod A on a node with services (see `svc_node`), at most `ct_max` connections.
     Service(usize, Vec<u8>),
+    /// From pod A twice, on a node whose ARP and broadcast limits are 1/s with bursts of 1:
+    /// the first one uses the budget up (and is counted as what it is), the second is the
+    /// drop.
+    Limited(Vec<u8>),
+}
+
+/// An mDNS datagram from pod A to its multicast group.
+fn mdns() -> Vec<u8> {
+    let group = Ipv4Addr::new(224, 0, 0, 251);
+    udp_frame(
+        mac_a(),
+        Mac([1, 0, 0x5e, 0, 0, 0xfb]),
+        IP_A,
+        group,
+        1,
+        true,
+        b"m",
+    )
 }
 
 fn vx(inner: &[u8]) -> Vec<u8> {
@@ -52,19 +70,9 @@ fn provoke(r: DropReason) -> Input {
             d,
         ),
         ArpIgnored => Input::Port(A, arp_frame(a, rt, 2, a, IP_A, rt, GW), d),
-        Multicast => Input::Port(
-            A,
-            udp_frame(
-                a,
-                Mac([1, 0, 0x5e, 0, 0, 0xfb]),
-                IP_A,
-                Ipv4Addr::new(224, 0, 0, 251),
-                1,
-                true,
-                b"m",
-            ),
-            d,
-        ),
+        Multicast => Input::Port(A, mdns(), d),
+        ArpRateLimited => Input::Limited(arp_frame(a, Mac::BROADCAST, 1, a, IP_A, Mac([0; 6]), GW)),
+        BroadcastRateLimited => Input::Limited(mdns()),
         UnknownDestMac => Input::Port(
             A,
             udp_frame(a, Mac([2, 0, 0, 0, 0, 9]), IP_A, IP_B, 64, true, b"x"),
@@ -151,13 +159,33 @@ fn every_drop_reason_is_counted() {
                 ],
                 vec![],
             ),
+            Input::Limited(_) => {
+                let mut cfg = config();
+                cfg.arp_limit = RateLimit {
+                    per_sec: 1,
+                    burst: 1,
+                };
+                cfg.broadcast_limit = cfg.arp_limit;
+                node_with(cfg)
+            }
             _ => node(),
         };
+        if let Input::Limited(f) = &input {
+            let (v, _) = n.port(A, f, VnetHdr::default());
+            assert_ne!(
+                v,
+                Verdict::Drop(r),
+                "{r:?}: the first one is within the limit"
+            );
+        }
         let before = n.drops(r);
         let link_drops =
             |n: &Node| get(&n.a.rx_dropped) + get(&n.b.rx_dropped) + get(&n.peer.rx_dropped);
+        let links_before = link_drops(&n);
+        let total = |n: &Node| -> u64 { n.dp.counters().snapshot().iter().map(|(_, c)| c).sum() };
+        let total_before = total(&n);
         let input = match input {
-            Input::Service(_, f) => Input::Port(A, f, VnetHdr::default()),
+            Input::Service(_, f) | Input::Limited(f) => Input::Port(A, f, VnetHdr::default()),
             i => i,
         };
         match input {
@@ -169,7 +197,11 @@ fn every_drop_reason_is_counted() {
                     assert_eq!(v, Verdict::Drop(r), "{r:?}");
                 }
                 let expect_link = u64::from(r != DropReason::UnknownPort);
-                assert_eq!(link_drops(&n), expect_link, "{r:?} rx_dropped");
+                assert_eq!(
+                    link_drops(&n) - links_before,
+                    expect_link,
+                    "{r:?} rx_dropped"
+                );
             }
             Input::Tunnel(src, dgram) => {
                 let (v, _) = n.tunnel(src, &dgram);
@@ -184,11 +216,14 @@ fn every_drop_reason_is_counted() {
                 assert_eq!(n.dp.segment_for_tunnel(&pkt, &mut out), Err(r));
             }
             Input::Shell => n.dp.count_drop(r),
-            Input::Service(..) => unreachable!("turned into Port above"),
+            Input::Service(..) | Input::Limited(_) => unreachable!("turned into Port above"),
         }
         assert_eq!(n.drops(r), before + 1, "{r:?} ({}) counted once", r.name());
-        let total: u64 = n.dp.counters().snapshot().iter().map(|(_, c)| c).sum();
-        assert_eq!(total, 1, "{r:?}: no other reason counted");
+        assert_eq!(
+            total(&n) - total_before,
+            1,
+            "{r:?}: no other reason counted"
+        );
     }
 }
 

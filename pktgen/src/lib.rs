@@ -1,4 +1,5 @@
-//! vswitch-pktgen: a bounded UDP load generator and receiver for netns testbeds.
+//! vswitch-pktgen: a bounded UDP load generator and receiver for netns testbeds, and the
+//! hostile traffic of the hostile-pod suite ([`attack`]).
 //!
 //! Contract:
 //! - Every run is bounded by a packet count AND by a duration, and stops by itself: the sender
@@ -11,13 +12,14 @@
 //!   latency from it.
 //! - Errors of a single send (ENOBUFS, ECONNREFUSED, ...) are counted, never fatal; malformed
 //!   datagrams at the receiver are counted, never logged.
-//! - The sender sends only to 198.18.0.0/15 (RFC 2544 benchmarking, the testbeds' address
+//! - The sender (and every attack) sends only to 198.18.0.0/15 (RFC 2544 benchmarking, the testbeds' address
 //!   plan) or to loopback.
 //! - Latency is measured from the timestamp taken just before a sendmmsg to the return of the
 //!   recvmmsg that read the datagram: it includes the sender's own batch (a 64-datagram batch
 //!   leaves over tens of microseconds) and the receiver's queue. For latency, pace the sender
 //!   (`rate`) so that batches hold one datagram; for throughput, read `delivered_pps`.
-//! - No `unsafe` here: the batched syscalls (sendmmsg, recvmmsg) go through nix's safe wrappers.
+//! - No `unsafe` here: the batched syscalls (sendmmsg, recvmmsg), AF_PACKET sockets and
+//!   getifaddrs go through nix's safe wrappers.
 //!
 //! Sizes: `size` is the Ethernet frame without FCS (14 + 20 + 8 + UDP payload), the length
 //! tcpdump shows on a veth or TAP. "Wire" rates add 24 bytes per frame: FCS (4), preamble and
@@ -38,12 +40,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attack;
+pub mod frames;
 pub mod header;
 pub mod pacer;
 pub mod receiver;
 pub mod sender;
 pub mod stats;
 
+pub use attack::{AttackConfig, AttackReport, Mode};
 pub use header::{Header, FRAME_OVERHEAD, HEADER_LEN, MAX_FRAME, MIN_FRAME};
 pub use receiver::{Receiver, RecvConfig, RecvReport};
 pub use sender::{SendConfig, SendReport, Sender};

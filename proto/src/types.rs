@@ -282,9 +282,24 @@ pub struct StatsReport {
     /// Per-port counters.
     pub ports: Vec<PortStats>,
     /// Ports the daemon removed because their TAP disappeared without `port del` (the pod's
-    /// namespace was deleted), since it started.
+    /// namespace or interface was deleted), since it started.
     #[serde(default)]
     pub ports_lost: u64,
+    /// The connection tracking table (Service NAT); zeros from older daemons.
+    #[serde(default)]
+    pub conntrack: ConntrackStats,
+}
+
+/// The state of the connection tracking table in `stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConntrackStats {
+    /// Connections tracked now.
+    pub entries: u64,
+    /// Most connections tracked at once (`vswitchd --conntrack-max`).
+    pub max: u64,
+    /// Connections not yet established (or UDP never answered) evicted so far to make room
+    /// for new ones in a full table.
+    pub evicted: u64,
 }
 
 /// What kind of failure an error is (clients map it, e.g. to CNI error codes).

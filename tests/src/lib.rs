@@ -26,6 +26,7 @@
 //! combination it runs once, uncaptured.
 
 pub mod cmd;
+pub mod daemon;
 pub mod testbed;
 
 pub use cmd::{run_with_timeout, OutputExt};

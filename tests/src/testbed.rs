@@ -367,6 +367,22 @@ impl Testbed {
         }
     }
 
+    /// The pid of `node`'s running daemon (`ip netns exec` execs it, so the child is it).
+    pub fn daemon_pid(&self, node: &Node) -> u32 {
+        let mut res = self.sh.res();
+        let child = res
+            .daemons
+            .get_mut(&node.n)
+            .and_then(|d| d.child.as_mut())
+            .unwrap_or_else(|| panic!("node{} daemon is not running", node.n));
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "node{} daemon exited",
+            node.n
+        );
+        child.id()
+    }
+
     fn daemon_exit_status(&self, n: u8) -> Option<std::process::ExitStatus> {
         let mut res = self.sh.res();
         let child = res.daemons.get_mut(&n)?.child.as_mut()?;
@@ -414,14 +430,18 @@ impl Testbed {
         let _ = child.wait();
     }
 
-    /// The pid of the running daemon of `node` (`ip netns exec` execs it: it is vswitchd's
-    /// own pid), or `None` when it does not run.
-    pub fn daemon_pid(&self, node: &Node) -> Option<u32> {
+    /// Sets `flag VALUE` in the arguments the daemon of `node` is started with from now on
+    /// (replacing the value when the flag is there, appending both otherwise). Takes effect
+    /// at the next [`Testbed::start_daemon`].
+    pub fn set_daemon_arg(&self, node: &Node, flag: &str, value: &str) {
         let mut res = self.sh.res();
-        let child = res.daemons.get_mut(&node.n)?.child.as_mut()?;
-        match child.try_wait() {
-            Ok(None) => Some(child.id()),
-            _ => None,
+        let d = res
+            .daemons
+            .get_mut(&node.n)
+            .unwrap_or_else(|| panic!("node{} has no daemon", node.n));
+        match d.argv.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < d.argv.len() => d.argv[i + 1] = value.to_string(),
+            _ => d.argv.extend([flag.to_string(), value.to_string()]),
         }
     }
 

@@ -335,7 +335,8 @@ pub fn node(n: &NodeInfo, f: Format) -> String {
 }
 
 /// `stats`: drop counters (nonzero only, unless `wide`), the count of lost ports (nonzero
-/// only, unless `wide`), a blank line, then per-port counters.
+/// only, unless `wide`), a blank line, per-port counters, a blank line and the conntrack
+/// table's size and evictions.
 pub fn stats(s: &StatsReport, f: Format) -> String {
     if f == Format::Json {
         return pretty(serde_json::to_string_pretty(s));
@@ -382,6 +383,12 @@ pub fn stats(s: &StatsReport, f: Format) -> String {
         ],
         &ports,
     ));
+    let ct = &s.conntrack;
+    let _ = write!(
+        out,
+        "\nconntrack: {} of {} entries, {} evicted\n",
+        ct.entries, ct.max, ct.evicted
+    );
     out
 }
 
@@ -729,6 +736,11 @@ dns            kube-system  198.19.96.53  dns:53->5353/UDP,dns-tcp:53/TCP  <none
                 rx_dropped: 3,
             }],
             ports_lost: 0,
+            conntrack: vswitch_proto::ConntrackStats {
+                entries: 2,
+                max: 512,
+                evicted: 7,
+            },
         };
         let want = "\
 REASON    COUNT
@@ -736,6 +748,8 @@ no_route  3
 
 NAME  NAMESPACE  RX-PKTS  RX-BYTES  TX-PKTS  TX-BYTES  RX-DROPPED
 bb    default    5        500       4        400       3
+
+conntrack: 2 of 512 entries, 7 evicted
 ";
         assert_eq!(stats(&s, Format::Table), want);
         assert!(stats(&s, Format::Wide).contains("\nspoofed_ip  0\n"));
@@ -750,5 +764,6 @@ bb    default    5        500       4        400       3
         let v: serde_json::Value = serde_json::from_str(&stats(&s, Format::Json)).unwrap();
         assert_eq!(v["drops"]["spoofed_ip"], 0);
         assert_eq!(v["ports"][0]["rx_dropped"], 3);
+        assert_eq!(v["conntrack"]["evicted"], 7);
     }
 }

@@ -9,11 +9,12 @@
 //!   side effects after, rollback on a late failure). The persisted state is written
 //!   crash-safe (write, fsync, rename) before a request is acknowledged.
 //! - The daemon never exits because of a request or a packet; SIGTERM/SIGINT stop it
-//!   cleanly (pods' TAPs are closed, the socket file removed).
+//!   cleanly (pods' TAPs are closed, the conntrack table saved, the socket file removed).
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod control;
+mod ct_file;
 mod io;
 mod node;
 mod podnet;
@@ -25,9 +26,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tracing::info;
-use vswitch_datapath::{Datapath, Ipv4Cidr, NodeConfig};
+use vswitch_datapath::{Datapath, Ipv4Cidr, NodeConfig, RateLimit};
 
 /// Which packet I/O engine to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,6 +103,37 @@ pub struct Args {
     /// answered REFUSED.
     #[arg(long = "dns-upstream", value_parser = dns_upstream)]
     pub dns_upstream: Option<std::net::SocketAddrV4>,
+    /// How long, in microseconds, the I/O engine keeps polling after its last packet before
+    /// it sleeps (0-1000000). Longer polls answer a quiet flow's next packet without a
+    /// wakeup (lower latency) at the cost of a busy core while it lasts; 0 never polls.
+    #[arg(long = "poll-us", default_value_t = io::DEFAULT_POLL_US)]
+    pub poll_us: u64,
+    /// I/O worker threads (1-64). Each pod's TAP gets one queue per worker and the tunnel
+    /// one socket per worker (SO_REUSEPORT); the kernel spreads flows over them by hash.
+    /// Give the switch as many workers as cores you can spare for it.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// io_uring engine: multishot TAP reads from a provided-buffer ring where the kernel
+    /// has them (6.7+); off: one-shot reads (as on older kernels).
+    #[arg(long = "uring-multishot", value_enum, default_value_t = OnOff::On)]
+    pub uring_multishot: OnOff,
+    /// io_uring engine: register the buffer pool with the ring (READ_FIXED/WRITE_FIXED).
+    #[arg(long = "uring-registered-buffers", value_enum, default_value_t = OnOff::On)]
+    pub uring_registered_buffers: OnOff,
+    /// Per-pod limit of ARP packets, PPS[/BURST] (BURST defaults to 2 x PPS; 0 = no limit).
+    /// Beyond it ARP is dropped (`arp_rate_limited`).
+    #[arg(long = "arp-limit", value_parser = rate_limit, default_value = "100/200")]
+    pub arp_limit: RateLimit,
+    /// Per-pod limit of broadcast and multicast frames other than ARP, PPS[/BURST] (0 = no
+    /// limit). Beyond it they are dropped as `broadcast_rate_limited` (within it too, as
+    /// `multicast`: the switch does not flood), before any other work is spent on them.
+    #[arg(long = "broadcast-limit", value_parser = rate_limit, default_value = "100/200")]
+    pub broadcast_limit: RateLimit,
+}
+
+/// Parses a rate limit flag, `PPS[/BURST]`.
+fn rate_limit(s: &str) -> Result<RateLimit, String> {
+    RateLimit::parse(s)
 }
 
 /// Parses `--dns-upstream IP[:PORT]`.
@@ -182,6 +213,12 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
         bail!("--dns-ip: {dns_ip} must be a host address inside the service CIDR {svc}");
     }
     let domain = cluster_domain(&args.cluster_domain)?;
+    if !(1..=64).contains(&args.workers) {
+        bail!("--workers: {} is out of range (1-64)", args.workers);
+    }
+    if args.poll_us > 1_000_000 {
+        bail!("--poll-us: {} is out of range (0-1000000)", args.poll_us);
+    }
     if !(1..=1 << 24).contains(&args.conntrack_max) {
         bail!(
             "--conntrack-max: {} is out of range (1-16777216)",
@@ -196,17 +233,9 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     cfg.cluster_domain = domain;
     cfg.ct_max = args.conntrack_max;
     cfg.dns_forward = args.dns_upstream.is_some();
+    cfg.arp_limit = args.arp_limit;
+    cfg.broadcast_limit = args.broadcast_limit;
     Ok(cfg)
-}
-
-/// Expires idle conntrack entries and affinities once a second, on the I/O engine's clock.
-async fn expire_loop(datapath: Arc<Datapath>, epoch: Instant) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        datapath.expire(epoch.elapsed().as_millis() as u64);
-    }
 }
 
 fn main() -> Result<()> {
@@ -223,27 +252,38 @@ fn main() -> Result<()> {
     let store = state::Store::open(&args.state_dir, &args.socket)?;
     let datapath = Arc::new(Datapath::new(cfg));
     let io = io::start(
-        args.datapath,
         datapath.clone(),
-        args.underlay,
-        args.vxlan_port,
-        args.dns_upstream,
+        &io::EngineOpts {
+            kind: args.datapath,
+            underlay: args.underlay,
+            vxlan_port: args.vxlan_port,
+            dns_upstream: args.dns_upstream,
+            spin: std::time::Duration::from_micros(args.poll_us),
+            workers: args.workers,
+            uring_multishot: args.uring_multishot == OnOff::On,
+            uring_registered_buffers: args.uring_registered_buffers == OnOff::On,
+        },
     )?;
     info!(
         node = %args.node, pod_cidr = %args.pod_cidr, datapath = io.kind(),
         service_cidr = %args.service_cidr, dns_ip = ?datapath.config().dns_ip,
-        dns_upstream = ?args.dns_upstream,
+        dns_upstream = ?args.dns_upstream, poll_us = args.poll_us, workers = args.workers,
+        arp_limit = %args.arp_limit, broadcast_limit = %args.broadcast_limit,
         "vswitchd {} starting", env!("CARGO_PKG_VERSION")
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("building the control-plane runtime")?;
-    let epoch = io.epoch();
+    let ck = Arc::new(ct_file::Checkpointer::new(
+        store.dir().to_path_buf(),
+        datapath.clone(),
+        io.epoch(),
+    ));
     let result = rt.block_on(async {
-        let expiry = tokio::spawn(expire_loop(datapath.clone(), epoch));
         let lost = io.take_lost().expect("taken once");
-        let node = node::Node::recover(args.clone(), datapath, io, store).await?;
+        let node = node::Node::recover(args.clone(), datapath, io, store, ck.clone()).await?;
+        let expiry = tokio::spawn(ct_file::run(ck));
         let watch = tokio::spawn(node.clone().watch_lost(lost));
         let served = control::serve(&args, node).await;
         expiry.abort();
@@ -252,4 +292,45 @@ fn main() -> Result<()> {
     });
     info!("vswitchd stopped");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let base = ["vswitchd", "--node", "n1", "--pod-cidr", "198.18.1.0/24"];
+        Args::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn rate_limit_flags_default_parse_and_name_the_flag_on_error() {
+        let cfg = node_config(&parse(&[]).unwrap()).unwrap();
+        assert_eq!(cfg.arp_limit, RateLimit::ARP_DEFAULT);
+        assert_eq!(cfg.broadcast_limit, RateLimit::BROADCAST_DEFAULT);
+        let a = parse(&["--arp-limit", "10/20", "--broadcast-limit", "0"]).unwrap();
+        let cfg = node_config(&a).unwrap();
+        assert_eq!(
+            cfg.arp_limit,
+            RateLimit {
+                per_sec: 10,
+                burst: 20
+            }
+        );
+        assert_eq!(cfg.broadcast_limit, RateLimit::UNLIMITED);
+        for (flag, bad) in [
+            ("--arp-limit", "lots"),
+            ("--arp-limit", "10/0"),
+            ("--broadcast-limit", "5/x"),
+            ("--broadcast-limit", "9999999"),
+        ] {
+            let e = parse(&[flag, bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{flag} {bad}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(flag) && msg.contains(bad),
+                "{flag} {bad}: {msg}"
+            );
+        }
+    }
 }

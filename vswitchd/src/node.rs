@@ -9,7 +9,7 @@ use crate::{tap, validate, Args, OnOff};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -19,8 +19,8 @@ use vswitch_datapath::{
     Datapath, Ipv4Cidr, LinkCounters, Mac, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
 use vswitch_proto::{
-    ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats, Request,
-    Response, ServiceKey, StatsReport,
+    ConntrackStats, ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec,
+    PortStats, Request, Response, ServiceKey, StatsReport,
 };
 
 /// An error answer: (kind, field, message).
@@ -89,18 +89,22 @@ pub struct Node {
     args: Args,
     datapath: Arc<Datapath>,
     io: IoHandle,
+    /// The conntrack file (restored at recovery, saved on shutdown).
+    ck: Arc<crate::ct_file::Checkpointer>,
     inner: Mutex<Inner>,
     /// Ports removed because their TAP died under us (`lost.rs`).
     ports_lost: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
-    /// Loads the persisted state and re-attaches the ports whose namespaces still exist.
+    /// Loads the persisted state, re-attaches the ports whose namespaces still exist and
+    /// restores the conntrack table.
     pub async fn recover(
         args: Args,
         datapath: Arc<Datapath>,
         io: IoHandle,
         store: Store,
+        ck: Arc<crate::ct_file::Checkpointer>,
     ) -> Result<Arc<Node>> {
         let st = store.load()?;
         let cfg = datapath.config();
@@ -116,6 +120,7 @@ impl Node {
             args,
             datapath,
             io,
+            ck,
             inner: Mutex::new(Inner {
                 ports: BTreeMap::new(),
                 peers: BTreeMap::new(),
@@ -173,6 +178,12 @@ impl Node {
             }
             node.recover_services(&mut inner, st.services);
             node.install(&mut inner);
+            // Against the installed tables (stale entries are dropped), before any pod frame:
+            // a reply of a Service connection must not reach its client untranslated.
+            let ck = node.ck.clone();
+            tokio::task::spawn_blocking(move || ck.restore())
+                .await
+                .map_err(|e| anyhow::anyhow!("conntrack restore task failed: {e}"))?;
             // Served only now that the tables hold every port and service: a frame read
             // before (a pod's ARP request, say) would be dropped as from an unknown port, and
             // the pod would ask again only after its ARP retransmission time (1 s).
@@ -212,7 +223,8 @@ impl Node {
         result.unwrap_or_else(|(kind, field, msg)| Response::error(kind, field, msg))
     }
 
-    /// Detaches every port's TAP from the datapath (on shutdown).
+    /// Detaches every port's TAP from the datapath and stops the I/O engine, then saves the
+    /// conntrack table (on shutdown: nothing is forwarded after the snapshot).
     pub async fn shutdown(&self) {
         let inner = self.inner.lock().await;
         for p in inner.ports.values() {
@@ -221,6 +233,8 @@ impl Node {
             }
         }
         self.io.shutdown();
+        let ck = self.ck.clone();
+        let _ = tokio::task::spawn_blocking(move || ck.final_save()).await;
     }
 
     fn node_info(&self, inner: &Inner) -> NodeInfo {
@@ -280,6 +294,7 @@ impl Node {
             gateway: cfg.gateway,
             mtu: u32::from(cfg.pod_mtu),
             offload: self.args.offload == OnOff::On,
+            queues: self.io.workers(),
         }
     }
 
@@ -291,14 +306,18 @@ impl Node {
         inner: &mut Inner,
         rec: &PortRecord,
         mac: Mac,
-    ) -> Result<(PortId, OwnedFd)> {
+    ) -> Result<(PortId, podnet::Queues)> {
         self.create_tap(inner, rec, mac, podnet::attach_pod).await
     }
 
     /// Makes a TAP from [`Node::attach`] persistent, now that its port is saved (it survives
     /// a restart of the daemon from here on), and hands it to the I/O engine.
-    fn serve(&self, id: PortId, fd: OwnedFd) {
-        if let Err(e) = tap::set_persist(fd.as_fd(), true) {
+    fn serve(&self, id: PortId, fd: podnet::Queues) {
+        let persist = match fd.first() {
+            Some(q) => tap::set_persist(q.as_fd(), true),
+            None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        if let Err(e) = persist {
             warn!(
                 port = id,
                 "TUNSETPERSIST: {e}; the pod loses its interface when the daemon stops"
@@ -314,7 +333,7 @@ impl Node {
         inner: &mut Inner,
         rec: &PortRecord,
         mac: Mac,
-    ) -> Result<(PortId, OwnedFd)> {
+    ) -> Result<(PortId, podnet::Queues)> {
         self.create_tap(inner, rec, mac, podnet::reattach_pod).await
     }
 
@@ -323,8 +342,8 @@ impl Node {
         inner: &mut Inner,
         rec: &PortRecord,
         mac: Mac,
-        how: fn(&PodIfConfig) -> Result<(OwnedFd, u32)>,
-    ) -> Result<(PortId, OwnedFd)> {
+        how: fn(&PodIfConfig) -> Result<(podnet::Queues, u32)>,
+    ) -> Result<(PortId, podnet::Queues)> {
         let ifcfg = self.pod_if_config(rec, mac);
         let (fd, _ifindex) = tokio::task::spawn_blocking(move || how(&ifcfg))
             .await
@@ -686,9 +705,16 @@ impl Node {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+        let dp = &self.datapath;
+        let conntrack = ConntrackStats {
+            entries: dp.conntrack_len() as u64,
+            max: dp.config().ct_max as u64,
+            evicted: dp.conntrack_evicted(),
+        };
         Ok(Response::Stats(StatsReport {
             drops,
             ports,
+            conntrack,
             ports_lost: self.ports_lost.load(Relaxed),
         }))
     }

@@ -41,7 +41,12 @@ pub struct PodIfConfig {
     pub mtu: u32,
     /// Negotiate TAP offloads (CSUM/TSO/USO); the vnet header is always on.
     pub offload: bool,
+    /// TAP queues to open (one per I/O worker); more than 1 makes the TAP multi-queue.
+    pub queues: usize,
 }
+
+/// A pod TAP's queues (one fd each); the first is the one the TAP was created with.
+pub type Queues = Vec<OwnedFd>;
 
 /// What [`inspect_pod`] found in the pod.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,18 +137,18 @@ pub fn resolve_netns(spec: &str) -> anyhow::Result<PathBuf> {
 /// Once the port is saved, [`crate::tap::set_persist`] makes it outlive the daemon (see
 /// [`reattach_pod`]); it is then removed by [`detach_pod`] or with its namespace.
 /// On any failure the TAP is destroyed again. Fails if the interface exists already.
-pub fn attach_pod(cfg: &PodIfConfig) -> anyhow::Result<(OwnedFd, u32)> {
+pub fn attach_pod(cfg: &PodIfConfig) -> anyhow::Result<(Queues, u32)> {
     attach(cfg, false)
 }
 
 /// Like [`attach_pod`], but an existing TAP of that name (left by an earlier run of the
 /// daemon) is taken over and its configuration completed instead of refused: the pod keeps
 /// its interface across a daemon restart. The TAP is persistent at once (its port is saved).
-pub fn reattach_pod(cfg: &PodIfConfig) -> anyhow::Result<(OwnedFd, u32)> {
+pub fn reattach_pod(cfg: &PodIfConfig) -> anyhow::Result<(Queues, u32)> {
     attach(cfg, true)
 }
 
-fn attach(cfg: &PodIfConfig, take_over: bool) -> anyhow::Result<(OwnedFd, u32)> {
+fn attach(cfg: &PodIfConfig, take_over: bool) -> anyhow::Result<(Queues, u32)> {
     if cfg.prefix_len == 0 || cfg.prefix_len > 32 {
         bail!("invalid prefix length /{} for {}", cfg.prefix_len, cfg.addr);
     }
@@ -160,11 +165,12 @@ fn attach(cfg: &PodIfConfig, take_over: bool) -> anyhow::Result<(OwnedFd, u32)> 
         if existed && !take_over {
             bail!("interface {ifname} already exists in netns {ns}");
         }
-        let opts = TapOptions {
+        let mut opts = TapOptions {
             ifname: cfg.ifname.clone(),
             vnet_hdr: true,
             offload: cfg.offload,
             nonblocking: true,
+            multi_queue: cfg.queues > 1,
         };
         // A previous daemon's descriptor may take a moment to be released (EBUSY).
         let mut tries = 0;
@@ -175,9 +181,30 @@ fn attach(cfg: &PodIfConfig, take_over: bool) -> anyhow::Result<(OwnedFd, u32)> 
                     tries += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
+                // Made by a daemon run with another --workers: single- and multi-queue TAPs
+                // do not mix (EINVAL). Take it over as it is; the pod keeps its interface.
+                Err(e) if existed && tries < 20 && is_errno(&e, libc::EINVAL) => {
+                    tries += 1;
+                    opts.multi_queue = !opts.multi_queue;
+                    tracing::info!(ifname = %cfg.ifname, multi_queue = opts.multi_queue,
+                        "existing TAP has the other queue mode; taking it over as it is");
+                }
                 Err(e) => return Err(e.context(format!("creating TAP {ctx}"))),
             }
         };
+        let mut queues = Vec::new();
+        if opts.multi_queue {
+            for _ in 1..cfg.queues {
+                match Tap::create(&opts) {
+                    Ok(q) => queues.push(q.into_fd()),
+                    Err(e) => {
+                        // Fewer queues only means fewer workers read this pod's frames.
+                        tracing::warn!(ifname = %cfg.ifname, "extra TAP queue: {e:#}");
+                        break;
+                    }
+                }
+            }
+        }
         let configured = configure(&h, &tap, &cfg, existed).await;
         let result = configured.and_then(|ifindex| {
             if take_over {
@@ -189,8 +216,9 @@ fn attach(cfg: &PodIfConfig, take_over: bool) -> anyhow::Result<(OwnedFd, u32)> 
             Ok(ifindex) => {
                 tracing::info!(ifname = %cfg.ifname, ifindex, netns = %cfg.netns.display(),
                     offloads = %crate::tap::offload_names(tap.offloads()),
-                    reattached = existed, "pod attached");
-                Ok((tap.into_fd(), ifindex))
+                    queues = queues.len() + 1, reattached = existed, "pod attached");
+                queues.insert(0, tap.into_fd());
+                Ok((queues, ifindex))
             }
             // Dropping the only fd of a non-persistent TAP unregisters it.
             Err(e) => {
@@ -203,10 +231,14 @@ fn attach(cfg: &PodIfConfig, take_over: bool) -> anyhow::Result<(OwnedFd, u32)> 
 }
 
 fn is_busy(e: &anyhow::Error) -> bool {
+    is_errno(e, libc::EBUSY)
+}
+
+fn is_errno(e: &anyhow::Error, errno: i32) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::raw_os_error)
-            == Some(libc::EBUSY)
+            == Some(errno)
     })
 }
 

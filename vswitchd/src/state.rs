@@ -166,27 +166,40 @@ impl Store {
         }
     }
 
-    /// Writes the state crash-safe: a temporary file, fsync, rename over the old one, fsync
-    /// of the directory. After it returns, a crash at any point keeps this state.
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the state crash-safe ([`write_atomic`]). After it returns, a crash at any
+    /// point keeps this state.
     pub fn save(&self, st: &PersistedState) -> Result<()> {
         let mut st = st.clone();
         st.version = STATE_VERSION;
         let bytes = serde_json::to_vec_pretty(&st)?;
-        let tmp = self.dir.join("state.json.tmp");
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, self.path())?;
-        File::open(&self.dir)?.sync_all()?;
-        Ok(())
+        write_atomic(&self.dir, "state.json", &bytes)
     }
+}
+
+/// Writes `dir/name` crash-safe: a temporary file beside it, fsync, rename over the old one,
+/// fsync of the directory. A crash at any point leaves the old file or the new one.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    let path = dir.join(name);
+    fs::rename(&tmp, &path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 #[cfg(test)]

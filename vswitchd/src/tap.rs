@@ -44,6 +44,9 @@ pub struct TapOptions {
     pub offload: bool,
     /// Open the fd with `O_NONBLOCK`.
     pub nonblocking: bool,
+    /// `IFF_MULTI_QUEUE`: every [`Tap::create`] with the same name attaches one more queue
+    /// (its own fd) to the same interface; the kernel spreads the pod's flows over them.
+    pub multi_queue: bool,
 }
 
 /// An open TAP queue. Dropping it closes the fd, which removes a non-persistent TAP.
@@ -109,6 +112,9 @@ impl Tap {
         if opts.vnet_hdr {
             ifr_flags |= libc::IFF_VNET_HDR;
         }
+        if opts.multi_queue {
+            ifr_flags |= libc::IFF_MULTI_QUEUE;
+        }
         ifr.ifr_ifru.ifru_flags = ifr_flags as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes back one `struct ifreq`; `ifr` is a properly
         // sized and aligned `libc::ifreq` that lives across the call, and `fd` is an open
@@ -118,7 +124,10 @@ impl Tap {
             let err = io::Error::last_os_error();
             let hint = match err.raw_os_error() {
                 Some(libc::EBUSY) => ": a TAP of that name exists and is already attached",
-                Some(libc::EINVAL) => ": an interface of that name exists and is not a TAP",
+                Some(libc::EINVAL) => {
+                    ": an interface of that name exists and is not a TAP, or a TAP with other \
+                     flags (single/multi-queue)"
+                }
                 Some(libc::EPERM) => ": CAP_NET_ADMIN required",
                 _ => "",
             };
@@ -255,8 +264,19 @@ fn set_offload(fd: BorrowedFd<'_>, bits: u32) -> io::Result<()> {
 /// Tries the offload sets from richest to poorest; the kernel answers EINVAL for bits it
 /// does not know (e.g. USO before 6.2). Falls back to no offloads rather than failing.
 fn negotiate_offloads(fd: BorrowedFd<'_>, name: &str) -> anyhow::Result<u32> {
-    for bits in OFFLOAD_LADDER {
-        match set_offload(fd, bits) {
+    negotiate(&OFFLOAD_LADDER, name, |bits| set_offload(fd, bits))
+}
+
+/// The negotiation itself, over any `set` (the ioctl, or a test's stand-in): the first rung
+/// of `ladder` that `set` accepts wins; EINVAL moves one rung down; when every rung is
+/// refused, offloads are cleared (`set(0)`) and 0 returned; any other error is an error.
+fn negotiate(
+    ladder: &[u32],
+    name: &str,
+    mut set: impl FnMut(u32) -> io::Result<()>,
+) -> anyhow::Result<u32> {
+    for &bits in ladder {
+        match set(bits) {
             Ok(()) => {
                 tracing::debug!(tap = name, offloads = %offload_names(bits), "TAP offloads active");
                 return Ok(bits);
@@ -274,6 +294,107 @@ fn negotiate_offloads(fd: BorrowedFd<'_>, name: &str) -> anyhow::Result<u32> {
         tap = name,
         "kernel refused every TAP offload set; running without offloads"
     );
-    set_offload(fd, 0).with_context(|| format!("TUNSETOFFLOAD 0 on {name}"))?;
+    set(0).with_context(|| format!("TUNSETOFFLOAD 0 on {name}"))?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel stand-in that refuses (EINVAL) every set containing a bit of `refused`.
+    fn refusing(refused: u32, calls: &mut Vec<u32>) -> impl FnMut(u32) -> io::Result<()> + '_ {
+        move |bits| {
+            calls.push(bits);
+            if bits & refused != 0 {
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn negotiation_takes_the_richest_set_the_kernel_accepts() {
+        let mut calls = Vec::new();
+        let got = negotiate(&OFFLOAD_LADDER, "t", refusing(0, &mut calls)).unwrap();
+        assert_eq!(got, OFFLOAD_LADDER[0]);
+        assert_eq!(calls, vec![OFFLOAD_LADDER[0]]);
+    }
+
+    #[test]
+    fn negotiation_falls_back_when_tso_is_refused() {
+        let mut calls = Vec::new();
+        let got = negotiate(&OFFLOAD_LADDER, "t", refusing(libc::TUN_F_TSO4, &mut calls));
+        assert_eq!(got.unwrap(), libc::TUN_F_CSUM);
+        assert_eq!(calls, OFFLOAD_LADDER.to_vec());
+    }
+
+    #[test]
+    fn negotiation_clears_offloads_when_everything_is_refused() {
+        let mut calls = Vec::new();
+        let got = negotiate(&OFFLOAD_LADDER, "t", refusing(libc::TUN_F_CSUM, &mut calls));
+        assert_eq!(got.unwrap(), 0);
+        let mut want = OFFLOAD_LADDER.to_vec();
+        want.push(0);
+        assert_eq!(calls, want, "every rung tried, then offloads cleared");
+    }
+
+    #[test]
+    fn negotiation_reports_other_errors() {
+        let err = negotiate(&OFFLOAD_LADDER, "tap9", |_| {
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        })
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("TUNSETOFFLOAD") && text.contains("tap9"),
+            "{text}"
+        );
+    }
+
+    /// Against the real kernel: a rung with a bit no kernel knows is refused (EINVAL) and the
+    /// next rung is taken. Runs in a private network namespace of its own thread, so the TAP
+    /// never appears anywhere else and is gone with the thread.
+    #[test]
+    fn the_real_kernel_refuses_an_unknown_bit_and_negotiation_falls_back() {
+        let res = std::thread::spawn(|| -> Result<Option<u32>, String> {
+            // SAFETY: unshare(2) takes no pointers; CLONE_NEWNET affects only this thread.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Ok(None);
+            }
+            if !std::path::Path::new("/dev/net/tun").exists() {
+                return Ok(None);
+            }
+            let tap = Tap::create(&TapOptions {
+                ifname: "vtoffl0".into(),
+                vnet_hdr: true,
+                offload: false,
+                nonblocking: true,
+                multi_queue: false,
+            })
+            .map_err(|e| format!("{e:#}"))?;
+            const UNKNOWN: u32 = 0x8000_0000;
+            let ladder = [UNKNOWN | OFFLOAD_LADDER[0], OFFLOAD_LADDER[1]];
+            let fd = tap.as_fd();
+            negotiate(&ladder, "vtoffl0", |bits| set_offload(fd, bits))
+                .map(Some)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .join()
+        .expect("test thread");
+        match res {
+            Ok(Some(bits)) => assert_eq!(bits, OFFLOAD_LADDER[1]),
+            Ok(None) => {
+                use std::io::Write;
+                // Past the test harness's capture: a skip is never silent.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED the_real_kernel_refuses_an_unknown_bit_and_negotiation_falls_back: \
+                     needs root (unshare CLONE_NEWNET) and /dev/net/tun"
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

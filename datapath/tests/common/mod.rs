@@ -58,8 +58,13 @@ pub fn config() -> NodeConfig {
 }
 
 pub fn node() -> Node {
+    node_with(config())
+}
+
+/// [`node`] with another configuration (rate limits, for instance).
+pub fn node_with(cfg: NodeConfig) -> Node {
     let n = Node {
-        dp: Datapath::new(config()),
+        dp: Datapath::new(cfg),
         a: Arc::default(),
         b: Arc::default(),
         peer: Arc::default(),
@@ -92,11 +97,7 @@ pub fn node() -> Node {
 impl Node {
     /// Runs `frame` (with `vnet`) through `from_port`.
     pub fn port(&self, in_port: PortId, frame: &[u8], vnet: VnetHdr) -> (Verdict, PacketBuf) {
-        let mut pkt = PacketBuf::from_frame(frame);
-        pkt.vnet = vnet;
-        let t = self.dp.tables();
-        let v = self.dp.from_port(&t, in_port, &mut pkt, 0);
-        (v, pkt)
+        self.port_at(in_port, frame, vnet, 0)
     }
 
     /// Runs a UDP payload (VXLAN header + inner frame) through `from_tunnel`.

@@ -1,14 +1,15 @@
 //! The epoll engine: level-triggered readiness, then up to [`BATCH`] non-blocking reads per
-//! ready port, each frame carried out at once (TAP writes never block). The fallback where
+//! ready port, each frame carried out at once (TAP writes never block) except datagrams for
+//! the tunnel, which are queued and sent with one `sendmmsg` per round. The fallback where
 //! io_uring is unavailable; it needs no `unsafe` of its own.
 
 use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
-use super::{Command, EngineCtx, BATCH, SPIN, TUNNEL_BATCH};
+use super::{Command, EngineCtx, PortFds, BATCH, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Verdict};
 
 const TOKEN_WAKE: u64 = 0;
@@ -36,19 +37,20 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_DNS),
         )?;
     }
-    let mut ports: HashMap<PortId, OwnedFd> = HashMap::new();
+    let mut ports: HashMap<PortId, PortFds> = HashMap::new();
     let mut events = vec![EpollEvent::empty(); 64];
     let mut buf = PacketBuf::new();
     let mut gro_buf = PacketBuf::new();
     let mut tunnel = super::tunnel::TunnelTx::default();
     let mut rx = super::tunnel::TunnelRx::default();
-    if let Some(sock) = &ctx.tunnel {
+    if let Some(sock) = ctx.tunnel.as_ref().filter(|_| ctx.tunnel_gro) {
         super::tunnel::TunnelRx::enable_gro(sock);
     }
     let mut last_work = std::time::Instant::now();
+    let spin = ctx.spin;
     loop {
-        // Right after traffic, poll without sleeping for a short while (see `SPIN`).
-        let timeout = if last_work.elapsed() < SPIN {
+        // Right after traffic, poll without sleeping for a short while (`--poll-us`).
+        let timeout = if last_work.elapsed() < spin {
             EpollTimeout::ZERO
         } else {
             EpollTimeout::from(1000u16)
@@ -71,16 +73,19 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
                     let _ = nix::unistd::read(ctx.wake.as_fd(), &mut b);
                     while let Ok(cmd) = ctx.rx.try_recv() {
                         match cmd {
-                            Command::AddPort(id, fd, ack) => {
-                                let _ = super::set_nonblocking(fd.as_raw_fd(), true);
-                                let token = TOKEN_PORT_BASE + u64::from(id);
-                                epoll
-                                    .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))?;
-                                ports.insert(id, fd);
+                            Command::AddPort(id, fds, ack) => {
+                                let _ = super::set_nonblocking(fds.write.as_raw_fd(), true);
+                                if let Some(fd) = &fds.read {
+                                    let _ = super::set_nonblocking(fd.as_raw_fd(), true);
+                                    let token = TOKEN_PORT_BASE + u64::from(id);
+                                    let ev = EpollEvent::new(EpollFlags::EPOLLIN, token);
+                                    epoll.add(fd.as_fd(), ev)?;
+                                }
+                                ports.insert(id, fds);
                                 let _ = ack.send(());
                             }
                             Command::DelPort(id, ack) => {
-                                if let Some(fd) = ports.remove(&id) {
+                                if let Some(fd) = ports.remove(&id).and_then(|p| p.read) {
                                     let _ = epoll.delete(fd.as_fd());
                                 }
                                 let _ = ack.send(());
@@ -143,7 +148,9 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
                 }
                 token => {
                     let id = (token - TOKEN_PORT_BASE) as PortId;
-                    let Some(fd) = ports.get(&id) else { continue };
+                    let Some(fd) = ports.get(&id).and_then(|p| p.read.clone()) else {
+                        continue;
+                    };
                     let tables = ctx.datapath.tables();
                     let now = ctx.now_ms();
                     // A dead TAP polls EPOLLERR (level-triggered: at every wait) and its reads
@@ -176,7 +183,7 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
                         carry_out(&ctx, &ports, &mut buf, v, &mut tunnel, dns.as_mut());
                     }
                     if let Some(why) = lost {
-                        if let Some(fd) = ports.remove(&id) {
+                        if let Some(fd) = ports.remove(&id).and_then(|p| p.read) {
                             let _ = epoll.delete(fd.as_fd());
                         }
                         tracing::debug!(port = id, "TAP lost: {why}");
@@ -185,13 +192,17 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
                 }
             }
         }
+        // Datagrams for the tunnel queued during this round leave in one `sendmmsg`.
+        if let Some(sock) = &ctx.tunnel {
+            tunnel.flush(&ctx.datapath, sock);
+        }
     }
 }
 
 /// Carries out one verdict with blocking-free writes.
 fn carry_out(
     ctx: &EngineCtx,
-    ports: &HashMap<PortId, OwnedFd>,
+    ports: &HashMap<PortId, PortFds>,
     buf: &mut PacketBuf,
     v: Verdict,
     tunnel: &mut super::tunnel::TunnelTx,
@@ -201,7 +212,7 @@ fn carry_out(
         Verdict::ToPort(dst) => {
             let ok = ports
                 .get(&dst)
-                .map(|fd| nix::unistd::write(fd.as_fd(), buf.tap_write_region()).is_ok())
+                .map(|p| nix::unistd::write(p.write.as_fd(), buf.tap_write_region()).is_ok())
                 .unwrap_or(false);
             if !ok {
                 ctx.datapath.count_drop(DropReason::TxError);

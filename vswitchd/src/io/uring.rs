@@ -9,12 +9,13 @@
 //! list only when its operation's completion has been reaped, so the kernel never writes
 //! into a buffer we reuse.
 
+use super::buf_ring::BufRing;
 use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
-use super::{Command, EngineCtx, SPIN, TUNNEL_BATCH};
+use super::{Command, EngineCtx, PortFds, TUNNEL_BATCH};
 use anyhow::{Context, Result};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Tables, Verdict};
@@ -35,6 +36,16 @@ const OP_POLL_TUNNEL: u64 = 4;
 const OP_CANCEL: u64 = 5;
 const OP_POLL_DNS: u64 = 6;
 const OP_DNS_TIMER: u64 = 7;
+/// A multishot read on a TAP: its completions name the provided buffer they filled.
+const OP_TAP_READ_MS: u64 = 8;
+
+/// Buffer group id of the provided-buffer ring multishot TAP reads pick from.
+const TAP_BGID: u16 = 1;
+/// Slots of that ring (a power of two, at least the buffers it may hold).
+const RING_SLOTS: u16 = 512;
+/// Buffers kept in the provided ring at most; the rest of the pool stays in the free list
+/// for the tunnel, DNS and frames in flight.
+const RING_TARGET: usize = 256;
 
 fn ud(op: u64, buf: u32, port: PortId) -> u64 {
     (op << 56) | ((u64::from(buf) & 0xff_ffff) << 32) | u64::from(port)
@@ -66,7 +77,7 @@ pub fn probe() -> Result<(), String> {
 }
 
 struct PortState {
-    fd: OwnedFd,
+    fds: PortFds,
     /// `user_data` of the reads in flight, oldest first.
     reads: Vec<u64>,
 }
@@ -74,6 +85,9 @@ struct PortState {
 struct Engine {
     ctx: EngineCtx,
     ring: IoUring,
+    /// Multishot TAP reads from a provided-buffer ring, where the kernel has them (6.7+);
+    /// declared after `ring` so that it is dropped after the ring.
+    ms: Option<Multishot>,
     bufs: Vec<PacketBuf>,
     free: Vec<u32>,
     ports: HashMap<PortId, PortState>,
@@ -88,6 +102,17 @@ struct Engine {
     /// batch, not per frame.
     batch_tables: Arc<Tables>,
     batch_now: u64,
+    /// Each pool buffer's registered region `(start address, length)`, when the pool is
+    /// registered with the ring (`IORING_REGISTER_BUFFERS`): TAP reads and writes then use
+    /// `READ_FIXED`/`WRITE_FIXED` with the buffer's index, and the kernel skips mapping the
+    /// user memory per operation. Empty when registration failed (plain READ/WRITE then).
+    fixed: Vec<(usize, usize)>,
+}
+
+/// The provided-buffer ring of multishot TAP reads and how many pool buffers it holds.
+struct Multishot {
+    ring: BufRing,
+    held: usize,
 }
 
 /// Runs the engine until [`Command::Shutdown`].
@@ -108,6 +133,7 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
     let mut e = Engine {
         ctx,
         ring,
+        ms: None,
         bufs: (0..POOL).map(|_| PacketBuf::new()).collect(),
         free: (0..POOL as u32).rev().collect(),
         ports: HashMap::new(),
@@ -119,15 +145,19 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
         dns_timer_armed: false,
         batch_tables: Arc::default(),
         batch_now: 0,
+        fixed: Vec::new(),
     };
-    if let Some(sock) = &e.ctx.tunnel {
+    e.register_pool();
+    e.setup_multishot();
+    if let Some(sock) = e.ctx.tunnel.as_ref().filter(|_| e.ctx.tunnel_gro) {
         super::tunnel::TunnelRx::enable_gro(sock);
     }
     e.arm_wake();
     e.arm_tunnel_poll();
     e.arm_dns_poll();
-    let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(RING_ENTRIES as usize);
+    let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(RING_ENTRIES as usize);
     let mut last_work = Instant::now();
+    let spin = e.ctx.spin;
     let zero = types::Timespec::new();
     let spin_args = types::SubmitArgs::new().timespec(&zero);
     loop {
@@ -135,12 +165,12 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
         e.dns_expiry();
         // Right after traffic, poll for a short while before sleeping: a request's answer
         // usually follows within microseconds, and a sleep/wakeup pair costs more than that.
-        if last_work.elapsed() < SPIN {
+        if last_work.elapsed() < spin {
             loop {
                 // An enter with GETEVENTS and no waiting runs pending task work, which is
                 // what turns a ready TAP or socket into a completion.
                 let _ = e.ring.submitter().submit_with_args(1, &spin_args);
-                if !e.ring.completion().is_empty() || last_work.elapsed() >= SPIN {
+                if !e.ring.completion().is_empty() || last_work.elapsed() >= spin {
                     break;
                 }
                 std::hint::spin_loop();
@@ -153,17 +183,25 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
             Err(err) => return Err(err).context("io_uring_enter"),
         }
         cqes.clear();
-        cqes.extend(e.ring.completion().map(|c| (c.user_data(), c.result())));
+        cqes.extend(
+            e.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         if !cqes.is_empty() {
             last_work = Instant::now();
         }
         e.batch_tables = Arc::clone(&e.ctx.datapath.tables());
         e.batch_now = e.ctx.now_ms();
-        for &(user_data, res) in &cqes {
-            if !e.complete(user_data, res)? {
+        for &(user_data, res, flags) in &cqes {
+            if !e.complete(user_data, res, flags)? {
                 e.teardown();
                 return Ok(());
             }
+        }
+        // Datagrams for the tunnel queued by this batch leave in one `sendmmsg`.
+        if let Some(sock) = &e.ctx.tunnel {
+            e.tunnel.flush(&e.ctx.datapath, sock);
         }
     }
 }
@@ -183,7 +221,95 @@ impl Engine {
             tracing::debug!("io_uring sync cancel: {e}");
         }
         self.ring.completion().for_each(drop);
+        if let Some(ms) = &self.ms {
+            ms.ring.unregister(&self.ring);
+        }
+        if !self.fixed.is_empty() {
+            let _ = self.ring.submitter().unregister_buffers();
+            self.fixed.clear();
+        }
         self.ports.clear();
+    }
+
+    /// Switches TAP reads to multishot reads from a provided-buffer ring when the kernel
+    /// has both (`--uring-multishot off` keeps one-shot reads).
+    fn setup_multishot(&mut self) {
+        if !self.ctx.uring_multishot {
+            tracing::info!("io_uring: multishot TAP reads off (--uring-multishot off)");
+            return;
+        }
+        let mut probe = Probe::new();
+        if self.ring.submitter().register_probe(&mut probe).is_err()
+            || !probe.is_supported(opcode::ReadMulti::CODE)
+        {
+            tracing::info!("io_uring: no READ_MULTISHOT (Linux 6.7+); one-shot TAP reads");
+            return;
+        }
+        match BufRing::new(&self.ring, RING_SLOTS, TAP_BGID) {
+            Ok(ring) => {
+                tracing::info!("io_uring: multishot TAP reads from a provided-buffer ring");
+                self.ms = Some(Multishot { ring, held: 0 });
+            }
+            Err(e) => tracing::info!("io_uring: no provided-buffer ring ({e}); one-shot reads"),
+        }
+    }
+
+    /// Hands free pool buffers to the provided ring until it holds [`RING_TARGET`].
+    fn top_up_ring(&mut self) {
+        let Some(ms) = &mut self.ms else { return };
+        let mut added = false;
+        while ms.held < RING_TARGET && self.free.len() > 64 {
+            let Some(b) = self.free.pop() else { break };
+            let region = self.bufs[b as usize].tap_read_region();
+            ms.ring
+                .push(region.as_mut_ptr(), region.len() as u32, b as u16);
+            ms.held += 1;
+            added = true;
+        }
+        if added {
+            ms.ring.publish();
+        }
+    }
+
+    /// Registers every pool buffer's I/O region with the ring (see [`Engine::fixed`]).
+    /// `--uring-registered-buffers off` skips it.
+    fn register_pool(&mut self) {
+        if !self.ctx.uring_registered_buffers {
+            tracing::info!("io_uring: registered buffers off (--uring-registered-buffers off)");
+            return;
+        }
+        let iovecs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|b| {
+                let r = b.io_region();
+                libc::iovec {
+                    iov_base: r.as_mut_ptr().cast(),
+                    iov_len: r.len(),
+                }
+            })
+            .collect();
+        // SAFETY: every iovec points into a pool buffer's boxed storage, which is never
+        // moved or freed while the ring lives: the pool is a Vec that is never resized, and
+        // `ring` is declared before `bufs` in `Engine`, so it is dropped (and the buffers
+        // unregistered) first; `teardown` unregisters them explicitly too.
+        match unsafe { self.ring.submitter().register_buffers(&iovecs) } {
+            Ok(()) => {
+                self.fixed = iovecs
+                    .iter()
+                    .map(|v| (v.iov_base as usize, v.iov_len))
+                    .collect();
+            }
+            Err(e) => tracing::info!("io_uring: buffers not registered ({e}); plain reads"),
+        }
+    }
+
+    /// The fixed-buffer index of pool buffer `b` if `region` lies inside its registered
+    /// region.
+    fn fixed_index(&self, b: u32, ptr: *const u8, n: usize) -> Option<u16> {
+        let &(start, len) = self.fixed.get(b as usize)?;
+        let p = ptr as usize;
+        (p >= start && p + n <= start + len).then_some(b as u16)
     }
 
     /// Queues `entry`, flushing the submission queue first when it is full.
@@ -269,7 +395,16 @@ impl Engine {
     /// buffers last. Only a port with no read pending gets new ones: a read armed while an
     /// older one waits for data could run inline and take a newer frame first.
     fn arm_reads(&mut self) {
+        if self.ms.is_some() {
+            self.arm_multishot_reads();
+            return;
+        }
+        // Every read region is a registered one when the pool is registered.
+        let fixed = !self.fixed.is_empty();
         for (id, port) in self.ports.iter_mut() {
+            let Some(fd) = port.fds.read.as_ref().map(|f| f.as_raw_fd()) else {
+                continue; // this worker only writes to the port
+            };
             if !port.reads.is_empty() {
                 continue;
             }
@@ -279,9 +414,12 @@ impl Engine {
                 let (ptr, len) = (region.as_mut_ptr(), region.len() as u32);
                 let user_data = ud(OP_TAP_READ, b, *id);
                 port.reads.push(user_data);
-                let entry = opcode::Read::new(types::Fd(port.fd.as_raw_fd()), ptr, len)
-                    .build()
-                    .user_data(user_data);
+                let entry = if fixed {
+                    opcode::ReadFixed::new(types::Fd(fd), ptr, len, b as u16).build()
+                } else {
+                    opcode::Read::new(types::Fd(fd), ptr, len).build()
+                }
+                .user_data(user_data);
                 // SAFETY: as in `push`: the pool buffer stays allocated and unused until
                 // this read's completion is reaped.
                 while unsafe { self.ring.submission().push(&entry) }.is_err() {
@@ -291,10 +429,97 @@ impl Engine {
         }
     }
 
+    /// Keeps one multishot read armed on every port this worker reads, once the provided
+    /// ring has buffers (a read ends with ENOBUFS when the ring runs dry, and is re-armed
+    /// here after the top-up). Completions come in the order the frames were read.
+    fn arm_multishot_reads(&mut self) {
+        self.top_up_ring();
+        let Some(ms) = &self.ms else { return };
+        if ms.held == 0 {
+            return;
+        }
+        let bgid = ms.ring.bgid();
+        let mut entries = Vec::new();
+        for (id, port) in self.ports.iter_mut() {
+            let Some(fd) = port.fds.read.as_ref().map(|f| f.as_raw_fd()) else {
+                continue;
+            };
+            if !port.reads.is_empty() {
+                continue;
+            }
+            let user_data = ud(OP_TAP_READ_MS, 0, *id);
+            port.reads.push(user_data);
+            entries.push(
+                opcode::ReadMulti::new(types::Fd(fd), 0, bgid)
+                    .build()
+                    .user_data(user_data),
+            );
+        }
+        for entry in entries {
+            // Multishot reads point at no memory of ours: the kernel picks ring buffers.
+            self.push(&entry);
+        }
+    }
+
+    /// A completion of a multishot TAP read: the buffer it filled (if any) is ours again.
+    fn complete_multishot(&mut self, user_data: u64, res: i32, flags: u32, port: PortId) {
+        let more = io_uring::cqueue::more(flags);
+        let live = match self.ports.get_mut(&port) {
+            Some(p) => match p.reads.iter().position(|u| *u == user_data) {
+                Some(i) => {
+                    if !more {
+                        p.reads.remove(i); // ended (ENOBUFS, cancel, error): re-armed later
+                    }
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        };
+        // A multishot read ends on ENOBUFS (the ring ran dry: re-armed later) or a cancel;
+        // any other error means the TAP is gone (see `is_port_lost`).
+        if live && !more && res < 0 && res != -libc::ENOBUFS && super::is_port_lost(-res) {
+            if let Some(b) = io_uring::cqueue::buffer_select(flags) {
+                if let Some(ms) = &mut self.ms {
+                    ms.held = ms.held.saturating_sub(1);
+                }
+                if (b as usize) < self.bufs.len() {
+                    self.free.push(u32::from(b));
+                }
+            }
+            self.port_lost(port, -res);
+            return;
+        }
+        let Some(bid) = io_uring::cqueue::buffer_select(flags) else {
+            return; // no buffer consumed
+        };
+        if let Some(ms) = &mut self.ms {
+            ms.held = ms.held.saturating_sub(1);
+        }
+        let b = u32::from(bid);
+        if b as usize >= self.bufs.len() {
+            return; // not one of ours: cannot happen, never index out of range
+        }
+        if !live || res <= 0 {
+            self.free.push(b);
+            return;
+        }
+        let buf = &mut self.bufs[b as usize];
+        if !buf.set_tap_read_len(res as usize) {
+            self.ctx.datapath.count_drop(DropReason::BadVnetHdr);
+            self.free.push(b);
+            return;
+        }
+        let dp = &self.ctx.datapath;
+        let v = dp.from_port(&self.batch_tables, port, buf, self.batch_now);
+        self.carry_out(b, v);
+    }
+
     /// Handles one completion; false means shut down.
-    fn complete(&mut self, user_data: u64, res: i32) -> Result<bool> {
+    fn complete(&mut self, user_data: u64, res: i32, flags: u32) -> Result<bool> {
         let (op, b, port) = ud_parts(user_data);
         match op {
+            OP_TAP_READ_MS => self.complete_multishot(user_data, res, flags, port),
             OP_TAP_READ => {
                 let live = match self.ports.get_mut(&port) {
                     Some(p) => match p.reads.iter().position(|u| *u == user_data) {
@@ -355,14 +580,16 @@ impl Engine {
 
     fn command(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::AddPort(id, fd, ack) => {
+            Command::AddPort(id, fds, ack) => {
                 // Blocking mode: io_uring then waits for readiness itself instead of
                 // completing reads with EAGAIN.
-                let _ = super::set_nonblocking(fd.as_raw_fd(), false);
+                if let Some(fd) = &fds.read {
+                    let _ = super::set_nonblocking(fd.as_raw_fd(), false);
+                }
                 self.ports.insert(
                     id,
                     PortState {
-                        fd,
+                        fds,
                         reads: Vec::with_capacity(READS_PER_PORT),
                     },
                 );
@@ -411,16 +638,18 @@ impl Engine {
     fn carry_out(&mut self, b: u32, v: Verdict) {
         match v {
             Verdict::ToPort(dst) => {
-                let Some(fd) = self.ports.get(&dst).map(|p| p.fd.as_raw_fd()) else {
+                let Some(fd) = self.ports.get(&dst).map(|p| p.fds.write.as_raw_fd()) else {
                     self.ctx.datapath.count_drop(DropReason::TxError);
                     self.free.push(b);
                     return;
                 };
                 let region = self.bufs[b as usize].tap_write_region();
                 let (ptr, len) = (region.as_ptr(), region.len() as u32);
-                let entry = opcode::Write::new(types::Fd(fd), ptr, len)
-                    .build()
-                    .user_data(ud(OP_TAP_WRITE, b, dst));
+                let entry = match self.fixed_index(b, ptr, len as usize) {
+                    Some(i) => opcode::WriteFixed::new(types::Fd(fd), ptr, len, i).build(),
+                    None => opcode::Write::new(types::Fd(fd), ptr, len).build(),
+                }
+                .user_data(ud(OP_TAP_WRITE, b, dst));
                 self.push(&entry);
             }
             Verdict::ToTunnel { dst, .. } => {
