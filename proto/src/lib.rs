@@ -12,11 +12,13 @@
 //! - Unknown fields in requests are ignored (forward compatibility); unknown `op`s are errors.
 //!
 //! This crate performs no I/O except in [`client`], a small blocking client with timeouts.
+//! [`validate`] holds the daemon's shape checks of names, pure functions of one value.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 mod types;
+pub mod validate;
 
 pub use types::*;
 

@@ -19,7 +19,6 @@ mod node;
 mod podnet;
 mod state;
 mod tap;
-mod validate;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
@@ -161,7 +160,7 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     if args.vni == 0 || args.vni >= 1 << 24 {
         bail!("--vni: {} is out of range (1-16777215)", args.vni);
     }
-    validate::node_name(&args.node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
+    vswitch_proto::validate::node_name(&args.node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
     let svc: Ipv4Cidr = args
         .service_cidr
         .parse()

@@ -5,7 +5,7 @@
 use crate::io::IoHandle;
 use crate::podnet::{self, PodIfConfig};
 use crate::state::{PeerRecord, PersistedState, PortRecord, ServiceRecord, Store};
-use crate::{tap, validate, Args, OnOff};
+use crate::{tap, Args, OnOff};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -19,8 +19,8 @@ use vswitch_datapath::{
     Datapath, Ipv4Cidr, LinkCounters, Mac, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
 use vswitch_proto::{
-    ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats, Request,
-    Response, ServiceKey, StatsReport,
+    validate, ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats,
+    Request, Response, ServiceKey, StatsReport,
 };
 
 /// An error answer: (kind, field, message).
