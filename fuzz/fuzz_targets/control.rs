@@ -5,7 +5,8 @@
 //! checks (`vswitch_proto::validate`, which `vswitchd` runs on every request).
 //!
 //! Checks: nothing panics; a JSON object whose `version` is a number other than
-//! `PROTOCOL_VERSION` is a version error whose answer names the `version` field; every
+//! `PROTOCOL_VERSION` is a version error, one without a numeric `version` a field error, and
+//! both answers name the `version` field; a field error's answer names its field; every
 //! decoding error's answer is an `invalid` error that encodes and decodes as one line; a
 //! decoded request encodes to one line that decodes back to the same request; a validation
 //! error has a message that names the value it refused.
@@ -28,13 +29,21 @@ fuzz_target!(|data: &[u8]| {
 
 fn one_line(line: &[u8]) {
     let decoded = decode_request(line);
-    let version = serde_json::from_slice::<serde_json::Value>(line)
-        .ok()
+    let json = serde_json::from_slice::<serde_json::Value>(line).ok();
+    let object = json.as_ref().is_some_and(|v| v.is_object());
+    let version = json
+        .as_ref()
         .and_then(|v| v.get("version").and_then(|v| v.as_u64()));
     match &decoded {
         Err(e) => {
             if version.is_some_and(|v| v != u64::from(PROTOCOL_VERSION)) {
                 assert!(matches!(e, ProtoError::Version { .. }), "{e:?}");
+            }
+            if object && version.is_none() {
+                assert!(
+                    matches!(e, ProtoError::Field { field, .. } if field == "version"),
+                    "an object without a numeric version: {e:?}"
+                );
             }
             let resp = e.to_response();
             let Response::Error(body) = &resp else {
@@ -42,8 +51,13 @@ fn one_line(line: &[u8]) {
             };
             assert_eq!(body.kind, ErrorKind::Invalid);
             assert!(!body.message.is_empty());
-            if matches!(e, ProtoError::Version { .. }) {
-                assert_eq!(body.field.as_deref(), Some("version"));
+            match e {
+                ProtoError::Version { .. } => assert_eq!(body.field.as_deref(), Some("version")),
+                ProtoError::Field { field, .. } => {
+                    assert!(!field.is_empty());
+                    assert_eq!(body.field.as_deref(), Some(field.as_str()));
+                }
+                ProtoError::Malformed(_) | ProtoError::TooLong => assert!(body.field.is_none()),
             }
             let wire = encode_response(&resp);
             assert_eq!(wire.matches('\n').count(), 1, "{wire:?}");

@@ -219,6 +219,7 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let cfg = node_config(&args)?;
+    let socket_gid = control::socket_gid(args.socket_group.as_deref())?;
     let store = state::Store::open(&args.state_dir, &args.socket)?;
     let datapath = Arc::new(Datapath::new(cfg));
     let io = io::start(
@@ -242,7 +243,7 @@ fn main() -> Result<()> {
     let result = rt.block_on(async {
         let expiry = tokio::spawn(expire_loop(datapath.clone(), epoch));
         let node = node::Node::recover(args.clone(), datapath, io, store).await?;
-        let served = control::serve(&args, node).await;
+        let served = control::serve(&args, socket_gid, node).await;
         expiry.abort();
         served
     });
