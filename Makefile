@@ -137,14 +137,15 @@ fuzz-smoke: fuzz-build
 		tail -n 1 "$$scratch.log"; rm -rf "$$scratch" "$$scratch.log"; \
 	done
 
-# Each target runs FUZZ_LONG_SECONDS in one process (corpus: libFuzzer's count at the end); the inputs it finds go to (and are read
-# back from) FUZZ_SCRATCH/<target>, the committed seeds are only read. A crash is saved under
+# Each target runs FUZZ_LONG_SECONDS in one process; the inputs it finds go to (and are read
+# back from) FUZZ_SCRATCH/<target>, the committed seeds are only read. The summary's corpus
+# and edges are libFuzzer's counts at the end. A crash is saved under
 # $(FUZZ_DIR)/artifacts/<target>/; every target still runs and the summary names those that
 # crashed. docs/fuzzing.md records the last long run.
 fuzz: fuzz-build
 	@if [ ! -d $(FUZZ_DIR) ]; then echo "fuzz: no $(FUZZ_DIR)/, nothing to run"; exit 0; fi; \
 	targets="$$($(FUZZ) list --fuzz-dir $(FUZZ_DIR))"; failed=""; \
-	printf 'fuzz: %-16s %8s %12s %8s %s\n' target seconds executions corpus result; \
+	printf 'fuzz: %-16s %8s %12s %8s %8s %s\n' target seconds executions corpus edges result; \
 	for t in $$targets; do \
 		scratch="$(FUZZ_SCRATCH)/$$t"; mkdir -p "$$scratch"; log="$(FUZZ_SCRATCH)/$$t.log"; \
 		seeds=""; [ -d "$(FUZZ_DIR)/corpus/$$t" ] && seeds="$(FUZZ_DIR)/corpus/$$t"; \
@@ -154,8 +155,9 @@ fuzz: fuzz-build
 			|| { result="CRASH (see $$log)"; failed="$$failed $$t"; }; \
 		execs="$$(sed -n 's/^stat::number_of_executed_units: *//p' "$$log" | tail -n 1)"; \
 		corpus="$$(grep -o 'corp: [0-9]*' "$$log" | tail -n 1 | cut -d' ' -f2)"; \
-		printf 'fuzz: %-16s %8s %12s %8s %s\n' "$$t" "$$(( $$(date +%s) - start ))" \
-			"$${execs:-?}" "$$corpus" "$$result"; \
+		edges="$$(grep -o 'cov: [0-9]*' "$$log" | tail -n 1 | cut -d' ' -f2)"; \
+		printf 'fuzz: %-16s %8s %12s %8s %8s %s\n' "$$t" "$$(( $$(date +%s) - start ))" \
+			"$${execs:-?}" "$${corpus:-?}" "$${edges:-?}" "$$result"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: crashed:$$failed"; exit 1; fi
 
