@@ -9,6 +9,8 @@
 #   make demo        the tutorial's story on a throw-away testbed (scripts/demo.sh)
 #   make bench       benchmarks (scripts/bench.sh)
 #   make fuzz-build  build the fuzz targets;  make fuzz-smoke: run each for FUZZ_SECONDS
+#   make fuzz        run each target FUZZ_LONG_SECONDS (one process), keep what it finds in
+#                    FUZZ_SCRATCH/<target>, print executions, corpus size and crashes
 #   make install     vswitchd, vswitchctl to $(PREFIX)/bin; vswitch-cni to /opt/cni/bin;
 #                    an example /etc/cni/net.d/10-vswitch.conflist unless one exists
 #   make clean
@@ -21,7 +23,10 @@ CARGO ?= cargo
 # cargo-fuzz passes nightly-only flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
 FUZZ ?= RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 FUZZ_DIR ?= fuzz
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 30
+# `make fuzz`: seconds per target, and where the inputs it finds are kept between runs.
+FUZZ_LONG_SECONDS ?= 600
+FUZZ_SCRATCH ?= $(FUZZ_DIR)/scratch
 PREFIX ?= /usr/local
 DESTDIR ?=
 TEST_THREADS ?= 2
@@ -36,7 +41,7 @@ DEB_PACKAGES := iproute2 nginx-light busybox iperf3 procps iputils-ping python3 
 # What the benchmark plots need on top.
 DEB_PACKAGES_BENCH := $(DEB_PACKAGES) python3-matplotlib
 
-.PHONY: all deps deps-bench build test e2e-matrix demo bench fuzz-tools fuzz-build fuzz-smoke \
+.PHONY: all deps deps-bench build test e2e-matrix demo bench fuzz-tools fuzz-build fuzz-smoke fuzz \
 	install clean check-netns
 
 all: build
@@ -131,6 +136,30 @@ fuzz-smoke: fuzz-build
 		fi; \
 		tail -n 1 "$$scratch.log"; rm -rf "$$scratch" "$$scratch.log"; \
 	done
+
+# Each target runs FUZZ_LONG_SECONDS in one process; the inputs it finds go to (and are read
+# back from) FUZZ_SCRATCH/<target>, the committed seeds are only read. The summary's corpus
+# and edges are libFuzzer's counts at the end. A crash is saved under
+# $(FUZZ_DIR)/artifacts/<target>/; every target still runs and the summary names those that
+# crashed. docs/fuzzing.md records the last long run.
+fuzz: fuzz-build
+	@if [ ! -d $(FUZZ_DIR) ]; then echo "fuzz: no $(FUZZ_DIR)/, nothing to run"; exit 0; fi; \
+	targets="$$($(FUZZ) list --fuzz-dir $(FUZZ_DIR))"; failed=""; \
+	printf 'fuzz: %-16s %8s %12s %8s %8s %s\n' target seconds executions corpus edges result; \
+	for t in $$targets; do \
+		scratch="$(FUZZ_SCRATCH)/$$t"; mkdir -p "$$scratch"; log="$(FUZZ_SCRATCH)/$$t.log"; \
+		seeds=""; [ -d "$(FUZZ_DIR)/corpus/$$t" ] && seeds="$(FUZZ_DIR)/corpus/$$t"; \
+		start=$$(date +%s); result=ok; \
+		$(FUZZ) run --fuzz-dir $(FUZZ_DIR) "$$t" "$$scratch" $$seeds -- \
+			-max_total_time=$(FUZZ_LONG_SECONDS) -print_final_stats=1 >"$$log" 2>&1 \
+			|| { result="CRASH (see $$log)"; failed="$$failed $$t"; }; \
+		execs="$$(sed -n 's/^stat::number_of_executed_units: *//p' "$$log" | tail -n 1)"; \
+		corpus="$$(grep -o 'corp: [0-9]*' "$$log" | tail -n 1 | cut -d' ' -f2)"; \
+		edges="$$(grep -o 'cov: [0-9]*' "$$log" | tail -n 1 | cut -d' ' -f2)"; \
+		printf 'fuzz: %-16s %8s %12s %8s %8s %s\n' "$$t" "$$(( $$(date +%s) - start ))" \
+			"$${execs:-?}" "$${corpus:-?}" "$${edges:-?}" "$$result"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashed:$$failed"; exit 1; fi
 
 # The binaries, the CNI plugin where runtimes look for it, and an example network config list
 # (never overwriting one that exists).
