@@ -9,14 +9,20 @@
 //! - One request gets exactly one response, on the same connection, in order.
 //! - Addresses, MACs and CIDRs travel as strings: the daemon parses them and an error names
 //!   the field that was wrong ([`ErrorBody::field`]), so every client reports the same message.
-//! - Unknown fields in requests are ignored (forward compatibility); unknown `op`s are errors.
+//! - Unknown fields in requests are ignored (forward compatibility: an older daemon serves a
+//!   newer client's request minus what it does not know); an unknown `op`, a missing field
+//!   and a missing or non-numeric `version` are errors naming the field.
+//! - A line longer than [`MAX_MESSAGE_LEN`] is answered with an error naming the limit and the
+//!   daemon closes the connection (the rest of the line cannot be re-synchronised).
 //!
 //! This crate performs no I/O except in [`client`], a small blocking client with timeouts.
+//! [`validate`] holds the daemon's shape checks of names, pure functions of one value.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 mod types;
+pub mod validate;
 
 pub use types::*;
 
@@ -41,22 +47,31 @@ pub enum ProtoError {
         /// The version the peer sent.
         got: u32,
     },
+    /// A field of the request is missing, has the wrong type, or (`op`) an unknown value.
+    #[error("{field}: {message}")]
+    Field {
+        /// The request field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The message exceeds [`MAX_MESSAGE_LEN`].
-    #[error("message longer than {MAX_MESSAGE_LEN} bytes")]
+    #[error("message longer than {MAX_MESSAGE_LEN} bytes (the limit of one request line)")]
     TooLong,
 }
 
 impl ProtoError {
     /// The response a daemon sends back for this decoding error.
     pub fn to_response(&self) -> Response {
-        let field = match self {
-            ProtoError::Version { .. } => Some("version".to_string()),
-            _ => None,
+        let (field, message) = match self {
+            ProtoError::Version { .. } => (Some("version".to_string()), self.to_string()),
+            ProtoError::Field { field, message } => (Some(field.clone()), message.clone()),
+            _ => (None, self.to_string()),
         };
         Response::Error(ErrorBody {
             kind: ErrorKind::Invalid,
             field,
-            message: self.to_string(),
+            message,
         })
     }
 }
@@ -81,6 +96,15 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ProtoError> {
     // than a confusing shape error.
     let value: serde_json::Value =
         serde_json::from_slice(line).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if !value.is_object() {
+        return Err(ProtoError::Malformed(
+            "a request is one JSON object on one line".into(),
+        ));
+    }
+    let field = |field: &str, message: String| ProtoError::Field {
+        field: field.to_string(),
+        message,
+    };
     match value.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
         Some(v) => {
@@ -89,13 +113,28 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ProtoError> {
             })
         }
         None => {
-            return Err(ProtoError::Malformed(
-                "missing or non-numeric field `version`".into(),
+            return Err(field(
+                "version",
+                format!("missing or not a whole number (this build speaks {PROTOCOL_VERSION})"),
             ))
         }
     }
-    let env: RequestEnvelope =
-        serde_json::from_value(value).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if !value.get("op").is_some_and(|v| v.is_string()) {
+        return Err(field("op", "missing or not a string".into()));
+    }
+    let env: RequestEnvelope = serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("unknown variant") {
+            field("op", msg.replacen("unknown variant", "unknown op", 1))
+        } else if let Some(name) = msg
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            field(name, "missing".into())
+        } else {
+            ProtoError::Malformed(msg)
+        }
+    })?;
     Ok(env.request)
 }
 
@@ -155,18 +194,51 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        assert!(matches!(
-            decode_request(b"hello there"),
-            Err(ProtoError::Malformed(_))
-        ));
-        assert!(matches!(
-            decode_request(br#"{"version":1,"op":"fly_away"}"#),
-            Err(ProtoError::Malformed(_))
-        ));
-        assert!(matches!(
-            decode_request(br#"{"op":"node_show"}"#),
-            Err(ProtoError::Malformed(_))
-        ));
+        for bad in [
+            &b"hello there"[..],
+            b"[1,2]",
+            b"\"x\"",
+            b"null",
+            b"{\"version\":1",
+        ] {
+            assert!(
+                matches!(decode_request(bad), Err(ProtoError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let err = decode_request(br#"{"version":1,"op":"port_add","name":5,"netns":"x"}"#);
+        assert!(matches!(err, Err(ProtoError::Malformed(_))), "{err:?}");
+    }
+
+    /// The field a decoding error is about, from its answer.
+    fn field_of(line: &[u8]) -> (Option<String>, String) {
+        match decode_request(line).unwrap_err().to_response() {
+            Response::Error(e) => (e.field, e.message),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_version_op_and_fields_are_named() {
+        for line in [
+            &br#"{"op":"node_show"}"#[..],
+            br#"{"version":"1","op":"node_show"}"#,
+            br#"{"version":-1,"op":"node_show"}"#,
+            br#"{"version":1.5,"op":"node_show"}"#,
+        ] {
+            assert_eq!(field_of(line).0.as_deref(), Some("version"), "{line:?}");
+        }
+        let (field, msg) = field_of(br#"{"version":1,"op":"fly_away"}"#);
+        assert_eq!(field.as_deref(), Some("op"));
+        assert!(msg.contains("unknown op `fly_away`"), "{msg}");
+        assert!(msg.contains("node_show"), "lists the known ops: {msg}");
+        for line in [&br#"{"version":1}"#[..], br#"{"version":1,"op":7}"#] {
+            assert_eq!(field_of(line).0.as_deref(), Some("op"), "{line:?}");
+        }
+        let (field, msg) = field_of(br#"{"version":1,"op":"port_add","name":"x"}"#);
+        assert_eq!((field.as_deref(), msg.as_str()), (Some("netns"), "missing"));
+        let (field, _) = field_of(br#"{"version":1,"op":"peer_del"}"#);
+        assert_eq!(field.as_deref(), Some("node"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The control socket: newline-delimited JSON requests (vswitch-proto), one response each.
 //! A bad request gets an error answer and the connection stays usable; nothing a client
-//! sends can stop the daemon.
+//! sends can stop the daemon. Each connection is its own task, so a slow or stuck client
+//! delays no one else; a line over `MAX_MESSAGE_LEN` is answered with an error naming the
+//! limit and the connection is closed; a connection that does not complete a request line
+//! (idle, or half-sent) or does not read its answer within [`REQUEST_TIMEOUT`] is closed.
 
 use crate::node::Node;
 use crate::Args;
@@ -14,11 +17,25 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
 use vswitch_proto::{decode_request, encode_response, ProtoError, MAX_MESSAGE_LEN};
 
-/// How long a client may take to send one request line before it is cut off.
+/// How long a client may take to send one request line (also: to start one, on an idle
+/// connection) or to take its answer, before the connection is closed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves the control socket until SIGTERM or SIGINT, then shuts the node down.
-pub async fn serve(args: &Args, node: Arc<Node>) -> Result<()> {
+/// The group `--socket-group` names, looked up at startup, before anything else is set up,
+/// so that a wrong name stops the daemon with an error naming the flag.
+pub fn socket_gid(group: Option<&str>) -> Result<Option<nix::unistd::Gid>> {
+    let Some(group) = group else {
+        return Ok(None);
+    };
+    let found = nix::unistd::Group::from_name(group)
+        .with_context(|| format!("--socket-group: looking up group {group}"))?
+        .with_context(|| format!("--socket-group: no group named {group}"))?;
+    Ok(Some(found.gid))
+}
+
+/// Serves the control socket (mode 0660, owned by root and `gid` or root's group) until
+/// SIGTERM or SIGINT, then shuts the node down.
+pub async fn serve(args: &Args, gid: Option<nix::unistd::Gid>, node: Arc<Node>) -> Result<()> {
     if let Some(dir) = args.socket.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--socket: cannot create {}", dir.display()))?;
@@ -26,11 +43,8 @@ pub async fn serve(args: &Args, node: Arc<Node>) -> Result<()> {
     let listener = UnixListener::bind(&args.socket)
         .with_context(|| format!("--socket: cannot bind {}", args.socket.display()))?;
     std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o660))?;
-    if let Some(group) = &args.socket_group {
-        let gid = nix::unistd::Group::from_name(group)?
-            .with_context(|| format!("--socket-group: no group named {group}"))?
-            .gid;
-        nix::unistd::chown(&args.socket, None, Some(gid))?;
+    if gid.is_some() {
+        nix::unistd::chown(&args.socket, None, gid).context("--socket-group: chown")?;
     }
     info!(socket = %args.socket.display(), "control socket ready");
     let mut term = signal(SignalKind::terminate())?;
@@ -88,12 +102,17 @@ async fn connection(stream: UnixStream, node: Arc<Node>) {
                 Err(e) => e.to_response(),
             }
         };
-        if wr
-            .write_all(encode_response(&resp).as_bytes())
-            .await
-            .is_err()
-        {
-            return;
+        let answer = encode_response(&resp);
+        match tokio::time::timeout(REQUEST_TIMEOUT, wr.write_all(answer.as_bytes())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!("control connection: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!("control connection: the client does not read its answers");
+                return;
+            }
         }
         if too_long {
             // The rest of an oversized line cannot be re-synchronised: close.

@@ -20,7 +20,6 @@ mod node;
 mod podnet;
 mod state;
 mod tap;
-mod validate;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
@@ -192,7 +191,7 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     if args.vni == 0 || args.vni >= 1 << 24 {
         bail!("--vni: {} is out of range (1-16777215)", args.vni);
     }
-    validate::node_name(&args.node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
+    vswitch_proto::validate::node_name(&args.node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
     let svc: Ipv4Cidr = args
         .service_cidr
         .parse()
@@ -249,6 +248,7 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let cfg = node_config(&args)?;
+    let socket_gid = control::socket_gid(args.socket_group.as_deref())?;
     let store = state::Store::open(&args.state_dir, &args.socket)?;
     let datapath = Arc::new(Datapath::new(cfg));
     let io = io::start(
@@ -285,7 +285,7 @@ fn main() -> Result<()> {
         let node = node::Node::recover(args.clone(), datapath, io, store, ck.clone()).await?;
         let expiry = tokio::spawn(ct_file::run(ck));
         let watch = tokio::spawn(node.clone().watch_lost(lost));
-        let served = control::serve(&args, node).await;
+        let served = control::serve(&args, socket_gid, node).await;
         expiry.abort();
         watch.abort();
         served

@@ -5,7 +5,7 @@
 use crate::io::IoHandle;
 use crate::podnet::{self, PodIfConfig};
 use crate::state::{PeerRecord, PersistedState, PortRecord, ServiceRecord, Store};
-use crate::{tap, validate, Args, OnOff};
+use crate::{tap, Args, OnOff};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -19,7 +19,7 @@ use vswitch_datapath::{
     Datapath, Ipv4Cidr, LinkCounters, Mac, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
 use vswitch_proto::{
-    ConntrackStats, ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec,
+    validate, ConntrackStats, ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec,
     PortStats, Request, Response, ServiceKey, StatsReport,
 };
 

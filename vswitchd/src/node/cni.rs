@@ -3,9 +3,10 @@
 //! when the runtime passes K8S_POD_NAME, else after the container id.
 
 use super::{not_found, reject, save_failed, Inner, Node, Reject};
-use crate::{podnet, validate};
+use crate::podnet;
 use std::collections::BTreeSet;
 use tracing::info;
+use vswitch_proto::validate;
 use vswitch_proto::{CniAttach, CniKey, ErrorKind, PortKey, PortSpec, Response};
 
 impl Node {

@@ -18,7 +18,6 @@
 
 use super::{exists, not_found, reject, save_failed, Inner, Node, Reject};
 use crate::state::{EndpointRecord, ServicePortRecord, ServiceRecord};
-use crate::validate;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -26,6 +25,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 use vswitch_datapath::{DnsEntry, L4Proto, ServiceEntry};
+use vswitch_proto::validate;
 use vswitch_proto::{Response, ServiceInfo, ServiceKey, ServicePortInfo, ServiceSpec};
 
 /// ClientIP affinity timeout when `client-ip` gives none (Kubernetes' default: 3 hours).

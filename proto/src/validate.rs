@@ -1,5 +1,8 @@
-//! Validation of names coming from the control socket (the CLI checks too, but the daemon
-//! is the one that must not trust its input).
+//! Shape checks of the names a request carries (pod, namespace and node names, interface
+//! names, labels). They look at a value only, never at node state: `vswitchd` runs them on
+//! every request it decodes (it must not trust its input) and names the field in its error;
+//! the fuzz target `control` runs them on whatever the decoder accepts. Each returns the
+//! message of the error; the caller knows the field.
 
 /// A Kubernetes-style name: 1-253 characters of `a-z 0-9 - .`, starting and ending with an
 /// alphanumeric character.
