@@ -1,6 +1,6 @@
 //! The control socket's limits, end to end on one node (issue 7): the socket's mode, owner and
 //! `--socket-group`; 100 concurrent clients; a half-sent request that neither blocks others
-//! nor stays open past the daemon's read timeout (30 s, `REQUEST_TIMEOUT` in
+//! nor stays open past the daemon's read timeout (`--client-timeout`, 5 s here, in
 //! vswitchd/src/control.rs); a request over the size limit (1 MiB, `MAX_MESSAGE_LEN`); unknown
 //! fields (ignored, as proto's contract says), unknown and too-new versions, unknown ops,
 //! missing fields and binary garbage, each with a clear answer. Afterwards the daemon still
@@ -20,8 +20,8 @@ use vswitch_proto::MAX_MESSAGE_LEN;
 
 /// Concurrent clients, each with its own connections.
 const CLIENTS: usize = 100;
-/// The daemon closes a connection that completes no request line within this (control.rs).
-const DAEMON_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The daemon closes a connection that completes no request line within this (`--client-timeout`).
+const DAEMON_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client waits for one answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -148,7 +148,14 @@ fn control_socket_limits() {
         return;
     };
     let (group, gid) = some_group();
-    let node = tb.add_node(1, NodeOpts::default().arg("--socket-group").arg(&group));
+    let node = tb.add_node(
+        1,
+        NodeOpts::default()
+            .arg("--socket-group")
+            .arg(&group)
+            .arg("--client-timeout")
+            .arg(&DAEMON_READ_TIMEOUT.as_secs().to_string()),
+    );
     let pod = tb.add_pod(&node, "nginx-server", &[("app", "nginx")]);
     let mut first = Conn::open(&node);
     let ports_before = first.ask(&json!({"version": 1, "op": "port_list"}))["data"].clone();

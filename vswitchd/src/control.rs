@@ -3,7 +3,8 @@
 //! sends can stop the daemon. Each connection is its own task, so a slow or stuck client
 //! delays no one else; a line over `MAX_MESSAGE_LEN` is answered with an error naming the
 //! limit and the connection is closed; a connection that does not complete a request line
-//! (idle, or half-sent) or does not read its answer within [`REQUEST_TIMEOUT`] is closed.
+//! (idle, or half-sent) or does not read its answer within `--client-timeout` (30 s by
+//! default) is closed.
 
 use crate::node::Node;
 use crate::Args;
@@ -16,10 +17,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
 use vswitch_proto::{decode_request, encode_response, ProtoError, MAX_MESSAGE_LEN};
-
-/// How long a client may take to send one request line (also: to start one, on an idle
-/// connection) or to take its answer, before the connection is closed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The group `--socket-group` names, looked up at startup, before anything else is set up,
 /// so that a wrong name stops the daemon with an error naming the flag.
@@ -36,6 +33,9 @@ pub fn socket_gid(group: Option<&str>) -> Result<Option<nix::unistd::Gid>> {
 /// Serves the control socket (mode 0660, owned by root and `gid` or root's group) until
 /// SIGTERM or SIGINT, then shuts the node down.
 pub async fn serve(args: &Args, gid: Option<nix::unistd::Gid>, node: Arc<Node>) -> Result<()> {
+    // How long a client may take to send one request line (also: to start one, on an idle
+    // connection) or to take its answer, before the connection is closed.
+    let timeout = Duration::from_secs(args.client_timeout);
     if let Some(dir) = args.socket.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--socket: cannot create {}", dir.display()))?;
@@ -53,7 +53,7 @@ pub async fn serve(args: &Args, gid: Option<nix::unistd::Gid>, node: Arc<Node>) 
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, node.clone()));
+                    tokio::spawn(connection(stream, node.clone(), timeout));
                 }
                 Err(e) => warn!("accept on control socket: {e}"),
             },
@@ -66,7 +66,7 @@ pub async fn serve(args: &Args, gid: Option<nix::unistd::Gid>, node: Arc<Node>) 
     Ok(())
 }
 
-async fn connection(stream: UnixStream, node: Arc<Node>) {
+async fn connection(stream: UnixStream, node: Arc<Node>, timeout: Duration) {
     let (rd, mut wr) = stream.into_split();
     // `take` bounds how much one line may buffer; it is re-armed for each request.
     let mut reader = BufReader::new(rd.take(MAX_MESSAGE_LEN as u64 + 1));
@@ -74,9 +74,7 @@ async fn connection(stream: UnixStream, node: Arc<Node>) {
     loop {
         line.clear();
         reader.get_mut().set_limit(MAX_MESSAGE_LEN as u64 + 1);
-        let n = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line))
-            .await
-        {
+        let n = match tokio::time::timeout(timeout, reader.read_until(b'\n', &mut line)).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
                 debug!("control connection: {e}");
@@ -103,7 +101,7 @@ async fn connection(stream: UnixStream, node: Arc<Node>) {
             }
         };
         let answer = encode_response(&resp);
-        match tokio::time::timeout(REQUEST_TIMEOUT, wr.write_all(answer.as_bytes())).await {
+        match tokio::time::timeout(timeout, wr.write_all(answer.as_bytes())).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 debug!("control connection: {e}");

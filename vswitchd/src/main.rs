@@ -119,6 +119,10 @@ pub struct Args {
     /// io_uring engine: register the buffer pool with the ring (READ_FIXED/WRITE_FIXED).
     #[arg(long = "uring-registered-buffers", value_enum, default_value_t = OnOff::On)]
     pub uring_registered_buffers: OnOff,
+    /// Seconds a control client may take to send a whole request line, or to read its
+    /// answer, before the daemon closes its connection (1-3600).
+    #[arg(long = "client-timeout", default_value_t = 30)]
+    pub client_timeout: u64,
     /// Per-pod limit of ARP packets, PPS[/BURST] (BURST defaults to 2 x PPS; 0 = no limit).
     /// Beyond it ARP is dropped (`arp_rate_limited`).
     #[arg(long = "arp-limit", value_parser = rate_limit, default_value = "100/200")]
@@ -212,6 +216,12 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
         bail!("--dns-ip: {dns_ip} must be a host address inside the service CIDR {svc}");
     }
     let domain = cluster_domain(&args.cluster_domain)?;
+    if !(1..=3600).contains(&args.client_timeout) {
+        bail!(
+            "--client-timeout: {} is out of range (1-3600)",
+            args.client_timeout
+        );
+    }
     if !(1..=64).contains(&args.workers) {
         bail!("--workers: {} is out of range (1-64)", args.workers);
     }
