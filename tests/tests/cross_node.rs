@@ -87,7 +87,7 @@ fn transfer(tb: &Testbed, src: &Pod, dst: &Pod, bytes: usize) {
     }
     let script = script.display().to_string();
     let sink = dst.spawn("sink", "python3", &[&script, "sink", "9000"]);
-    wait_listening(dst, 9000);
+    dst.wait_listening(9000);
     let dst_ip = dst.ip.to_string();
     let out = src.exec_timeout(
         Duration::from_secs(120),
@@ -106,21 +106,6 @@ fn transfer(tb: &Testbed, src: &Pod, dst: &Pod, bytes: usize) {
     }
     assert_eq!(got, sent, "received data differs from the data sent");
     assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
-}
-
-fn wait_listening(pod: &Pod, port: u16) {
-    let needle = format!(":{port:04X} ");
-    for _ in 0..100 {
-        let tcp = pod.exec("cat", &["/proc/net/tcp"]).stdout_str();
-        if tcp
-            .lines()
-            .any(|l| l.contains(&needle) && l.contains(" 0A "))
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port} in {}", pod.name);
 }
 
 fn pods_across_nodes(tb: &Testbed, datapath: &str) {

@@ -71,24 +71,6 @@ fn two_nodes(tb: &Testbed, opts: NodeOpts) -> (Node, Node) {
     (n1, n2)
 }
 
-fn wait_listening(pod: &Pod, port: u16) {
-    let needle = format!(":{port:04X} ");
-    for _ in 0..100 {
-        // iperf3 listens on a dual-stack socket: look at tcp6 too.
-        let tcp = pod
-            .exec("cat", &["/proc/net/tcp", "/proc/net/tcp6"])
-            .stdout_str();
-        if tcp
-            .lines()
-            .any(|l| l.contains(&needle) && l.contains(" 0A "))
-        {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port} in {}", pod.name);
-}
-
 fn assert_ping(from: &Pod, to: impl std::fmt::Display) {
     let out = from.ping(&to);
     assert!(
@@ -169,7 +151,7 @@ fn netns_deleted_without_port_del(datapath: &str) {
     fs::write(&script, TRANSFER_PY).expect("writing transfer.py");
     let script = script.display().to_string();
     let sink = c.spawn("sink", "python3", &[&script, "sink", "9000"]);
-    wait_listening(&c, 9000);
+    c.wait_listening(9000);
     let bytes = 64usize << 20;
     let c_ip = c.ip.to_string();
     let (sent, deleted_at, gone_after) = thread::scope(|s| {
@@ -330,7 +312,7 @@ fn underlay_down_and_up_transfer_resumes() {
     let client = tb.add_pod(&n2, "client", &[]);
     assert_ping(&client, server.ip);
     let _iperf_server = server.spawn("iperf3-server", "iperf3", &["-s", "-1", "-p", "5201"]);
-    wait_listening(&server, 5201);
+    server.wait_listening(5201);
     let ul = n2.underlay_if.clone().expect("node2 underlay");
     let dst = server.ip.to_string();
     let secs = 12u32;

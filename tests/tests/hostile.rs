@@ -363,7 +363,7 @@ fn syn_flood_to_a_service_keeps_established_connections() {
     let _iperf_server = b
         .server
         .spawn("iperf3-server", "iperf3", &["-s", "-1", "-p", "5201"]);
-    wait_listening(&b.server, 5201);
+    b.server.wait_listening(5201);
     let iperf = {
         let client = b.client.clone();
         thread::spawn(move || {
@@ -424,22 +424,4 @@ fn syn_flood_to_a_service_keeps_established_connections() {
         "syn_flood_to_a_service_keeps_established_connections: {:.1} s",
         t_all.elapsed().as_secs_f64()
     );
-}
-
-/// Waits until something listens on TCP `port` in `pod`.
-fn wait_listening(pod: &Pod, port: u16) {
-    let needle = format!(":{port:04X} ");
-    for _ in 0..200 {
-        let tcp = pod
-            .exec("cat", &["/proc/net/tcp", "/proc/net/tcp6"])
-            .stdout_str();
-        if tcp
-            .lines()
-            .any(|l| l.contains(&needle) && l.contains(" 0A "))
-        {
-            return;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on port {port} in {}", pod.name);
 }

@@ -20,25 +20,6 @@ use std::time::Duration;
 use vswitch_e2e::daemon::{node_with_daemon, now, Stop};
 use vswitch_e2e::{NodeOpts, OutputExt, Pod, Testbed};
 
-/// Waits until something listens on TCP `port` in `pod`.
-fn wait_listening(pod: &Pod, port: u16) {
-    let needle = format!(":{port:04X} ");
-    for _ in 0..200 {
-        // iperf3 listens on a dual-stack socket: look at tcp6 too.
-        let tcp = pod
-            .exec("cat", &["/proc/net/tcp", "/proc/net/tcp6"])
-            .stdout_str();
-        if tcp
-            .lines()
-            .any(|l| l.contains(&needle) && l.contains(" 0A "))
-        {
-            return;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on port {port} in {}", pod.name);
-}
-
 // ----- restart under load -----------------------------------------------------------------------
 
 /// The Service VIP the wget loop fetches through.
@@ -199,7 +180,7 @@ fn restarts_under_load(tb: &Testbed, opts: NodeOpts, via_service: bool) {
     let ifindex = |pod: &Pod| pod.ip_json(&["link", "show", "eth0"])[0]["ifindex"].clone();
     let ifindexes = [ifindex(&web), ifindex(&client)];
     let _server = web.spawn("iperf3-server", "iperf3", &["-s", "-1", "-p", "5201"]);
-    wait_listening(&web, 5201);
+    web.wait_listening(5201);
 
     let secs = IPERF_SECONDS.to_string();
     let interval = IPERF_INTERVAL.to_string();

@@ -12,19 +12,6 @@ use vswitch_e2e::{Node, NodeOpts, OutputExt, Pod, Testbed};
 /// one worker gets none is 2 in 65536.
 const FLOWS: &str = "16";
 
-fn peer(on: &Node, other: &Node) {
-    let ul = other.underlay.expect("underlay").to_string();
-    on.ctl_ok(&[
-        "peer",
-        "add",
-        &other.name,
-        "--underlay",
-        &ul,
-        "--pod-cidr",
-        &other.pod_cidr,
-    ]);
-}
-
 /// The pid of the vswitchd running in `node`'s namespace.
 fn daemon_pid(node: &Node) -> u32 {
     let out = vswitch_e2e::ip_ok(&["netns", "pids", &node.netns]);
@@ -111,8 +98,7 @@ fn workers_carry_flows(test: &str, datapath: &str) {
     let opts = NodeOpts::datapath(datapath).arg("--workers").arg("2");
     let n1 = tb.add_node(1, opts.clone());
     let n2 = tb.add_node(2, opts);
-    peer(&n1, &n2);
-    peer(&n2, &n1);
+    tb.mesh(&[&n1, &n2]);
     let a = tb.add_pod(&n1, "a", &[("app", "nginx")]);
     let b = tb.add_pod(&n1, "b", &[]);
     let c = tb.add_pod(&n2, "c", &[]);

@@ -224,6 +224,25 @@ impl Pod {
         )
     }
 
+    /// Waits (at most 5 s) until something listens on TCP `port` in this pod, IPv4 or
+    /// dual-stack (iperf3's sockets are); panics otherwise.
+    pub fn wait_listening(&self, port: u16) {
+        let needle = format!(":{port:04X} ");
+        for _ in 0..200 {
+            let tcp = self
+                .exec("cat", &["/proc/net/tcp", "/proc/net/tcp6"])
+                .stdout_str();
+            if tcp
+                .lines()
+                .any(|l| l.contains(&needle) && l.contains(" 0A "))
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("nothing listens on port {port} in {}", self.name);
+    }
+
     /// `ip -n NETNS -j ARGS`, parsed.
     pub fn ip_json(&self, args: &[&str]) -> Value {
         let mut all = vec!["-n", self.netns.as_str(), "-j"];

@@ -289,8 +289,8 @@ fn bind_udp(addr: SocketAddrV4, reuse_port: bool) -> std::io::Result<UdpSocket> 
 /// Hand-written: no crate assembles classic BPF for SO_ATTACH_REUSEPORT_CBPF.
 fn steer_by_inner_flow(sock: &UdpSocket, workers: u32) -> std::io::Result<()> {
     use libc::{
-        BPF_ABS, BPF_ALU, BPF_K, BPF_LD, BPF_LDX, BPF_MEM, BPF_MOD, BPF_RET, BPF_RSH, BPF_ST,
-        BPF_W, BPF_X, BPF_XOR,
+        BPF_ABS, BPF_ALU, BPF_K, BPF_LD, BPF_LDX, BPF_MEM, BPF_MOD, BPF_MUL, BPF_RET, BPF_RSH,
+        BPF_ST, BPF_W, BPF_X, BPF_XOR,
     };
     const INNER_IP: u32 = 8 + 14;
     let op = |code: u32, k: u32| libc::sock_filter {
@@ -310,14 +310,15 @@ fn steer_by_inner_flow(sock: &UdpSocket, workers: u32) -> std::io::Result<()> {
         op(BPF_LD | BPF_W | BPF_ABS, INNER_IP + 20), // A = source port << 16 | dest port
         op(BPF_LDX | BPF_W | BPF_MEM, 0),
         op(BPF_ALU | BPF_XOR | BPF_X, 0),
-        op(BPF_ST, 0), // fold the high half (the ports, the addresses' upper bytes) down
+        op(BPF_ST, 0), // fold the high half (the source port) onto the low one
         op(BPF_ALU | BPF_RSH | BPF_K, 16),
         op(BPF_LDX | BPF_W | BPF_MEM, 0),
         op(BPF_ALU | BPF_XOR | BPF_X, 0),
-        op(BPF_ST, 0),
-        op(BPF_ALU | BPF_RSH | BPF_K, 8),
-        op(BPF_LDX | BPF_W | BPF_MEM, 0),
-        op(BPF_ALU | BPF_XOR | BPF_X, 0),
+        // Multiplicative hashing: the product's upper half depends on every bit of the
+        // lower one. (Plain folding is not enough: Linux picks connect() source ports of one
+        // parity, so the low bit of the ports barely moves between a client's flows.)
+        op(BPF_ALU | BPF_MUL | BPF_K, 0x9E37_79B1),
+        op(BPF_ALU | BPF_RSH | BPF_K, 16),
         op(BPF_ALU | BPF_MOD | BPF_K, workers),
         op(BPF_RET | libc::BPF_A, 0),
     ];
