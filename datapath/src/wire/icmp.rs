@@ -4,8 +4,8 @@
 
 use crate::counters::DropReason;
 use crate::types::Mac;
+use crate::wire::buf::PacketBuf;
 use crate::wire::{self, ip, Ipv4Info, ETH_LEN, PROTO_ICMP};
-use crate::PacketBuf;
 use std::net::Ipv4Addr;
 
 /// ICMP echo reply.

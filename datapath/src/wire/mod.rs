@@ -7,7 +7,18 @@
 //! proven to lie inside the buffer (they are only called with offsets derived from a parsed
 //! header) and use checked slicing anyway, so a logic error can never panic.
 
+pub mod buf;
+pub mod dns;
+pub mod frag;
+pub mod gro;
+pub mod gso;
+pub mod icmp;
+pub mod l4;
+pub mod nat;
+pub mod vxlan;
+
 use crate::types::Mac;
+use buf::PacketBuf;
 use etherparse::Ipv4HeaderSlice;
 use std::net::Ipv4Addr;
 
@@ -252,6 +263,17 @@ impl Ipv4Info {
     pub fn end(&self) -> usize {
         self.off + self.total_len
     }
+}
+
+/// Turns a routed IPv4 frame into one leaving the router: trims Ethernet padding, sets the
+/// MACs and decrements the TTL (incremental checksum). The caller has checked TTL > 1.
+pub fn forward_l3(pkt: &mut PacketBuf, ip: &Ipv4Info, src: Mac, dst: Mac) {
+    if ip.end() < pkt.len() {
+        pkt.set_len(ip.end());
+    }
+    let f = pkt.frame_mut();
+    set_eth_addrs(f, src, dst);
+    ipv4_dec_ttl(f, ip.off);
 }
 
 #[cfg(test)]

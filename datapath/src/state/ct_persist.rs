@@ -12,10 +12,12 @@
 //!   skipped and counted in [`CtImport`]; the table's bound is respected (assured
 //!   connections first, then the longest-lived) and nothing is evicted.
 
-use crate::conntrack::{Conntrack, RestoreSkip, Tuple};
-use crate::ct_state::State;
-use crate::service::{L4Proto, ServiceKey};
-use crate::{Datapath, Tables};
+use crate::state::conntrack::{Conntrack, RestoreSkip};
+use crate::state::ct_state::State;
+use crate::state::service::{Balancer, ServiceKey};
+use crate::state::tables::Tables;
+use crate::types::NodeConfig;
+use crate::wire::l4::{L4Proto, Tuple};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -105,16 +107,24 @@ fn unicast(ip: Ipv4Addr) -> bool {
     !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
 }
 
-impl Datapath {
+/// The service NAT state of a datapath and the configuration its records are checked
+/// against: what an export reads and an import writes.
+pub(crate) struct NatState<'a> {
+    pub(crate) config: &'a NodeConfig,
+    pub(crate) ct: &'a Conntrack,
+    pub(crate) lb: &'a Balancer,
+}
+
+impl NatState<'_> {
     /// A counter that moves whenever the service NAT state changes in a way worth saving
     /// (a connection created, removed or changing state, a new affinity). Lifetime refreshes
     /// do not move it.
-    pub fn conntrack_generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.ct.generation().wrapping_add(self.lb.generation())
     }
 
     /// The live service NAT state at `now_ms` (lifetimes relative to it).
-    pub fn export_conntrack(&self, now_ms: u64) -> CtSnapshot {
+    pub(crate) fn export(&self, now_ms: u64) -> CtSnapshot {
         let conns = self
             .ct
             .live(now_ms)
@@ -153,8 +163,13 @@ impl Datapath {
     /// Installs the records of `snap`, taken `age_ms` ago, at `now_ms`, against the tables
     /// installed now (install them first). Bad, stale, expired, duplicate and surplus records
     /// are skipped and counted; nothing already in the table is evicted.
-    pub fn import_conntrack(&self, snap: &CtSnapshot, age_ms: u64, now_ms: u64) -> CtImport {
-        let tables = self.tables();
+    pub(crate) fn import(
+        &self,
+        tables: &Tables,
+        snap: &CtSnapshot,
+        age_ms: u64,
+        now_ms: u64,
+    ) -> CtImport {
         let mut out = CtImport::default();
         let count = |out: &mut CtImport, skip: Skip| match skip {
             Skip::Invalid => out.invalid += 1,
@@ -165,7 +180,7 @@ impl Datapath {
         let mut order: Vec<&ConnRecord> = snap.conns.iter().collect();
         order.sort_by_key(|r| (!r.assured, u64::MAX - r.expires_in_ms));
         for r in order {
-            match self.check_conn(&tables, r, age_ms) {
+            match self.check_conn(tables, r, age_ms) {
                 Ok((orig, reply, left)) => {
                     let exp = now_ms.saturating_add(left);
                     match self
@@ -183,7 +198,7 @@ impl Datapath {
         let mut order: Vec<&AffinityRecord> = snap.affinities.iter().collect();
         order.sort_by_key(|r| u64::MAX - r.expires_in_ms);
         for r in order {
-            match self.check_pin(&tables, r, age_ms) {
+            match self.check_pin(tables, r, age_ms) {
                 Ok((key, ep, left)) => match self.lb.restore((key, (ep, now_ms + left))) {
                     Ok(()) => out.affinities += 1,
                     Err(RestoreSkip::Duplicate) => out.duplicate += 1,

@@ -2,7 +2,7 @@
 //! atomically. The data path reads them through an `arc_swap` guard and never locks.
 
 use crate::counters::LinkCounters;
-use crate::service::{DnsEntry, ServiceEntry, ServiceTable};
+use crate::state::service::{DnsEntry, ServiceEntry, ServiceTable};
 use crate::types::{Ipv4Cidr, Mac};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

@@ -3,70 +3,18 @@
 //!
 //! A `ToTunnel` buffer holds the VXLAN header and the inner frame; its vnet header (offsets
 //! relative to the inner frame) may say GSO and/or NEEDS_CSUM, and its inner IP packet may
-//! exceed `pod_mtu` when DF is clear. [`Datapath::segment_for_tunnel`] writes the datagrams
+//! exceed `pod_mtu` when DF is clear. [`crate::Datapath::segment_for_tunnel`] writes the datagrams
 //! to send, back to back and all of one `stride` except the last, so the shell can hand them
 //! to one `sendmsg` with `UDP_SEGMENT = stride`. The shell must respect the kernel's limit on
 //! segments per send (`UDP_MAX_SEGMENTS`, 64 or 128 depending on the kernel) by splitting
 //! `out` at stride boundaries when `count` is larger.
 
-use crate::buf::{VnetHdr, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4};
 use crate::counters::DropReason;
-use crate::frag;
-use crate::vxlan::{VxlanHdr, VXLAN_HDR_LEN};
+use crate::wire::buf::{PacketBuf, VnetHdr, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4};
+use crate::wire::frag;
+use crate::wire::l4::{TCP_CSUM, TCP_CWR, TCP_DOFF, TCP_FIN, TCP_FLAGS, TCP_PSH, TCP_SEQ};
+use crate::wire::vxlan::{VxlanHdr, VXLAN_HDR_LEN};
 use crate::wire::{self, ip, Ipv4Info, ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP, PROTO_UDP};
-use crate::{Datapath, PacketBuf};
-
-/// TCP flag bits touched by segmentation.
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
-
-impl Datapath {
-    /// True when a `ToTunnel` buffer cannot be sent as one datagram as it is: a GSO
-    /// super-frame, a partial checksum, or an inner IPv4 packet longer than `pod_mtu` (which
-    /// [`Datapath::from_port`] only lets through without DF). The shell then calls
-    /// [`Datapath::segment_for_tunnel`].
-    pub fn needs_segmentation(&self, pkt: &PacketBuf) -> bool {
-        if pkt.vnet.is_gso() || pkt.vnet.needs_csum() {
-            return true;
-        }
-        let inner = pkt.frame().get(VXLAN_HDR_LEN..).unwrap_or_default();
-        let total = usize::from(wire::be16(inner, ETH_LEN + ip::TOTAL_LEN));
-        wire::be16(inner, wire::ETH_TYPE) == ETHERTYPE_IPV4
-            && total > usize::from(self.config.pod_mtu)
-    }
-
-    /// Turns a `ToTunnel` buffer (VXLAN header + inner frame, vnet offsets relative to the
-    /// inner frame) into wire-ready UDP payloads written back to back into `out` (cleared
-    /// first): each is VXLAN header + inner Ethernet + IPv4 + L4 header + payload chunk, with
-    /// every checksum complete. Returns `(stride, count)`: every datagram is exactly `stride`
-    /// bytes except possibly the last (a single datagram has `stride` = its length).
-    ///
-    /// - TCPv4 GSO: segmented as the kernel does: `gso_size` payload bytes per segment,
-    ///   sequence number advanced, IP id incremented per segment, FIN/PSH only on the last
-    ///   segment, CWR only on the first, IP and TCP checksums computed in full.
-    /// - No GSO: one datagram, its partial checksum (NEEDS_CSUM) completed; if the inner IPv4
-    ///   packet exceeds `pod_mtu` and DF is clear, IPv4 fragments of at most `pod_mtu`
-    ///   bytes instead (each with a copy of the full IP header, options included).
-    ///
-    /// Errors (already counted node-wide; the shell must not count them again):
-    /// [`DropReason::GsoUnsupported`] for UDP/USO/TCPv6 GSO, [`DropReason::BadVnetHdr`] when
-    /// the vnet header does not match the frame, [`DropReason::Malformed`] when the buffer
-    /// is not a VXLAN-encapsulated IPv4 frame. `out` is then empty.
-    pub fn segment_for_tunnel(
-        &self,
-        pkt: &PacketBuf,
-        out: &mut Vec<u8>,
-    ) -> Result<(usize, usize), DropReason> {
-        out.clear();
-        let r = segment(self.config.pod_mtu, pkt.frame(), &pkt.vnet, out);
-        if let Err(reason) = r {
-            out.clear();
-            self.counters.count_drop(reason);
-        }
-        r
-    }
-}
 
 /// Completes a partial checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`) of the Ethernet frame in
 /// `pkt` in place and clears the flag; offsets are relative to the frame start. Does nothing
@@ -78,11 +26,11 @@ pub fn complete_checksum(pkt: &mut PacketBuf) -> Result<(), DropReason> {
     }
     let (at, c) = partial_csum(pkt.frame(), &pkt.vnet)?;
     wire::put16(pkt.frame_mut(), at, c);
-    pkt.vnet.flags &= !crate::buf::VNET_F_NEEDS_CSUM;
+    pkt.vnet.flags &= !crate::wire::buf::VNET_F_NEEDS_CSUM;
     Ok(())
 }
 
-fn segment(
+pub fn segment(
     mtu: u16,
     d: &[u8],
     vnet: &VnetHdr,
@@ -159,7 +107,7 @@ fn tso(
     }
     let inner = d.get(VXLAN_HDR_LEN..).unwrap_or_default();
     let l4 = ip.l4_off();
-    let doff = usize::from(inner.get(l4 + 12).copied().unwrap_or(0) >> 4) * 4;
+    let doff = usize::from(inner.get(l4 + TCP_DOFF).copied().unwrap_or(0) >> 4) * 4;
     if doff < 20 || l4 + doff > ip.end() {
         return Err(DropReason::Malformed);
     }
@@ -178,9 +126,9 @@ fn tso(
 
     let ip_off = VXLAN_HDR_LEN + ip.off;
     let tcp_off = VXLAN_HDR_LEN + l4;
-    let seq0 = wire::be32(d, tcp_off + 4);
+    let seq0 = wire::be32(d, tcp_off + TCP_SEQ);
     let id0 = wire::be16(d, ip_off + ip::ID);
-    let flags0 = d.get(tcp_off + 13).copied().unwrap_or(0);
+    let flags0 = d.get(tcp_off + TCP_FLAGS).copied().unwrap_or(0);
     let head = d.get(..hdrs).ok_or(DropReason::Malformed)?;
     for i in 0..count {
         let chunk = payload
@@ -194,7 +142,7 @@ fn tso(
         wire::put16(seg, ip_off + ip::TOTAL_LEN, (ip.hlen + tcp_len) as u16);
         wire::put16(seg, ip_off + ip::ID, id0.wrapping_add(i as u16));
         wire::ipv4_fix_checksum(seg, ip_off, ip.hlen);
-        wire::put32(seg, tcp_off + 4, seq0.wrapping_add((i * mss) as u32));
+        wire::put32(seg, tcp_off + TCP_SEQ, seq0.wrapping_add((i * mss) as u32));
         let mut flags = flags0;
         if i + 1 < count {
             flags &= !(TCP_FIN | TCP_PSH);
@@ -202,11 +150,11 @@ fn tso(
         if i > 0 {
             flags &= !TCP_CWR;
         }
-        wire::put(seg, tcp_off + 13, &[flags]);
-        wire::put16(seg, tcp_off + 16, 0);
+        wire::put(seg, tcp_off + TCP_FLAGS, &[flags]);
+        wire::put16(seg, tcp_off + TCP_CSUM, 0);
         let sum = wire::pseudo_header_sum(ip.src, ip.dst, PROTO_TCP, tcp_len);
         let sum = wire::csum_add(sum, seg.get(tcp_off..).unwrap_or_default());
-        wire::put16(seg, tcp_off + 16, !wire::csum_fold(sum));
+        wire::put16(seg, tcp_off + TCP_CSUM, !wire::csum_fold(sum));
     }
     Ok((stride, count))
 }

@@ -4,7 +4,7 @@
 //! - A connection is keyed twice: by its original tuple (client -> VIP, as the client sends)
 //!   and by its reply tuple (endpoint -> client, or -> the SNAT address on hairpin, as the
 //!   endpoint answers). One lookup per packet tells the direction.
-//! - Every packet moves its connection's state ([`crate::ct_state`]) and refreshes the
+//! - Every packet moves its connection's state ([`crate::state::ct_state`]) and refreshes the
 //!   timeout of the state it is in.
 //! - Expiry: [`Conntrack::expire`] (the shell's periodic call) removes idle connections; a
 //!   lookup that finds an expired one removes it and reports a miss.
@@ -17,11 +17,11 @@
 //!   a per-datapath allocator (SNAT), as netfilter's NAT does.
 //! - A generation counter moves with every change worth saving (a connection created or
 //!   removed, a state transition), so that the shell checkpoints the table only when it
-//!   changed ([`crate::ct_persist`]).
+//!   changed ([`crate::state::ct_persist`]).
 
 use crate::counters::DropReason;
-use crate::ct_state::State;
-use crate::service::L4Proto;
+use crate::state::ct_state::State;
+use crate::wire::l4::{L4Proto, Tuple};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -29,16 +29,6 @@ use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
 };
 use std::sync::Arc;
-
-/// A 5-tuple as it appears on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct Tuple {
-    pub proto: L4Proto,
-    pub src: Ipv4Addr,
-    pub sport: u16,
-    pub dst: Ipv4Addr,
-    pub dport: u16,
-}
 
 /// One tracked connection.
 #[derive(Debug)]
@@ -419,7 +409,7 @@ impl Conntrack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nat::{TCP_ACK, TCP_SYN};
+    use crate::wire::l4::{TCP_ACK, TCP_SYN};
 
     const SA: u8 = TCP_SYN | TCP_ACK;
 

@@ -1,22 +1,12 @@
 //! Services (ClusterIP): the service table of a snapshot, and the choice of an endpoint for a
 //! new connection (ClientIP affinity, else an even spread).
 
-use crate::conntrack::Tuple;
+use crate::state::conntrack::RestoreSkip;
+use crate::wire::l4::{L4Proto, Tuple};
 use dashmap::DashMap;
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// A transport protocol a service port carries (`tcp`, `udp` in saved conntrack tables).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum L4Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
 
 /// One port of a service: what the control plane installs.
 #[derive(Clone, Debug)]
@@ -193,8 +183,7 @@ impl Balancer {
 
     /// Installs a pin restored from a snapshot (validated by the caller) unless the client
     /// has one for that service port already or the bound is reached.
-    pub(crate) fn restore(&self, pin: Pin) -> Result<(), crate::conntrack::RestoreSkip> {
-        use crate::conntrack::RestoreSkip;
+    pub(crate) fn restore(&self, pin: Pin) -> Result<(), RestoreSkip> {
         if self.affinity.len() >= self.max {
             return Err(RestoreSkip::Full);
         }

@@ -5,8 +5,7 @@
 //! has answered. A connection is *assured* (never evicted) once it carried traffic both ways:
 //! TCP established, UDP answered.
 
-use crate::nat::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::service::L4Proto;
+use crate::wire::l4::{L4Proto, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use serde::{Deserialize, Serialize};
 
 /// Connection states (saved by name, snake_case, in conntrack snapshots).

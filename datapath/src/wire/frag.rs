@@ -9,7 +9,7 @@
 //! extra options, and pods practically never send IP options.
 
 use crate::counters::DropReason;
-use crate::vxlan::VXLAN_HDR_LEN;
+use crate::wire::vxlan::VXLAN_HDR_LEN;
 use crate::wire::{self, ip, Ipv4Info};
 
 /// Writes the fragments of the IPv4 packet inside the VXLAN datagram `d` (VXLAN header +

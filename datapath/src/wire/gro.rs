@@ -8,16 +8,12 @@
 //! checksum is verified before it is merged (a zero outer UDP checksum protects nothing),
 //! because the merged frame is handed to the pod with a partial checksum it will not verify.
 
-use crate::buf::{PacketBuf, VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+use crate::wire::buf::{PacketBuf, VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+use crate::wire::l4::{TCP_ACK as ACK, TCP_CSUM, TCP_PSH as PSH};
 use crate::wire::{self, ip, ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP};
 
 /// Largest IPv4 packet a merged frame may become.
 const MAX_MERGED_IP_LEN: usize = 65535;
-/// TCP flags (byte 13) a mergeable segment may carry: ACK, optionally PSH.
-const ACK: u8 = 0x10;
-const PSH: u8 = 0x08;
-/// Offset of the TCP checksum within the TCP header.
-const TCP_CSUM: usize = 16;
 
 /// The parts of a TCP/IPv4 frame that decide whether two segments merge.
 struct Seg {

@@ -10,101 +10,11 @@
 //!   from `csum_start` on. Address changes enter that seed; port changes do not (the ports
 //!   are summed at completion).
 
-use crate::buf::VnetHdr;
-use crate::conntrack::Tuple;
 use crate::counters::DropReason;
-use crate::service::L4Proto;
-use crate::wire::{self, ip, Ipv4Info, PROTO_TCP, PROTO_UDP};
-use crate::PacketBuf;
+use crate::wire::buf::{PacketBuf, VnetHdr};
+use crate::wire::l4::{L4Info, L4Proto, Tuple};
+use crate::wire::{self, ip, Ipv4Info};
 use std::net::Ipv4Addr;
-
-/// TCP flags.
-pub(crate) const TCP_FIN: u8 = 0x01;
-pub(crate) const TCP_SYN: u8 = 0x02;
-pub(crate) const TCP_RST: u8 = 0x04;
-pub(crate) const TCP_ACK: u8 = 0x10;
-
-/// Offset of the checksum inside a TCP header.
-const TCP_CSUM: usize = 16;
-/// Offset of the checksum inside a UDP header.
-const UDP_CSUM: usize = 6;
-
-/// The transport header of a TCP or UDP packet, validated to lie inside the IP packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct L4Info {
-    /// TCP or UDP.
-    pub proto: L4Proto,
-    /// Offset of the L4 header in the frame.
-    pub off: usize,
-    /// Length of the L4 header (TCP data offset, or 8).
-    pub hlen: usize,
-    /// Source port.
-    pub sport: u16,
-    /// Destination port.
-    pub dport: u16,
-    /// TCP flags (0 for UDP).
-    pub flags: u8,
-}
-
-impl L4Info {
-    /// Parses the TCP or UDP header of the IPv4 packet `ip` in `f`. `None` for other
-    /// protocols, later fragments, and headers that do not fit.
-    pub(crate) fn parse(f: &[u8], ip: &Ipv4Info) -> Option<L4Info> {
-        if ip.is_later_fragment() {
-            return None;
-        }
-        let off = ip.l4_off();
-        let avail = ip.end().checked_sub(off)?;
-        let (proto, hlen, flags) = match ip.proto {
-            PROTO_TCP => {
-                let doff = usize::from(*f.get(off + 12)? >> 4) * 4;
-                let flags = *f.get(off + 13)?;
-                (L4Proto::Tcp, doff, flags)
-            }
-            PROTO_UDP => (L4Proto::Udp, 8, 0),
-            _ => return None,
-        };
-        if hlen < 8 || (proto == L4Proto::Tcp && hlen < 20) || hlen > avail {
-            return None;
-        }
-        Some(L4Info {
-            proto,
-            off,
-            hlen,
-            sport: wire::be16(f, off),
-            dport: wire::be16(f, off + 2),
-            flags,
-        })
-    }
-
-    /// The packet's 5-tuple.
-    pub(crate) fn tuple(&self, ip: &Ipv4Info) -> Tuple {
-        Tuple {
-            proto: self.proto,
-            src: ip.src,
-            sport: self.sport,
-            dst: ip.dst,
-            dport: self.dport,
-        }
-    }
-
-    /// Offset of the checksum field in the frame.
-    pub(crate) fn csum_at(&self) -> usize {
-        self.off + self.csum_rel()
-    }
-
-    fn csum_rel(&self) -> usize {
-        match self.proto {
-            L4Proto::Tcp => TCP_CSUM,
-            L4Proto::Udp => UDP_CSUM,
-        }
-    }
-
-    /// Length of the L4 payload.
-    pub(crate) fn payload_len(&self, ip: &Ipv4Info) -> usize {
-        ip.end().saturating_sub(self.off + self.hlen)
-    }
-}
 
 /// Adds the 16-bit words of `old` (complemented) and `new` to an unfolded sum: the RFC 1624
 /// difference of a 32-bit field.
@@ -199,8 +109,9 @@ pub(crate) fn tuple(proto: L4Proto, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buf::{VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
-    use crate::wire::ETH_LEN;
+    use crate::wire::buf::{VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+    use crate::wire::l4::TCP_ACK;
+    use crate::wire::{ETH_LEN, PROTO_TCP, PROTO_UDP};
     use proptest::prelude::*;
 
     /// Builds Ethernet + IPv4 + TCP/UDP with complete checksums.
@@ -397,9 +308,9 @@ mod tests {
             make_partial(&mut seeded);
             prop_assert_eq!(&seeded, &f);
             // ...and completing it gives the full checksum.
-            let mut pkt = crate::PacketBuf::from_frame(&f);
+            let mut pkt = crate::wire::buf::PacketBuf::from_frame(&f);
             pkt.vnet = vnet;
-            crate::complete_checksum(&mut pkt).unwrap();
+            crate::wire::gso::complete_checksum(&mut pkt).unwrap();
             verify(pkt.frame());
             let mut g = f.clone();
             prop_assert_eq!(wire::be16(pkt.frame(), l4.csum_at()), full_l4(&mut g));

@@ -1,0 +1,211 @@
+//! Stage [`Stage::Conntrack`](super::Stage::Conntrack) (packets of tracked connections, in
+//! both directions) and stage [`Stage::Services`](super::Stage::Services) (new connections
+//! to a VIP, and rejects): service load balancing at the client's node, with kube-proxy's
+//! semantics. The state they use is [`crate::state::conntrack`] (the connections) and
+//! [`crate::state::service`] (the service table and the endpoint balancer).
+//!
+//! - Original direction (client pod -> VIP:port, routed): DNAT to the connection's endpoint
+//!   (plus SNAT to the gateway on hairpin), then routed as usual: a local pod (MACs
+//!   rewritten, TTL decremented) or a peer (VXLAN, PMTU checked on the packet *before* the
+//!   rewrite, so that the ICMP error quotes what the client sent).
+//! - Reply direction (endpoint -> client, from a pod or from the tunnel): reverse NAT (source
+//!   back to VIP:port, destination back to the client), delivered to the client's port. A
+//!   reply the endpoint switched at L2 (same subnet) keeps its MACs and TTL; a routed one is
+//!   rewritten as routing does.
+//! - No ready endpoint: a TCP segment is answered with a RST from VIP:port, a UDP datagram
+//!   with ICMP port unreachable from the VIP; both count [`DropReason::ServiceNoEndpoints`].
+
+use super::{reject, tunnel, Ingress};
+use crate::counters::DropReason;
+use crate::state::conntrack::Conn;
+use crate::state::ct_state::State;
+use crate::state::tables::{PeerEntry, PortEntry, Tables};
+use crate::wire::buf::PacketBuf;
+use crate::wire::l4::{tcp_reset, L4Info, L4Proto, TCP_ACK, TCP_RST, TCP_SYN};
+use crate::wire::{self, forward_l3, icmp, nat, Ipv4Info, PROTO_TCP, PROTO_UDP};
+use crate::{Datapath, Verdict};
+use std::net::Ipv4Addr;
+
+/// ICMP code "port unreachable".
+const CODE_PORT_UNREACH: u8 = 3;
+
+/// The next hop towards an endpoint.
+enum Hop<'a> {
+    Local(&'a PortEntry),
+    Peer(&'a PeerEntry),
+}
+
+/// Packets of tracked connections. `None` when the packet belongs to none (it then goes
+/// through the usual path).
+pub(super) fn conntrack_packet(
+    dp: &Datapath,
+    tables: &Tables,
+    from: Ingress<'_>,
+    pkt: &mut PacketBuf,
+    ip: &Ipv4Info,
+    now_ms: u64,
+) -> Option<Result<Verdict, DropReason>> {
+    if dp.ct.len() == 0 || !matches!(ip.proto, PROTO_TCP | PROTO_UDP) {
+        return None;
+    }
+    let l4 = L4Info::parse(pkt.frame(), ip)?;
+    let (reply, conn) = dp.ct.lookup(&l4.tuple(ip), now_ms)?;
+    if reply {
+        dp.ct.seen(&conn, true, l4.flags, now_ms);
+        return Some(nat_reply(dp, tables, from, &conn, pkt, ip, &l4));
+    }
+    let Ingress::Port(port, true) = from else {
+        return None; // to a VIP but not routed by us: not ours to translate
+    };
+    let syn = l4.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
+    if l4.proto == L4Proto::Tcp && syn && conn.state() == State::Close {
+        // The client reuses the tuple of a closed connection: a new connection.
+        dp.ct.remove(&conn);
+        return None;
+    }
+    dp.ct.seen(&conn, false, l4.flags, now_ms);
+    if ip.ttl <= 1 {
+        return Some(reject::ttl_exceeded(dp, port, pkt, ip));
+    }
+    let hop = endpoint_hop(dp, tables, conn.reply.src);
+    Some(nat_orig(dp, port, hop, &conn, pkt, ip, &l4))
+}
+
+/// A routed packet from `port` to a service address that no tracked connection owns.
+/// The caller has checked the TTL.
+pub(super) fn service_from_port(
+    dp: &Datapath,
+    tables: &Tables,
+    port: &PortEntry,
+    pkt: &mut PacketBuf,
+    ip: &Ipv4Info,
+    now_ms: u64,
+) -> Result<Verdict, DropReason> {
+    let services = tables.services();
+    if !services.is_vip(ip.dst) && Some(ip.dst) != dp.config.dns_ip {
+        return Err(DropReason::NoRoute);
+    }
+    let Some(l4) = L4Info::parse(pkt.frame(), ip) else {
+        let ported = matches!(ip.proto, PROTO_TCP | PROTO_UDP) && !ip.is_later_fragment();
+        return Err(if ported {
+            DropReason::Malformed
+        } else {
+            DropReason::ServiceUnknownPort
+        });
+    };
+    let Some(svc) = services.port(&(ip.dst, l4.dport, l4.proto)) else {
+        return Err(DropReason::ServiceUnknownPort);
+    };
+    let t = l4.tuple(ip);
+    let Some(ep) = dp.lb.choose(svc, &t, now_ms) else {
+        return reject_no_endpoints(dp, port, pkt, ip, &l4);
+    };
+    let hop = endpoint_hop(dp, tables, *ep.ip());
+    if matches!(hop, Some(Hop::Peer(_))) && tunnel::too_big_for_tunnel(dp, pkt, ip) {
+        return reject::too_big(dp, port, pkt, ip);
+    }
+    let hairpin = matches!(hop, Some(Hop::Local(p)) if p.id == port.id);
+    let snat = hairpin.then_some(dp.config.gateway);
+    let conn = dp.ct.create(t, ep, snat, l4.flags, now_ms)?;
+    nat_orig(dp, port, hop, &conn, pkt, ip, &l4)
+}
+
+/// The next hop towards endpoint address `ep`.
+fn endpoint_hop<'t>(dp: &Datapath, tables: &'t Tables, ep: Ipv4Addr) -> Option<Hop<'t>> {
+    if let Some(p) = tables.port_by_ip(ep) {
+        return Some(Hop::Local(p));
+    }
+    if dp.config.pod_cidr.contains(ep) {
+        return None;
+    }
+    tables.peer_for_ip(ep).map(Hop::Peer)
+}
+
+/// Translates an original-direction packet of `conn` and sends it towards the endpoint.
+fn nat_orig(
+    dp: &Datapath,
+    port: &PortEntry,
+    hop: Option<Hop<'_>>,
+    conn: &Conn,
+    pkt: &mut PacketBuf,
+    ip: &Ipv4Info,
+    l4: &L4Info,
+) -> Result<Verdict, DropReason> {
+    let r = &conn.reply;
+    let to = nat::tuple(r.proto, r.dst, r.dport, r.src, r.sport);
+    match hop {
+        Some(Hop::Local(to_port)) => {
+            nat::rewrite_pkt(pkt, ip, l4, &to)?;
+            forward_l3(pkt, ip, dp.config.router_mac, to_port.mac);
+            Ok(dp.to_port(to_port, pkt))
+        }
+        Some(Hop::Peer(peer)) => {
+            if tunnel::too_big_for_tunnel(dp, pkt, ip) {
+                return reject::too_big(dp, port, pkt, ip);
+            }
+            nat::rewrite_pkt(pkt, ip, l4, &to)?;
+            tunnel::to_peer(dp, port, peer, pkt, ip)
+        }
+        None => Err(DropReason::NoRoute),
+    }
+}
+
+/// Translates a reply-direction packet of `conn` back to VIP -> client and delivers it
+/// to the client's port.
+fn nat_reply(
+    dp: &Datapath,
+    tables: &Tables,
+    from: Ingress<'_>,
+    conn: &Conn,
+    pkt: &mut PacketBuf,
+    ip: &Ipv4Info,
+    l4: &L4Info,
+) -> Result<Verdict, DropReason> {
+    let o = &conn.orig;
+    let Some(client) = tables.port_by_ip(o.src) else {
+        return Err(match from {
+            Ingress::Tunnel => DropReason::TunnelNotOurs,
+            Ingress::Port(..) => DropReason::NoRoute,
+        });
+    };
+    let routed = !matches!(from, Ingress::Port(_, false));
+    if routed && ip.ttl <= 1 {
+        return match from {
+            Ingress::Port(port, _) => reject::ttl_exceeded(dp, port, pkt, ip),
+            Ingress::Tunnel => Err(DropReason::TtlExceeded),
+        };
+    }
+    let to = nat::tuple(o.proto, o.dst, o.dport, o.src, o.sport);
+    nat::rewrite_pkt(pkt, ip, l4, &to)?;
+    if routed {
+        forward_l3(pkt, ip, dp.config.router_mac, client.mac);
+    } else {
+        wire::put(pkt.frame_mut(), wire::ETH_DST, &client.mac.0);
+    }
+    Ok(dp.to_port(client, pkt))
+}
+
+/// Answers a packet to a service port without endpoints: RST for TCP (none to a RST),
+/// ICMP port unreachable from the VIP for UDP.
+fn reject_no_endpoints(
+    dp: &Datapath,
+    port: &PortEntry,
+    pkt: &mut PacketBuf,
+    ip: &Ipv4Info,
+    l4: &L4Info,
+) -> Result<Verdict, DropReason> {
+    let reason = DropReason::ServiceNoEndpoints;
+    match l4.proto {
+        L4Proto::Udp => {
+            let (ty, code) = (icmp::ICMP_DEST_UNREACH, CODE_PORT_UNREACH);
+            reject::reject_from(dp, port, pkt, ip, ip.dst, reason, ty, code, 0)
+        }
+        L4Proto::Tcp if l4.flags & TCP_RST != 0 => Err(reason),
+        L4Proto::Tcp => {
+            tcp_reset(pkt, ip, l4, dp.config.router_mac);
+            dp.counters.count_drop(reason);
+            port.counters.rx_drop();
+            Ok(dp.to_port(port, pkt))
+        }
+    }
+}
