@@ -68,14 +68,14 @@ pub(super) fn dns_from_port(
 ) -> Result<Verdict, DropReason> {
     let f = pkt.frame();
     let l4 = ip.l4_off();
-    let udp_len = usize::from(wire::be16(f, l4 + 4));
+    let udp_len = usize::from(wire::be16(f, l4 + 4)?);
     if udp_len < UDP_HDR || udp_len > ip.total_len - ip.hlen {
         return Err(DropReason::DnsMalformed);
     }
     let query = f
         .get(l4 + UDP_HDR..l4 + udp_len)
         .ok_or(DropReason::DnsMalformed)?;
-    let client = SocketAddrV4::new(ip.src, wire::be16(f, l4));
+    let client = SocketAddrV4::new(ip.src, wire::be16(f, l4)?);
     let (answer, counted) = match dns_answer(dp, tables, query)? {
         Outcome::Answer(answer, counted) => (answer, counted),
         Outcome::Forward => {
@@ -146,11 +146,7 @@ fn dns_answer(dp: &Datapath, tables: &Tables, q: &[u8]) -> Result<Outcome, DropR
     if req.metadata.op_code != OpCode::Query {
         resp.metadata.response_code = ResponseCode::NotImp;
         counted = Some(DropReason::DnsRefused);
-    } else if req.queries.len() != 1 {
-        resp.metadata.response_code = ResponseCode::FormErr;
-        counted = Some(DropReason::DnsMalformed);
-    } else {
-        let question = &req.queries[0];
+    } else if let [question] = req.queries.as_slice() {
         resp.add_query(question.clone());
         let resolved = if question.query_class() == DNSClass::IN {
             resolve(dp, tables, question.name())
@@ -175,6 +171,9 @@ fn dns_answer(dp: &Datapath, tables: &Tables, q: &[u8]) -> Result<Outcome, DropR
                 counted = Some(DropReason::DnsRefused);
             }
         }
+    } else {
+        resp.metadata.response_code = ResponseCode::FormErr;
+        counted = Some(DropReason::DnsMalformed);
     }
     let mut bytes = resp.to_vec().map_err(|_| DropReason::DnsMalformed)?;
     if bytes.len() > limit {
@@ -202,8 +201,9 @@ fn resolve(dp: &Datapath, tables: &Tables, name: &Name) -> Resolved {
         .collect();
     let svc = tables.services();
     let found = |vip: Option<Ipv4Addr>| vip.map_or(Resolved::NxDomain, Resolved::Vip);
-    if !domain.is_empty() && labels.ends_with(&domain) {
-        return match &labels[..labels.len() - domain.len()] {
+    let in_domain = labels.strip_suffix(domain.as_slice());
+    if let Some(rest) = in_domain.filter(|_| !domain.is_empty()) {
+        return match rest {
             [name, ns, s] if s == "svc" => found(svc.lookup(name, ns)),
             _ => Resolved::NxDomain,
         };

@@ -274,7 +274,7 @@ impl Datapath {
             // Stage::Services
             Route::Service => services::service_from_port(self, tables, port, pkt, &ip, now_ms),
             // Stage::Deliver
-            Route::Local(to) => Ok(self.deliver(to, pkt, &ip)),
+            Route::Local(to) => self.deliver(to, pkt, &ip),
             // Stage::TunnelEgress
             Route::Peer(peer) => tunnel::to_peer(self, port, peer, pkt, &ip),
         }
@@ -342,7 +342,7 @@ impl Datapath {
                 tunnel::encap_to(self, peer, pkt)
             }
             // Stage::Deliver
-            TunnelRoute::Local(to) => Ok(self.deliver(to, pkt, &ip)),
+            TunnelRoute::Local(to) => self.deliver(to, pkt, &ip),
         }
     }
 
@@ -397,9 +397,14 @@ impl Datapath {
     }
 
     /// A routed packet to a local pod: MACs rewritten (router -> pod), TTL decremented.
-    fn deliver(&self, to: &PortEntry, pkt: &mut PacketBuf, ip: &Ipv4Info) -> Verdict {
-        forward_l3(pkt, ip, self.config.router_mac, to.mac);
-        self.to_port(to, pkt)
+    fn deliver(
+        &self,
+        to: &PortEntry,
+        pkt: &mut PacketBuf,
+        ip: &Ipv4Info,
+    ) -> Result<Verdict, DropReason> {
+        forward_l3(pkt, ip, self.config.router_mac, to.mac)?;
+        Ok(self.to_port(to, pkt))
     }
 
     /// Counts a drop of a frame received on `link` and returns its verdict.

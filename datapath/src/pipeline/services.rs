@@ -136,7 +136,7 @@ fn nat_orig(
     match hop {
         Some(Hop::Local(to_port)) => {
             nat::rewrite_pkt(pkt, ip, l4, &to)?;
-            forward_l3(pkt, ip, dp.config.router_mac, to_port.mac);
+            forward_l3(pkt, ip, dp.config.router_mac, to_port.mac)?;
             Ok(dp.to_port(to_port, pkt))
         }
         Some(Hop::Peer(peer)) => {
@@ -178,9 +178,9 @@ fn nat_reply(
     let to = nat::tuple(o.proto, o.dst, o.dport, o.src, o.sport);
     nat::rewrite_pkt(pkt, ip, l4, &to)?;
     if routed {
-        forward_l3(pkt, ip, dp.config.router_mac, client.mac);
+        forward_l3(pkt, ip, dp.config.router_mac, client.mac)?;
     } else {
-        wire::put(pkt.frame_mut(), wire::ETH_DST, &client.mac.0);
+        wire::put(pkt.frame_mut(), wire::ETH_DST, &client.mac.0)?;
     }
     Ok(dp.to_port(client, pkt))
 }
@@ -202,7 +202,7 @@ fn reject_no_endpoints(
         }
         L4Proto::Tcp if l4.flags & TCP_RST != 0 => Err(reason),
         L4Proto::Tcp => {
-            tcp_reset(pkt, ip, l4, dp.config.router_mac);
+            tcp_reset(pkt, ip, l4, dp.config.router_mac)?;
             dp.counters.count_drop(reason);
             port.counters.rx_drop();
             Ok(dp.to_port(port, pkt))

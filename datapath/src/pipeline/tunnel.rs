@@ -111,7 +111,7 @@ pub(super) fn to_peer(
     if too_big_for_tunnel(dp, pkt, ip) {
         return reject::too_big(dp, port, pkt, ip);
     }
-    forward_l3(pkt, ip, dp.config.vtep_mac, peer.vtep_mac);
+    forward_l3(pkt, ip, dp.config.vtep_mac, peer.vtep_mac)?;
     encap_to(dp, peer, pkt)
 }
 
@@ -124,7 +124,7 @@ pub(super) fn encap_to(
 ) -> Result<Verdict, DropReason> {
     let inner = pkt.len();
     let h = pkt.push_front(VXLAN_HDR_LEN).ok_or(DropReason::Malformed)?;
-    VxlanHdr { vni: dp.config.vni }.write(h);
+    VxlanHdr { vni: dp.config.vni }.write(h)?;
     peer.counters.tx(inner);
     Ok(Verdict::ToTunnel {
         peer: peer.id,
@@ -138,8 +138,11 @@ pub(super) fn needs_segmentation(dp: &Datapath, pkt: &PacketBuf) -> bool {
         return true;
     }
     let inner = pkt.frame().get(VXLAN_HDR_LEN..).unwrap_or_default();
-    let total = usize::from(wire::be16(inner, ETH_LEN + ip::TOTAL_LEN));
-    wire::be16(inner, wire::ETH_TYPE) == ETHERTYPE_IPV4 && total > usize::from(dp.config.pod_mtu)
+    // A frame too short for these fields is not one to segment (segment_for_tunnel would
+    // refuse it as malformed anyway).
+    let total = wire::be16(inner, ETH_LEN + ip::TOTAL_LEN).map_or(0, usize::from);
+    wire::be16(inner, wire::ETH_TYPE) == Ok(ETHERTYPE_IPV4)
+        && total > usize::from(dp.config.pod_mtu)
 }
 
 /// [`Datapath::segment_for_tunnel`].

@@ -380,7 +380,9 @@ impl Conntrack {
 
     fn alloc_port(&self) -> u16 {
         let n = self.next_port.fetch_add(1, Relaxed) % SNAT_PORT_COUNT;
-        (SNAT_PORT_MIN + n) as u16
+        #[allow(clippy::cast_possible_truncation)] // below SNAT_PORT_MIN + SNAT_PORT_COUNT = 61000
+        let port = (SNAT_PORT_MIN + n) as u16;
+        port
     }
 
     /// Removes every connection for which `pred` holds; returns how many.
@@ -407,6 +409,7 @@ impl Conntrack {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation)] // tests may panic
 mod tests {
     use super::*;
     use crate::wire::l4::{TCP_ACK, TCP_SYN};

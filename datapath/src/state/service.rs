@@ -67,7 +67,7 @@ impl ServiceTable {
         for (name, all) in by_name {
             let pick = match all.iter().find(|(ns, _)| ns == "default") {
                 Some((_, vip)) => Some(*vip),
-                None if all.len() == 1 => Some(all[0].1),
+                None if all.len() == 1 => all.first().map(|(_, vip)| *vip),
                 None => None,
             };
             if let Some(vip) = pick {
@@ -163,7 +163,7 @@ impl Balancer {
         let h = (u64::from(u32::from(t.src)) << 32 | u64::from(u32::from(t.dst)))
             ^ (u64::from(t.sport) << 16 | u64::from(t.dport))
             ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let i = (mix(h) % eps.len() as u64) as usize;
+        let i = usize::try_from(mix(h) % eps.len() as u64).ok()?; // below eps.len()
         eps.get(i).copied()
     }
 
@@ -223,6 +223,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation)] // tests may panic
 mod tests {
     use super::*;
 

@@ -102,7 +102,9 @@ impl Tables {
 
     /// The peer whose underlay address is `ip`.
     pub fn peer_by_underlay(&self, ip: Ipv4Addr) -> Option<&PeerEntry> {
-        self.peer_by_underlay.get(&ip).map(|i| &self.peers[*i])
+        self.peer_by_underlay
+            .get(&ip)
+            .and_then(|i| self.peers.get(*i))
     }
 
     /// All ports.

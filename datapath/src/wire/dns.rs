@@ -4,7 +4,7 @@
 
 use crate::types::Mac;
 use crate::wire::buf::PacketBuf;
-use crate::wire::{self, icmp, Ipv4Info, ETH_LEN, PROTO_UDP};
+use crate::wire::{self, icmp, ip, Ipv4Info, OutOfRange, ETH_LEN, PROTO_UDP};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Length of the UDP header.
@@ -18,7 +18,7 @@ pub fn is_query(f: &[u8], ip: &Ipv4Info) -> bool {
     ip.proto == PROTO_UDP
         && !ip.is_fragment()
         && ip.total_len >= ip.hlen + UDP_HDR
-        && wire::be16(f, ip.l4_off() + 2) == DNS_PORT
+        && wire::be16(f, ip.l4_off() + 2) == Ok(DNS_PORT)
 }
 
 /// The DNS message of a query frame (Ethernet, IPv4 without fragmentation, UDP to port 53):
@@ -30,7 +30,7 @@ pub fn dns_query_payload(frame: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let l4 = ip.l4_off();
-    let udp_len = usize::from(wire::be16(frame, l4 + 4));
+    let udp_len = usize::from(wire::be16(frame, l4 + 4).ok()?);
     if udp_len < UDP_HDR || udp_len > ip.total_len - ip.hlen {
         return None;
     }
@@ -51,7 +51,7 @@ pub fn dns_reply_frame(
     payload: &[u8],
 ) -> bool {
     let udp_len = UDP_HDR + payload.len();
-    let total = 20 + udp_len;
+    let total = ip::MIN_LEN + udp_len;
     if total > usize::from(u16::MAX) {
         return false;
     }
@@ -60,20 +60,26 @@ pub fn dns_reply_frame(
         return false;
     }
     let f = pkt.frame_mut();
-    wire::set_eth_addrs(f, router_mac, pod_mac);
-    wire::put16(f, wire::ETH_TYPE, wire::ETHERTYPE_IPV4);
-    icmp::write_ipv4(f, ETH_LEN, 0, total, 0, PROTO_UDP, server, *client.ip());
-    let u = ETH_LEN + 20;
-    wire::put16(f, u, DNS_PORT);
-    wire::put16(f, u + 2, client.port());
-    wire::put16(f, u + 4, udp_len as u16);
-    wire::put16(f, u + 6, 0);
-    wire::put(f, u + UDP_HDR, payload);
-    let sum = wire::pseudo_header_sum(server, *client.ip(), PROTO_UDP, udp_len);
-    let mut c = !wire::csum_fold(wire::csum_add(sum, f.get(u..).unwrap_or_default()));
-    if c == 0 {
-        c = 0xffff;
-    }
-    wire::put16(f, u + 6, c);
-    true
+    let write = |f: &mut [u8]| -> Result<(), OutOfRange> {
+        wire::set_eth_addrs(f, router_mac, pod_mac)?;
+        wire::put16(f, wire::ETH_TYPE, wire::ETHERTYPE_IPV4)?;
+        icmp::write_ipv4(f, ETH_LEN, 0, total, 0, PROTO_UDP, server, *client.ip())?;
+        let u = ETH_LEN + ip::MIN_LEN;
+        wire::put16(f, u, DNS_PORT)?;
+        wire::put16(f, u + 2, client.port())?;
+        wire::put16(f, u + 4, wire::len16(udp_len)?)?;
+        wire::put16(f, u + 6, 0)?;
+        wire::put(f, u + UDP_HDR, payload)?;
+        let sum = wire::pseudo_header_sum(server, *client.ip(), PROTO_UDP, udp_len);
+        let udp = f.get(u..).ok_or(OutOfRange {
+            off: u,
+            len: udp_len,
+        })?;
+        let mut c = !wire::csum_fold(wire::csum_add(sum, udp));
+        if c == 0 {
+            c = 0xffff;
+        }
+        wire::put16(f, u + 6, c)
+    };
+    write(f).is_ok()
 }

@@ -42,16 +42,21 @@ pub(crate) fn fragment(
         let start = out.len();
         out.extend_from_slice(head);
         out.extend_from_slice(chunk);
-        let seg = &mut out[start..];
+        let seg = out.get_mut(start..).ok_or(DropReason::Malformed)?;
         let mf = if i + 1 < count {
             ip::MF
         } else {
             ip.frag & ip::MF
         };
-        let units = ((base + i * max_data) / 8) as u16;
-        wire::put16(seg, ip_off + ip::TOTAL_LEN, (ip.hlen + chunk.len()) as u16);
-        wire::put16(seg, ip_off + ip::FRAG, keep | mf | units);
-        wire::ipv4_fix_checksum(seg, ip_off, ip.hlen);
+        // At most 0xffff / 8: `base + payload.len()` was checked above.
+        let units = wire::len16((base + i * max_data) / 8)?;
+        wire::put16(
+            seg,
+            ip_off + ip::TOTAL_LEN,
+            wire::len16(ip.hlen + chunk.len())?,
+        )?;
+        wire::put16(seg, ip_off + ip::FRAG, keep | mf | units)?;
+        wire::ipv4_fix_checksum(seg, ip_off, ip.hlen)?;
     }
     let stride = if count == 1 {
         out.len()

@@ -9,11 +9,16 @@
 //! because the merged frame is handed to the pod with a partial checksum it will not verify.
 
 use crate::wire::buf::{PacketBuf, VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
-use crate::wire::l4::{TCP_ACK as ACK, TCP_CSUM, TCP_PSH as PSH};
-use crate::wire::{self, ip, ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP};
+use crate::wire::l4::{
+    TCP_ACK as ACK, TCP_ACK_NO, TCP_CSUM, TCP_DOFF, TCP_FLAGS, TCP_MIN_LEN, TCP_PSH as PSH, TCP_SEQ,
+};
+use crate::wire::{self, ip, OutOfRange, ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP};
 
 /// Largest IPv4 packet a merged frame may become.
 const MAX_MERGED_IP_LEN: usize = 65535;
+/// [`TCP_CSUM`] as the vnet header's `csum_offset`.
+#[allow(clippy::cast_possible_truncation)] // 16
+const TCP_CSUM_U16: u16 = TCP_CSUM as u16;
 
 /// The parts of a TCP/IPv4 frame that decide whether two segments merge.
 struct Seg {
@@ -26,45 +31,59 @@ struct Seg {
 
 /// Parses a plain (no IP options, not fragmented) TCP/IPv4 frame with a payload.
 fn parse(f: &[u8]) -> Option<Seg> {
-    if f.len() < ETH_LEN + 20 + 20 || wire::be16(f, wire::ETH_TYPE) != ETHERTYPE_IPV4 {
+    if f.len() < ETH_LEN + ip::MIN_LEN + TCP_MIN_LEN
+        || wire::be16(f, wire::ETH_TYPE).ok()? != ETHERTYPE_IPV4
+    {
         return None;
     }
     let ipo = ETH_LEN;
-    if f[ipo] != 0x45 || f[ipo + ip::PROTO] != PROTO_TCP {
+    if wire::u8_at(f, ipo).ok()? != 0x45 || wire::u8_at(f, ipo + ip::PROTO).ok()? != PROTO_TCP {
         return None;
     }
-    if wire::be16(f, ipo + ip::FRAG) & (ip::MF | ip::OFFSET_MASK) != 0 {
+    if wire::be16(f, ipo + ip::FRAG).ok()? & (ip::MF | ip::OFFSET_MASK) != 0 {
         return None;
     }
-    let ip_len = usize::from(wire::be16(f, ipo + ip::TOTAL_LEN));
+    let ip_len = usize::from(wire::be16(f, ipo + ip::TOTAL_LEN).ok()?);
     if ip_len > f.len() - ETH_LEN {
         return None;
     }
-    let tcp = ipo + 20;
-    let thl = usize::from(f[tcp + 12] >> 4) * 4;
+    let tcp = ipo + ip::MIN_LEN;
+    let thl = usize::from(wire::u8_at(f, tcp + TCP_DOFF).ok()? >> 4) * 4;
     let hdr_end = tcp + thl;
-    if thl < 20 || hdr_end >= ETH_LEN + ip_len {
+    if thl < TCP_MIN_LEN || hdr_end >= ETH_LEN + ip_len {
         return None; // bad header, or no payload
     }
     Some(Seg {
         tcp,
         hdr_end,
         ip_len,
-        seq: wire::be32(f, tcp + 4),
-        flags: f[tcp + 13],
+        seq: wire::be32(f, tcp + TCP_SEQ).ok()?,
+        flags: wire::u8_at(f, tcp + TCP_FLAGS).ok()?,
     })
 }
 
 /// True when the TCP checksum of the plain segment `f` is correct.
 fn tcp_csum_ok(f: &[u8], s: &Seg) -> bool {
-    let src = wire::ipv4_at(f, ETH_LEN + ip::SRC);
-    let dst = wire::ipv4_at(f, ETH_LEN + ip::DST);
-    let l4_len = s.ip_len - 20;
+    let (Ok(src), Ok(dst)) = (
+        wire::ipv4_at(f, ETH_LEN + ip::SRC),
+        wire::ipv4_at(f, ETH_LEN + ip::DST),
+    ) else {
+        return false;
+    };
+    let l4_len = s.ip_len - ip::MIN_LEN;
     let Some(l4) = f.get(s.tcp..s.tcp + l4_len) else {
         return false;
     };
     let acc = wire::pseudo_header_sum(src, dst, PROTO_TCP, l4_len);
     wire::csum_fold(wire::csum_add(acc, l4)) == 0xffff
+}
+
+/// True when `h[a..a + len]` and `n[b..b + len]` both exist and are equal.
+fn same_bytes(h: &[u8], a: usize, n: &[u8], b: usize, len: usize) -> bool {
+    match (h.get(a..a + len), n.get(b..b + len)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// Appends `next`'s TCP payload to `held` when `next` is the next segment of `held`'s flow,
@@ -87,14 +106,15 @@ pub fn gro_append(held: &mut PacketBuf, next: &PacketBuf) -> bool {
     };
     // Same L2/L3/L4 identity: MACs, TOS, TTL, addresses, ports, ACK, window-independent
     // header bytes and options (header lengths equal).
+    let opts = hs.hdr_end.saturating_sub(hs.tcp + TCP_MIN_LEN);
     let same = hs.hdr_end == ns.hdr_end
-        && h[..12] == n[..12]
-        && h[ETH_LEN + 1] == n[ETH_LEN + 1]
-        && h[ETH_LEN + ip::TTL] == n[ETH_LEN + ip::TTL]
-        && h[ETH_LEN + 12..ETH_LEN + 20] == n[ETH_LEN + 12..ETH_LEN + 20]
-        && h[hs.tcp..hs.tcp + 4] == n[ns.tcp..ns.tcp + 4]
-        && h[hs.tcp + 8..hs.tcp + 12] == n[ns.tcp + 8..ns.tcp + 12]
-        && h[hs.tcp + 20..hs.hdr_end] == n[ns.tcp + 20..ns.hdr_end];
+        && same_bytes(h, 0, n, 0, 12)
+        && same_bytes(h, ETH_LEN + 1, n, ETH_LEN + 1, 1)
+        && same_bytes(h, ETH_LEN + ip::TTL, n, ETH_LEN + ip::TTL, 1)
+        && same_bytes(h, ETH_LEN + ip::SRC, n, ETH_LEN + ip::SRC, 8)
+        && same_bytes(h, hs.tcp, n, ns.tcp, 4)
+        && same_bytes(h, hs.tcp + TCP_ACK_NO, n, ns.tcp + TCP_ACK_NO, 4)
+        && same_bytes(h, hs.tcp + TCP_MIN_LEN, n, ns.tcp + TCP_MIN_LEN, opts);
     if !same || hs.flags & !PSH != ACK || ns.flags & !PSH != ACK || hs.flags & PSH != 0 {
         return false;
     }
@@ -106,9 +126,19 @@ pub fn gro_append(held: &mut PacketBuf, next: &PacketBuf) -> bool {
     } else {
         held_payload
     };
+    // Every length below is under 64 KiB: the IP total lengths are u16 fields, and the
+    // merged one is checked against MAX_MERGED_IP_LEN.
+    let (Ok(held_payload32), Ok(mss16), Ok(hdr_len16), Ok(tcp16)) = (
+        u32::try_from(held_payload),
+        u16::try_from(mss),
+        u16::try_from(ETH_LEN + hdr_len),
+        u16::try_from(hs.tcp),
+    ) else {
+        return false;
+    };
     if !held_payload.is_multiple_of(mss)
         || next_payload > mss
-        || hs.seq.wrapping_add(held_payload as u32) != ns.seq
+        || hs.seq.wrapping_add(held_payload32) != ns.seq
         || hs.ip_len + next_payload > MAX_MERGED_IP_LEN
     {
         return false;
@@ -116,6 +146,9 @@ pub fn gro_append(held: &mut PacketBuf, next: &PacketBuf) -> bool {
     if !tcp_csum_ok(n, &ns) || (!merged && !tcp_csum_ok(h, &hs)) {
         return false;
     }
+    let Some(payload) = n.get(ns.hdr_end..ETH_LEN + ns.ip_len) else {
+        return false;
+    };
     // Merge: append the payload, fix the IP length and checksum, carry PSH over, and leave
     // the pseudo-header sum in the TCP checksum field (a partial checksum).
     let old_len = held.len();
@@ -127,29 +160,33 @@ pub fn gro_append(held: &mut PacketBuf, next: &PacketBuf) -> bool {
         held.set_len(old_len);
         return false;
     }
-    let payload = &n[ns.hdr_end..ETH_LEN + ns.ip_len];
     let new_ip_len = hs.ip_len + next_payload;
     let f = held.frame_mut();
-    f[end..end + next_payload].copy_from_slice(payload);
-    wire::put16(f, ETH_LEN + ip::TOTAL_LEN, new_ip_len as u16);
-    wire::ipv4_fix_checksum(f, ETH_LEN, 20);
-    f[hs.tcp + 13] |= ns.flags & PSH;
-    let src = wire::ipv4_at(f, ETH_LEN + ip::SRC);
-    let dst = wire::ipv4_at(f, ETH_LEN + ip::DST);
-    let pseudo = wire::csum_fold(wire::pseudo_header_sum(
-        src,
-        dst,
-        PROTO_TCP,
-        new_ip_len - 20,
-    ));
-    wire::put16(f, hs.tcp + TCP_CSUM, pseudo);
+    let write = |f: &mut [u8]| -> Result<(), OutOfRange> {
+        wire::put(f, end, payload)?;
+        wire::put16(f, ETH_LEN + ip::TOTAL_LEN, wire::len16(new_ip_len)?)?;
+        wire::ipv4_fix_checksum(f, ETH_LEN, ip::MIN_LEN)?;
+        let flags = wire::u8_at(f, hs.tcp + TCP_FLAGS)?;
+        wire::put8(f, hs.tcp + TCP_FLAGS, flags | (ns.flags & PSH))?;
+        let src = wire::ipv4_at(f, ETH_LEN + ip::SRC)?;
+        let dst = wire::ipv4_at(f, ETH_LEN + ip::DST)?;
+        let l4_len = new_ip_len - ip::MIN_LEN;
+        let pseudo = wire::csum_fold(wire::pseudo_header_sum(src, dst, PROTO_TCP, l4_len));
+        wire::put16(f, hs.tcp + TCP_CSUM, pseudo)
+    };
+    if write(f).is_err() {
+        // Not reached: every offset was checked above. Should it be, `held` keeps its
+        // length but not its bytes; it is no longer a valid frame of the flow.
+        held.set_len(old_len);
+        return false;
+    }
     held.vnet = VnetHdr {
         flags: VNET_F_NEEDS_CSUM,
         gso_type: VNET_GSO_TCPV4,
-        hdr_len: (ETH_LEN + hdr_len) as u16,
-        gso_size: mss as u16,
-        csum_start: hs.tcp as u16,
-        csum_offset: TCP_CSUM as u16,
+        hdr_len: hdr_len16,
+        gso_size: mss16,
+        csum_start: tcp16,
+        csum_offset: TCP_CSUM_U16,
     };
     true
 }

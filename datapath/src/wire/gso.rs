@@ -12,7 +12,9 @@
 use crate::counters::DropReason;
 use crate::wire::buf::{PacketBuf, VnetHdr, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4};
 use crate::wire::frag;
-use crate::wire::l4::{TCP_CSUM, TCP_CWR, TCP_DOFF, TCP_FIN, TCP_FLAGS, TCP_PSH, TCP_SEQ};
+use crate::wire::l4::{
+    TCP_CSUM, TCP_CWR, TCP_DOFF, TCP_FIN, TCP_FLAGS, TCP_MIN_LEN, TCP_PSH, TCP_SEQ,
+};
 use crate::wire::vxlan::{VxlanHdr, VXLAN_HDR_LEN};
 use crate::wire::{self, ip, Ipv4Info, ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP, PROTO_UDP};
 
@@ -25,11 +27,13 @@ pub fn complete_checksum(pkt: &mut PacketBuf) -> Result<(), DropReason> {
         return Ok(());
     }
     let (at, c) = partial_csum(pkt.frame(), &pkt.vnet)?;
-    wire::put16(pkt.frame_mut(), at, c);
+    wire::put16(pkt.frame_mut(), at, c)?;
     pkt.vnet.flags &= !crate::wire::buf::VNET_F_NEEDS_CSUM;
     Ok(())
 }
 
+/// [`crate::Datapath::segment_for_tunnel`] with the node's `mtu`: the datagrams of the
+/// `ToTunnel` buffer `d` (with vnet header `vnet`) into `out`.
 pub fn segment(
     mtu: u16,
     d: &[u8],
@@ -38,7 +42,7 @@ pub fn segment(
 ) -> Result<(usize, usize), DropReason> {
     VxlanHdr::parse(d).map_err(|_| DropReason::Malformed)?;
     let inner = d.get(VXLAN_HDR_LEN..).unwrap_or_default();
-    if wire::be16(inner, wire::ETH_TYPE) != ETHERTYPE_IPV4 || inner.len() < ETH_LEN {
+    if wire::be16(inner, wire::ETH_TYPE) != Ok(ETHERTYPE_IPV4) || inner.len() < ETH_LEN {
         return Err(DropReason::Malformed);
     }
     let ip = Ipv4Info::parse(inner, ETH_LEN).ok_or(DropReason::Malformed)?;
@@ -108,7 +112,7 @@ fn tso(
     let inner = d.get(VXLAN_HDR_LEN..).unwrap_or_default();
     let l4 = ip.l4_off();
     let doff = usize::from(inner.get(l4 + TCP_DOFF).copied().unwrap_or(0) >> 4) * 4;
-    if doff < 20 || l4 + doff > ip.end() {
+    if doff < TCP_MIN_LEN || l4 + doff > ip.end() {
         return Err(DropReason::Malformed);
     }
     let hdrs = VXLAN_HDR_LEN + l4 + doff; // bytes copied into every segment
@@ -126,10 +130,11 @@ fn tso(
 
     let ip_off = VXLAN_HDR_LEN + ip.off;
     let tcp_off = VXLAN_HDR_LEN + l4;
-    let seq0 = wire::be32(d, tcp_off + TCP_SEQ);
-    let id0 = wire::be16(d, ip_off + ip::ID);
-    let flags0 = d.get(tcp_off + TCP_FLAGS).copied().unwrap_or(0);
+    let mut seq = wire::be32(d, tcp_off + TCP_SEQ)?;
+    let mut id = wire::be16(d, ip_off + ip::ID)?;
+    let flags0 = wire::u8_at(d, tcp_off + TCP_FLAGS)?;
     let head = d.get(..hdrs).ok_or(DropReason::Malformed)?;
+    let mss32 = u32::from(vnet.gso_size);
     for i in 0..count {
         let chunk = payload
             .get(i * mss..((i + 1) * mss).min(payload.len()))
@@ -137,12 +142,14 @@ fn tso(
         let start = out.len();
         out.extend_from_slice(head);
         out.extend_from_slice(chunk);
-        let seg = &mut out[start..];
+        let seg = out.get_mut(start..).ok_or(DropReason::Malformed)?;
         let tcp_len = doff + chunk.len();
-        wire::put16(seg, ip_off + ip::TOTAL_LEN, (ip.hlen + tcp_len) as u16);
-        wire::put16(seg, ip_off + ip::ID, id0.wrapping_add(i as u16));
-        wire::ipv4_fix_checksum(seg, ip_off, ip.hlen);
-        wire::put32(seg, tcp_off + TCP_SEQ, seq0.wrapping_add((i * mss) as u32));
+        wire::put16(seg, ip_off + ip::TOTAL_LEN, wire::len16(ip.hlen + tcp_len)?)?;
+        wire::put16(seg, ip_off + ip::ID, id)?;
+        wire::ipv4_fix_checksum(seg, ip_off, ip.hlen)?;
+        wire::put32(seg, tcp_off + TCP_SEQ, seq)?;
+        id = id.wrapping_add(1);
+        seq = seq.wrapping_add(mss32);
         let mut flags = flags0;
         if i + 1 < count {
             flags &= !(TCP_FIN | TCP_PSH);
@@ -150,11 +157,11 @@ fn tso(
         if i > 0 {
             flags &= !TCP_CWR;
         }
-        wire::put(seg, tcp_off + TCP_FLAGS, &[flags]);
-        wire::put16(seg, tcp_off + TCP_CSUM, 0);
+        wire::put8(seg, tcp_off + TCP_FLAGS, flags)?;
+        wire::put16(seg, tcp_off + TCP_CSUM, 0)?;
         let sum = wire::pseudo_header_sum(ip.src, ip.dst, PROTO_TCP, tcp_len);
-        let sum = wire::csum_add(sum, seg.get(tcp_off..).unwrap_or_default());
-        wire::put16(seg, tcp_off + TCP_CSUM, !wire::csum_fold(sum));
+        let sum = wire::csum_add(sum, seg.get(tcp_off..).ok_or(DropReason::Malformed)?);
+        wire::put16(seg, tcp_off + TCP_CSUM, !wire::csum_fold(sum))?;
     }
     Ok((stride, count))
 }

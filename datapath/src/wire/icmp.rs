@@ -5,7 +5,7 @@
 use crate::counters::DropReason;
 use crate::types::Mac;
 use crate::wire::buf::PacketBuf;
-use crate::wire::{self, ip, Ipv4Info, ETH_LEN, PROTO_ICMP};
+use crate::wire::{self, ip, Ipv4Info, OutOfRange, ETH_LEN, PROTO_ICMP};
 use std::net::Ipv4Addr;
 
 /// ICMP echo reply.
@@ -56,14 +56,12 @@ pub fn echo_reply(
     pkt.set_len(ip.off + new_total);
     pkt.vnet = Default::default();
     let f = pkt.frame_mut();
-    wire::set_eth_addrs(f, src_mac, dst_mac);
-    let tos = f.get(ip.off + 1).copied().unwrap_or(0);
-    let id = wire::be16(f, ip.off + ip::ID);
-    write_ipv4(f, ip.off, tos, new_total, id, PROTO_ICMP, ip.dst, ip.src);
-    if let Some(b) = f.get_mut(new_l4) {
-        *b = ICMP_ECHO_REPLY;
-    }
-    fix_icmp_checksum(f, new_l4, icmp_len);
+    wire::set_eth_addrs(f, src_mac, dst_mac)?;
+    let tos = wire::u8_at(f, ip.off + 1)?;
+    let id = wire::be16(f, ip.off + ip::ID)?;
+    write_ipv4(f, ip.off, tos, new_total, id, PROTO_ICMP, ip.dst, ip.src)?;
+    wire::put8(f, new_l4, ICMP_ECHO_REPLY)?;
+    fix_icmp_checksum(f, new_l4, icmp_len)?;
     Ok(())
 }
 
@@ -74,7 +72,8 @@ pub fn echo_reply(
 ///
 /// Returns false, leaving the buffer unchanged, when RFC 1122 forbids an error about this
 /// packet: it is itself an ICMP error, a later fragment, or from an unspecified or group
-/// address.
+/// address. Also false (the buffer then unusable, the frame to be dropped) should a write
+/// fall outside the frame, which the length checks here rule out.
 pub fn icmp_error(
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
@@ -100,7 +99,9 @@ pub fn icmp_error(
             _ => return false,
         }
     }
-    let dst_mac = wire::mac_at(f, wire::ETH_SRC);
+    let Ok(dst_mac) = wire::mac_at(f, wire::ETH_SRC) else {
+        return false;
+    };
     let quoted = ip.hlen + (ip.total_len - ip.hlen).min(8);
     let icmp_off = ETH_LEN + ip::MIN_LEN;
     let quote_off = icmp_off + ICMP_HDR;
@@ -114,27 +115,22 @@ pub fn icmp_error(
     pkt.set_len(new_len);
     pkt.vnet = Default::default();
     let f = pkt.frame_mut();
-    wire::set_eth_addrs(f, src_mac, dst_mac);
-    wire::put16(f, wire::ETH_TYPE, wire::ETHERTYPE_IPV4);
-    write_ipv4(
-        f,
-        ETH_LEN,
-        0,
-        new_len - ETH_LEN,
-        0,
-        PROTO_ICMP,
-        src_ip,
-        ip.src,
-    );
-    wire::put(f, icmp_off, &[ty, code, 0, 0]);
-    wire::put32(f, icmp_off + 4, rest);
-    fix_icmp_checksum(f, icmp_off, ICMP_HDR + quoted);
-    true
+    let write = |f: &mut [u8]| -> Result<(), OutOfRange> {
+        wire::set_eth_addrs(f, src_mac, dst_mac)?;
+        wire::put16(f, wire::ETH_TYPE, wire::ETHERTYPE_IPV4)?;
+        let total = new_len - ETH_LEN;
+        write_ipv4(f, ETH_LEN, 0, total, 0, PROTO_ICMP, src_ip, ip.src)?;
+        wire::put(f, icmp_off, &[ty, code, 0, 0])?;
+        wire::put32(f, icmp_off + 4, rest)?;
+        fix_icmp_checksum(f, icmp_off, ICMP_HDR + quoted)
+    };
+    write(f).is_ok()
 }
 
 /// Writes a 20-byte IPv4 header (no options, no fragmentation, TTL 64) at `off`.
+/// [`OutOfRange`] when `total_len` exceeds 65535 or the header does not fit in `f`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn write_ipv4(
+pub fn write_ipv4(
     f: &mut [u8],
     off: usize,
     tos: u8,
@@ -143,26 +139,42 @@ pub(crate) fn write_ipv4(
     proto: u8,
     src: Ipv4Addr,
     dst: Ipv4Addr,
-) {
-    let mut h = [0u8; ip::MIN_LEN];
-    h[0] = 0x45;
-    h[1] = tos;
-    h[2..4].copy_from_slice(&(total_len as u16).to_be_bytes());
-    h[4..6].copy_from_slice(&id.to_be_bytes());
-    h[ip::TTL] = DEFAULT_TTL;
-    h[ip::PROTO] = proto;
-    h[ip::SRC..ip::SRC + 4].copy_from_slice(&src.octets());
-    h[ip::DST..ip::DST + 4].copy_from_slice(&dst.octets());
+) -> Result<(), OutOfRange> {
+    let [l0, l1] = wire::len16(total_len)?.to_be_bytes();
+    let [i0, i1] = id.to_be_bytes();
+    let [s0, s1, s2, s3] = src.octets();
+    let [d0, d1, d2, d3] = dst.octets();
+    let mut h: [u8; ip::MIN_LEN] = [
+        0x45,
+        tos,
+        l0,
+        l1,
+        i0,
+        i1,
+        0,
+        0,
+        DEFAULT_TTL,
+        proto,
+        0,
+        0,
+        s0,
+        s1,
+        s2,
+        s3,
+        d0,
+        d1,
+        d2,
+        d3,
+    ];
     let c = wire::checksum(&h);
-    h[ip::CSUM..ip::CSUM + 2].copy_from_slice(&c.to_be_bytes());
-    wire::put(f, off, &h);
+    wire::put16(&mut h, ip::CSUM, c)?;
+    wire::put(f, off, &h)
 }
 
 /// Recomputes the checksum of the ICMP message at `f[off..off + len]`.
-fn fix_icmp_checksum(f: &mut [u8], off: usize, len: usize) {
-    wire::put16(f, off + 2, 0);
-    if let Some(m) = f.get(off..off + len) {
-        let c = wire::checksum(m);
-        wire::put16(f, off + 2, c);
-    }
+fn fix_icmp_checksum(f: &mut [u8], off: usize, len: usize) -> Result<(), OutOfRange> {
+    wire::put16(f, off + 2, 0)?;
+    let end = off.checked_add(len).ok_or(OutOfRange { off, len })?;
+    let c = wire::checksum(f.get(off..end).ok_or(OutOfRange { off, len })?);
+    wire::put16(f, off + 2, c)
 }

@@ -4,7 +4,7 @@
 
 use super as wire;
 use super::buf::PacketBuf;
-use super::{be16, icmp, Ipv4Info, ETH_LEN, PROTO_TCP, PROTO_UDP};
+use super::{be16, icmp, ip, Ipv4Info, OutOfRange, ETH_LEN, PROTO_TCP, PROTO_UDP};
 use crate::types::Mac;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -106,8 +106,8 @@ impl L4Info {
             proto,
             off,
             hlen,
-            sport: be16(f, off),
-            dport: be16(f, off + 2),
+            sport: be16(f, off).ok()?,
+            dport: be16(f, off + 2).ok()?,
             flags,
         })
     }
@@ -146,34 +146,39 @@ impl L4Info {
 /// listens (RFC 793, "reset generation"): from its destination back to its source; with
 /// ACK in the segment, `seq = SEG.ACK` and RST alone; else `seq = 0`, RST|ACK and
 /// `ack = SEG.SEQ + SEG.LEN` (SYN and FIN counting one each). No options, window 0.
-pub fn tcp_reset(pkt: &mut PacketBuf, ip: &Ipv4Info, l4: &L4Info, src_mac: Mac) {
+pub fn tcp_reset(
+    pkt: &mut PacketBuf,
+    ip: &Ipv4Info,
+    l4: &L4Info,
+    src_mac: Mac,
+) -> Result<(), OutOfRange> {
     let f = pkt.frame();
-    let dst_mac = wire::mac_at(f, wire::ETH_SRC);
-    let seg_seq = wire::be32(f, l4.off + TCP_SEQ);
-    let seg_ack = wire::be32(f, l4.off + TCP_ACK_NO);
+    let dst_mac = wire::mac_at(f, wire::ETH_SRC)?;
+    let seg_seq = wire::be32(f, l4.off + TCP_SEQ)?;
+    let seg_ack = wire::be32(f, l4.off + TCP_ACK_NO)?;
     let ctl = u32::from(l4.flags & TCP_SYN != 0) + u32::from(l4.flags & TCP_FIN != 0);
-    let seg_len = (l4.payload_len(ip) as u32).wrapping_add(ctl);
+    let seg_len = u32::from(wire::len16(l4.payload_len(ip))?).wrapping_add(ctl);
     let (seq, ack, flags) = if l4.flags & TCP_ACK != 0 {
         (seg_ack, 0, TCP_RST)
     } else {
         (0, seg_seq.wrapping_add(seg_len), TCP_RST | TCP_ACK)
     };
-    let total = 20 + TCP_MIN_LEN;
+    let total = ip::MIN_LEN + TCP_MIN_LEN;
     pkt.set_len(ETH_LEN + total); // every TCP frame has at least this much
     pkt.vnet = Default::default();
     let f = pkt.frame_mut();
-    wire::set_eth_addrs(f, src_mac, dst_mac);
-    wire::put16(f, wire::ETH_TYPE, wire::ETHERTYPE_IPV4);
-    icmp::write_ipv4(f, ETH_LEN, 0, total, 0, PROTO_TCP, ip.dst, ip.src);
+    wire::set_eth_addrs(f, src_mac, dst_mac)?;
+    wire::put16(f, wire::ETH_TYPE, wire::ETHERTYPE_IPV4)?;
+    icmp::write_ipv4(f, ETH_LEN, 0, total, 0, PROTO_TCP, ip.dst, ip.src)?;
     let mut h = [0u8; TCP_MIN_LEN];
-    h[0..2].copy_from_slice(&l4.dport.to_be_bytes());
-    h[2..4].copy_from_slice(&l4.sport.to_be_bytes());
-    h[4..8].copy_from_slice(&seq.to_be_bytes());
-    h[8..12].copy_from_slice(&ack.to_be_bytes());
-    h[12] = (TCP_MIN_LEN as u8 / 4) << 4;
-    h[13] = flags;
+    wire::put16(&mut h, 0, l4.dport)?;
+    wire::put16(&mut h, 2, l4.sport)?;
+    wire::put32(&mut h, TCP_SEQ, seq)?;
+    wire::put32(&mut h, TCP_ACK_NO, ack)?;
+    wire::put8(&mut h, TCP_DOFF, 5 << 4)?; // 5 words, no options
+    wire::put8(&mut h, TCP_FLAGS, flags)?;
     let sum = wire::pseudo_header_sum(ip.dst, ip.src, PROTO_TCP, TCP_MIN_LEN);
     let c = !wire::csum_fold(wire::csum_add(sum, &h));
-    h[16..18].copy_from_slice(&c.to_be_bytes());
-    wire::put(f, ETH_LEN + 20, &h);
+    wire::put16(&mut h, TCP_CSUM, c)?;
+    wire::put(f, ETH_LEN + ip::MIN_LEN, &h)
 }

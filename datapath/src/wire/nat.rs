@@ -54,17 +54,17 @@ pub(crate) fn rewrite(
     let addr = diff32(diff32(0, old_src, new_src), old_dst, new_dst);
     let ports = diff16(diff16(0, l4.sport, to.sport), l4.dport, to.dport);
 
-    let ip_csum = wire::be16(f, ip.off + ip::CSUM);
+    let ip_csum = wire::be16(f, ip.off + ip::CSUM)?;
+    let at = l4.csum_at();
+    let c = wire::be16(f, at)?;
     wire::put16(
         f,
         ip.off + ip::CSUM,
         !wire::csum_fold(u64::from(!ip_csum) + addr),
-    );
-    wire::put32(f, ip.off + ip::SRC, new_src);
-    wire::put32(f, ip.off + ip::DST, new_dst);
+    )?;
+    wire::put32(f, ip.off + ip::SRC, new_src)?;
+    wire::put32(f, ip.off + ip::DST, new_dst)?;
 
-    let at = l4.csum_at();
-    let c = wire::be16(f, at);
     let c = if partial {
         // The seed is a plain (non-complemented) sum: add the address difference only.
         wire::csum_fold(u64::from(c) + addr)
@@ -78,9 +78,9 @@ pub(crate) fn rewrite(
             n
         }
     };
-    wire::put16(f, at, c);
-    wire::put16(f, l4.off, to.sport);
-    wire::put16(f, l4.off + 2, to.dport);
+    wire::put16(f, at, c)?;
+    wire::put16(f, l4.off, to.sport)?;
+    wire::put16(f, l4.off + 2, to.dport)?;
     Ok(())
 }
 
@@ -107,6 +107,7 @@ pub(crate) fn tuple(proto: L4Proto, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dp
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation)] // tests may panic
 mod tests {
     use super::*;
     use crate::wire::buf::{VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
@@ -153,13 +154,13 @@ mod tests {
     fn full_l4(f: &mut [u8]) -> u16 {
         let (ip, l4) = info(f);
         let at = l4.csum_at();
-        wire::put16(f, at, 0);
+        wire::put16(f, at, 0).unwrap();
         let s = wire::pseudo_header_sum(ip.src, ip.dst, ip.proto, ip.total_len - ip.hlen);
         let mut c = !wire::csum_fold(wire::csum_add(s, &f[l4.off..ip.end()]));
         if c == 0 && l4.proto == L4Proto::Udp {
             c = 0xffff;
         }
-        wire::put16(f, at, c);
+        wire::put16(f, at, c).unwrap();
         c
     }
 
@@ -194,7 +195,7 @@ mod tests {
         let (ip, l4) = info(&f);
         rewrite(&mut f, &VnetHdr::default(), &ip, &l4, &to()).unwrap();
         verify(&f);
-        let inc = wire::be16(&f, l4.csum_at());
+        let inc = wire::be16(&f, l4.csum_at()).unwrap();
         assert_eq!(inc, full_l4(&mut f));
         let (ip2, l42) = info(&f);
         assert_eq!(l42.tuple(&ip2), to());
@@ -211,13 +212,13 @@ mod tests {
             b"q",
         );
         let (ip, l4) = info(&f);
-        wire::put16(&mut f, l4.csum_at(), 0);
+        wire::put16(&mut f, l4.csum_at(), 0).unwrap();
         let to = Tuple {
             proto: L4Proto::Udp,
             ..to()
         };
         rewrite(&mut f, &VnetHdr::default(), &ip, &l4, &to).unwrap();
-        assert_eq!(wire::be16(&f, l4.csum_at()), 0);
+        assert_eq!(wire::be16(&f, l4.csum_at()).unwrap(), 0);
         assert_eq!(wire::checksum(&f[ETH_LEN..ETH_LEN + 20]), 0);
     }
 
@@ -250,7 +251,7 @@ mod tests {
     fn make_partial(f: &mut [u8]) -> VnetHdr {
         let (ip, l4) = info(f);
         let s = wire::pseudo_header_sum(ip.src, ip.dst, ip.proto, ip.total_len - ip.hlen);
-        wire::put16(f, l4.csum_at(), wire::csum_fold(s));
+        wire::put16(f, l4.csum_at(), wire::csum_fold(s)).unwrap();
         VnetHdr {
             flags: VNET_F_NEEDS_CSUM,
             gso_type: if l4.proto == L4Proto::Tcp {
@@ -281,7 +282,7 @@ mod tests {
             let to = Tuple { proto: l4.proto, src: nsrc.into(), sport: nsp, dst: ndst.into(), dport: ndp };
             rewrite(&mut f, &VnetHdr::default(), &ip, &l4, &to).unwrap();
             verify(&f);
-            let inc = wire::be16(&f, l4.csum_at());
+            let inc = wire::be16(&f, l4.csum_at()).unwrap();
             let mut g = f.clone();
             prop_assert_eq!(inc, full_l4(&mut g));
             let (ip2, l42) = info(&f);
@@ -313,7 +314,7 @@ mod tests {
             crate::wire::gso::complete_checksum(&mut pkt).unwrap();
             verify(pkt.frame());
             let mut g = f.clone();
-            prop_assert_eq!(wire::be16(pkt.frame(), l4.csum_at()), full_l4(&mut g));
+            prop_assert_eq!(wire::be16(pkt.frame(), l4.csum_at()).unwrap(), full_l4(&mut g));
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::buf::PacketBuf;
 use super::l4::TCP_DOFF;
-use super::{be32, put, put32, Ipv4Info, PROTO_TCP};
+use super::{bytes_at, put, Ipv4Info, OutOfRange, PROTO_TCP};
 use crate::counters::DropReason;
 
 /// Length of the VXLAN header.
@@ -24,18 +24,26 @@ impl VxlanHdr {
     /// receivers. Errors: [`DropReason::TunnelMalformed`] when `b` is shorter than 8 bytes or
     /// the I flag is clear.
     pub fn parse(b: &[u8]) -> Result<VxlanHdr, DropReason> {
-        match b.get(..VXLAN_HDR_LEN) {
-            Some(h) if h[0] & VXLAN_FLAG_I != 0 => Ok(VxlanHdr {
-                vni: be32(h, 4) >> 8,
-            }),
-            _ => Err(DropReason::TunnelMalformed),
+        let [flags, _, _, _, v0, v1, v2, _] =
+            bytes_at::<VXLAN_HDR_LEN>(b, 0).map_err(|_| DropReason::TunnelMalformed)?;
+        if flags & VXLAN_FLAG_I == 0 {
+            return Err(DropReason::TunnelMalformed);
         }
+        Ok(VxlanHdr {
+            vni: u32::from_be_bytes([0, v0, v1, v2]),
+        })
     }
 
-    /// Writes the header into the first 8 bytes of `b` (nothing when `b` is shorter).
-    pub fn write(&self, b: &mut [u8]) {
-        put(b, 0, &[VXLAN_FLAG_I, 0, 0, 0]);
-        put32(b, 4, (self.vni & 0x00ff_ffff) << 8);
+    /// The header's 8 bytes.
+    pub fn to_bytes(&self) -> [u8; VXLAN_HDR_LEN] {
+        let [_, v0, v1, v2] = (self.vni & 0x00ff_ffff).to_be_bytes();
+        [VXLAN_FLAG_I, 0, 0, 0, v0, v1, v2, 0]
+    }
+
+    /// Writes the header into the first 8 bytes of `b`; [`OutOfRange`] (nothing written)
+    /// when `b` is shorter.
+    pub fn write(&self, b: &mut [u8]) -> Result<(), OutOfRange> {
+        put(b, 0, &self.to_bytes())
     }
 }
 
@@ -56,6 +64,7 @@ pub fn wire_ip_len(pkt: &PacketBuf, ip: &Ipv4Info) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation)] // tests may panic
 mod tests {
     use super::*;
 
@@ -65,7 +74,11 @@ mod tests {
     #[test]
     fn golden_header_round_trips() {
         let mut b = [0xffu8; 8];
-        VxlanHdr { vni: 0x123456 }.write(&mut b);
+        VxlanHdr { vni: 0x123456 }.write(&mut b).unwrap();
+        assert_eq!(
+            VxlanHdr { vni: 0x123456 }.write(&mut b[..7]),
+            Err(OutOfRange { off: 0, len: 8 })
+        );
         assert_eq!(b, GOLDEN);
         assert_eq!(VxlanHdr::parse(&GOLDEN), Ok(VxlanHdr { vni: 0x123456 }));
     }
