@@ -80,5 +80,5 @@ pub use wire::dns::{dns_query_payload, dns_reply_frame};
 pub use wire::gro::gro_append;
 pub use wire::gso::complete_checksum;
 pub use wire::l4::L4Proto;
-pub use wire::OutOfRange;
 pub use wire::vxlan::{self, VxlanHdr, VXLAN_HDR_LEN};
+pub use wire::OutOfRange;

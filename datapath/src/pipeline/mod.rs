@@ -8,6 +8,7 @@
 //!                           └─ Conntrack ─┬─ (tracked) NAT ─────────▶ ToPort / ToTunnel
 //!                                         ├─ (to a pod MAC) Switch ──────────▶ ToPort
 //!                                         └─ (to the router) Route ─┬─ HostStack ▶ ToPort(in) / DnsForward
+//!                                                                   ├─ TTL ≤ 1 ─▶ ICMP error, ToPort(in)
 //!                                                                   ├─ Services ▶ ToPort / ToTunnel
 //!                                                                   ├─ Deliver ─▶ ToPort
 //!                                                                   └─ TunnelEgress ▶ ToTunnel
