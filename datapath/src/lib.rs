@@ -39,9 +39,9 @@
 //!      │         arp, route (L3, ICMP errors), services (conntrack'd NAT, new service
 //!      │         connections, rejects), tunnel (VXLAN in and out), dns (the cluster DNS)
 //!      ▼
-//!   state/     what is remembered between frames: tables (snapshots), service (service
-//!      │         table, endpoint balancer and affinities), conntrack, ct_state (TCP/UDP
-//!      │         states, timeouts), ct_persist (export/import)
+//!   state/     what is remembered between frames: tables (snapshots), service (the service
+//!      │         table), balancer (endpoint choice, ClientIP affinities), conntrack,
+//!      │         ct_state (TCP/UDP states, timeouts), ct_persist (export/import)
 //!      ▼
 //!   wire/      stateless views and encodings: offsets, checked reads and writes, checksums,
 //!      │         Ipv4Info, l4 (L4Proto, Tuple, TCP flags, L4Info, RST), buf (PacketBuf,

@@ -29,9 +29,9 @@ mod services;
 mod tunnel;
 
 use crate::counters::{Counters, DropReason, LinkCounters};
+use crate::state::balancer::Balancer;
 use crate::state::conntrack::Conntrack;
 use crate::state::ct_persist::{CtImport, CtSnapshot, NatState};
-use crate::state::service::Balancer;
 use crate::state::tables::{PeerEntry, PeerId, PortEntry, PortId, Tables};
 use crate::types::NodeConfig;
 use crate::wire::buf::PacketBuf;

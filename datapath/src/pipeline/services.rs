@@ -2,7 +2,8 @@
 //! both directions) and stage [`Stage::Services`](super::Stage::Services) (new connections
 //! to a VIP, and rejects): service load balancing at the client's node, with kube-proxy's
 //! semantics. The state they use is [`crate::state::conntrack`] (the connections) and
-//! [`crate::state::service`] (the service table and the endpoint balancer).
+//! [`crate::state::service`] (the service table) and [`crate::state::balancer`] (the
+//! endpoint choice).
 //!
 //! - Original direction (client pod -> VIP:port, routed): DNAT to the connection's endpoint
 //!   (plus SNAT to the gateway on hairpin), then routed as usual: a local pod (MACs

@@ -12,9 +12,10 @@
 //!   skipped and counted in [`CtImport`]; the table's bound is respected (assured
 //!   connections first, then the longest-lived) and nothing is evicted.
 
+use crate::state::balancer::Balancer;
 use crate::state::conntrack::{Conntrack, RestoreSkip};
 use crate::state::ct_state::State;
-use crate::state::service::{Balancer, ServiceKey};
+use crate::state::service::ServiceKey;
 use crate::state::tables::Tables;
 use crate::types::NodeConfig;
 use crate::wire::l4::{L4Proto, Tuple};

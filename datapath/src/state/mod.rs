@@ -6,6 +6,7 @@
 //!
 //! Imports go down only: `state` uses `wire` and the crate's value types, never `pipeline`.
 
+pub mod balancer;
 pub mod conntrack;
 pub mod ct_persist;
 pub mod ct_state;
