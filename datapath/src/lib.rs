@@ -43,6 +43,7 @@
 
 pub mod buf;
 pub mod counters;
+pub mod gro_hold;
 pub mod ratelimit;
 pub mod tables;
 pub mod types;
@@ -71,6 +72,7 @@ pub use ct_persist::{AffinityRecord, ConnRecord, CtImport, CtSnapshot};
 pub use ct_state::State as ConnState;
 pub use dns::{dns_query_payload, dns_reply_frame};
 pub use gro::gro_append;
+pub use gro_hold::{GroFrames, GroHold, Step as GroStep};
 pub use gso::complete_checksum;
 pub use ratelimit::RateLimit;
 pub use service::{DnsEntry, L4Proto, ServiceEntry};
