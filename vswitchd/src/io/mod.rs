@@ -308,20 +308,8 @@ fn steer_by_inner_flow(sock: &UdpSocket, workers: u32) -> std::io::Result<()> {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: setsockopt reads one `sock_fprog` whose `filter` points at `prog`, a live
-    // local array of `len` instructions, for the duration of the call (the kernel copies it).
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // The kernel copies the program (`fprog.filter` points at `prog`, live across the call).
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::AttachReusePortCbpf, &fprog)?;
     Ok(())
 }
 
