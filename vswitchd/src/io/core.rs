@@ -319,3 +319,192 @@ pub fn run<B: Backend>(core: Core<B::Port>, be: B) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The core against a recording back end: no TAPs, sockets or root needed.
+
+    use super::*;
+    use std::cell::Cell;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::rc::Rc;
+    use std::sync::mpsc::{self, Sender};
+    use vswitch_datapath::NodeConfig;
+
+    /// Records what the core asks of it; TAP writes complete as `write` says.
+    #[derive(Default)]
+    struct Fake {
+        added: Vec<PortId>,
+        removed: Vec<PortId>,
+        writes: Vec<(PortId, u32)>,
+        /// `None`: writes stay in flight; `Some(ok)`: done at once.
+        write: Option<bool>,
+        torn_down: Rc<Cell<bool>>,
+    }
+
+    impl Backend for Fake {
+        type Port = ();
+        fn add_port(&mut self, id: PortId, _fds: &PortFds) -> Result<()> {
+            self.added.push(id);
+            Ok(())
+        }
+        fn del_port(&mut self, id: PortId, _port: Port<()>) {
+            self.removed.push(id);
+        }
+        fn write_tap(&mut self, _fd: BorrowedFd<'_>, b: u32, _f: &[u8], dst: PortId) -> Written {
+            self.writes.push((dst, b));
+            match self.write {
+                Some(ok) => Written::Done(ok),
+                None => Written::InFlight,
+            }
+        }
+        fn prepare(&mut self, _core: &mut Core<()>) {}
+        fn wait(&mut self, _wait: Wait) -> Result<usize> {
+            Ok(1)
+        }
+        fn dispatch(&mut self, core: &mut Core<()>) -> Result<bool> {
+            core.commands(self)
+        }
+        fn teardown(&mut self, _core: &mut Core<()>) {
+            self.torn_down.set(true);
+        }
+    }
+
+    type LostRx = tokio::sync::mpsc::UnboundedReceiver<PortId>;
+
+    fn core(pool: usize) -> (Core<()>, Sender<Command>, LostRx) {
+        let (tx, rx) = mpsc::channel();
+        let (lost, lost_rx) = tokio::sync::mpsc::unbounded_channel();
+        let cidr = "198.18.1.0/24".parse().unwrap();
+        let ctx = EngineCtx {
+            datapath: Arc::new(Datapath::new(NodeConfig::for_subnet(cidr, 1450))),
+            rx,
+            wake: Arc::new(super::super::eventfd().unwrap()),
+            tunnel: None,
+            dns: None,
+            epoch: Instant::now(),
+            spin: Duration::ZERO,
+            tunnel_gro: false,
+            uring_multishot: false,
+            uring_registered_buffers: false,
+            lost,
+        };
+        (Core::new(ctx, pool), tx, lost_rx)
+    }
+
+    fn fds() -> PortFds {
+        let fd = Arc::new(super::super::eventfd().unwrap());
+        PortFds {
+            read: Some(Arc::clone(&fd)),
+            write: fd,
+        }
+    }
+
+    fn add(tx: &Sender<Command>, id: PortId) -> mpsc::Receiver<()> {
+        let (ack, done) = mpsc::channel();
+        tx.send(Command::AddPort(id, fds(), ack)).unwrap();
+        done
+    }
+
+    fn drops(c: &Core<()>, r: DropReason) -> u64 {
+        c.datapath.counters().drops(r)
+    }
+
+    #[test]
+    fn commands_add_and_remove_ports_and_are_acknowledged() {
+        let (mut c, tx, _lost) = core(4);
+        let mut be = Fake::default();
+        let ack = add(&tx, 7);
+        assert!(c.commands(&mut be).unwrap());
+        assert!(ack.try_recv().is_ok(), "AddPort acknowledged");
+        assert_eq!(be.added, [7]);
+        assert!(c.ports.contains_key(&7));
+        let (ack, done) = mpsc::channel();
+        tx.send(Command::DelPort(7, ack)).unwrap();
+        assert!(c.commands(&mut be).unwrap());
+        assert!(done.try_recv().is_ok(), "DelPort acknowledged");
+        assert_eq!(be.removed, [7]);
+        assert!(c.ports.is_empty());
+        tx.send(Command::Shutdown).unwrap();
+        assert!(!c.commands(&mut be).unwrap(), "Shutdown stops the engine");
+    }
+
+    #[test]
+    fn every_verdict_gives_its_buffer_back_or_to_the_back_end() {
+        let (mut c, tx, _lost) = core(4);
+        let mut be = Fake::default();
+        let _ack = add(&tx, 1);
+        c.commands(&mut be).unwrap();
+        let dst = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), 4789);
+        let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 2), 5353);
+        let take = |c: &mut Core<()>| c.free.pop().unwrap();
+
+        // To a port this worker does not serve: a failed write, buffer free again.
+        let b = take(&mut c);
+        c.carry_out(&mut be, b, Verdict::ToPort(9));
+        assert_eq!(drops(&c, DropReason::TxError), 1);
+        assert!(be.writes.is_empty());
+        // A write that fails at once is counted; one that succeeds is not.
+        be.write = Some(false);
+        let b = take(&mut c);
+        c.carry_out(&mut be, b, Verdict::ToPort(1));
+        assert_eq!(drops(&c, DropReason::TxError), 2);
+        be.write = Some(true);
+        let b = take(&mut c);
+        c.carry_out(&mut be, b, Verdict::ToPort(1));
+        assert_eq!(drops(&c, DropReason::TxError), 2);
+        assert_eq!(be.writes.iter().map(|w| w.0).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(c.free.len(), 4, "done writes free their buffer");
+        // A write in flight keeps its buffer until the back end's completion.
+        be.write = None;
+        let b = take(&mut c);
+        c.carry_out(&mut be, b, Verdict::ToPort(1));
+        assert_eq!(c.free.len(), 3);
+        assert!(!c.free.contains(&b));
+        // No tunnel socket, no forwarder: counted, freed.
+        let b = take(&mut c);
+        c.carry_out(&mut be, b, Verdict::ToTunnel { peer: 0, dst });
+        assert_eq!(drops(&c, DropReason::TxError), 3);
+        let b = take(&mut c);
+        c.carry_out(&mut be, b, Verdict::DnsForward { port: 1, client });
+        assert_eq!(drops(&c, DropReason::DnsUpstreamFailed), 1);
+        let b = take(&mut c);
+        c.carry_out(&mut be, b, Verdict::Drop(DropReason::BadVnetHdr));
+        assert_eq!(c.free.len(), 3);
+    }
+
+    #[test]
+    fn a_lost_port_is_dropped_and_reported() {
+        let (mut c, tx, mut lost) = core(2);
+        let mut be = Fake::default();
+        let _ack = add(&tx, 3);
+        c.commands(&mut be).unwrap();
+        c.port_lost(&mut be, 3, "read: EBADFD");
+        assert_eq!(be.removed, [3]);
+        assert!(c.ports.is_empty());
+        assert_eq!(lost.try_recv().ok(), Some(3));
+    }
+
+    #[test]
+    fn a_short_tap_read_is_counted_and_freed() {
+        let (mut c, _tx, _lost) = core(2);
+        let mut be = Fake::default();
+        let b = c.free.pop().unwrap();
+        c.tap_frame(&mut be, 1, b, 3); // shorter than a virtio-net header
+        assert_eq!(drops(&c, DropReason::BadVnetHdr), 1);
+        assert_eq!(c.free.len(), 2);
+    }
+
+    #[test]
+    fn the_loop_ends_on_shutdown_and_tears_the_back_end_down() {
+        let (c, tx, _lost) = core(2);
+        let torn_down = Rc::new(Cell::new(false));
+        let be = Fake {
+            torn_down: Rc::clone(&torn_down),
+            ..Fake::default()
+        };
+        tx.send(Command::Shutdown).unwrap();
+        run(c, be).unwrap();
+        assert!(torn_down.get());
+    }
+}
