@@ -1,7 +1,9 @@
 //! Packet I/O engines: move frames between pod TAPs, the tunnel socket and the datapath.
 //!
-//! Two engines share one contract: [`uring`] (io_uring, the default) and [`epoll`] (the
-//! fallback for runtimes whose seccomp profile blocks io_uring). `--workers N` runs N engine
+//! One engine core ([`core`]: the forwarding loop, verdicts carried out, the GRO hold, the
+//! tunnel and DNS drains, commands, the spin-then-sleep policy) runs on one of two back ends:
+//! [`uring`] (io_uring, the default) and [`epoll`] (the fallback for runtimes whose seccomp
+//! profile blocks io_uring), which only submit operations and hand completions to the core. `--workers N` runs N engine
 //! threads of the chosen kind; each reads its own queue of every pod's multi-queue TAP and
 //! has its own tunnel socket (`SO_REUSEPORT`), so the kernel spreads flows over the workers
 //! by hash and a flow stays on one worker (no reordering). The workers share the datapath
