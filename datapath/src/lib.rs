@@ -70,6 +70,7 @@ mod wire;
 pub use counters::{Counters, DropReason, LinkCounters};
 pub use pipeline::{Datapath, Stage, Verdict};
 pub use ratelimit::RateLimit;
+pub use state::gro_hold::{self, GroFrames, GroHold, Step as GroStep};
 pub use state::ct_persist::{AffinityRecord, ConnRecord, CtImport, CtSnapshot};
 pub use state::ct_state::State as ConnState;
 pub use state::service::{DnsEntry, ServiceEntry};

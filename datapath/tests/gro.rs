@@ -27,20 +27,22 @@ fn segments(frame: &[u8], mss: u16) -> Vec<Vec<u8>> {
     segs
 }
 
-/// Merges `segs` in order; returns the buffers that would be written to the pod.
+/// Merges `segs` in order through the engines' GRO hold (all to one port, as tunnel frames
+/// of one flow are); returns the buffers that would be written to the pod.
 fn merge(segs: &[Vec<u8>]) -> Vec<PacketBuf> {
+    const POD: PortId = 1;
     let mut written = Vec::new();
-    let mut held: Option<PacketBuf> = None;
+    let mut hold = GroHold::new();
     for s in segs {
-        let next = PacketBuf::from_frame(s);
-        let merged = held.as_mut().is_some_and(|h| gro_append(h, &next));
-        if !merged {
-            if let Some(h) = held.replace(next) {
+        match hold.push(&mut gro_hold::Owned, POD, PacketBuf::from_frame(s)) {
+            GroStep::Merged(_) | GroStep::Held => {}
+            GroStep::Flush(port, h) => {
+                assert_eq!(port, POD);
                 written.push(h);
             }
         }
     }
-    written.extend(held);
+    written.extend(hold.take().map(|(_, h)| h));
     written
 }
 
@@ -100,6 +102,27 @@ fn a_gap_or_another_flow_is_not_merged() {
     let pushed = segments(&tso_frame(&vec![1u8; 1398], PSH, 1, 1), 1398);
     let next = segments(&tso_frame(&vec![2u8; 1398], 0, 2, 1 + 1398), 1398);
     assert_eq!(merge(&[pushed[0].clone(), next[0].clone()]).len(), 2);
+}
+
+#[test]
+fn the_hold_flushes_on_another_port_and_merges_by_pool_index() {
+    let segs = segments(&tso_frame(&vec![3u8; 1398 * 3], 0, 1, 100), 1398);
+    let mut pool: Vec<PacketBuf> = segs.iter().map(|s| PacketBuf::from_frame(s)).collect();
+    let pool = pool.as_mut_slice();
+    let mut hold = GroHold::<u32>::new();
+    assert_eq!(hold.push(pool, 1, 0), GroStep::Held);
+    // The next segment of the flow, but for another port: the held frame goes out first.
+    assert_eq!(hold.push(pool, 2, 1), GroStep::Flush(1, 0));
+    // The third segment follows the second: merged, its buffer is free again.
+    assert_eq!(hold.push(pool, 2, 2), GroStep::Merged(2));
+    // A buffer is never merged into itself.
+    assert_eq!(hold.push(pool, 2, 1), GroStep::Flush(2, 1));
+    assert_eq!(hold.take(), Some((2, 1)));
+    assert_eq!(hold.take(), None);
+    assert_eq!(
+        pool[1].vnet.gso_type, VNET_GSO_TCPV4,
+        "2 and 3 merged in buffer 1"
+    );
 }
 
 proptest! {

@@ -11,7 +11,7 @@
 //! - The daemon never exits because of a request or a packet; SIGTERM/SIGINT stop it
 //!   cleanly (pods' TAPs are closed, the conntrack table saved, the socket file removed).
 
-#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod control;
 mod ct_file;

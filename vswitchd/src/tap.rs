@@ -119,9 +119,8 @@ impl Tap {
         // SAFETY: TUNSETIFF reads and writes back one `struct ifreq`; `ifr` is a properly
         // sized and aligned `libc::ifreq` that lives across the call, and `fd` is an open
         // /dev/net/tun descriptor.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
+        if let Err(errno) = unsafe { tun_set_iff(fd.as_raw_fd(), &mut ifr) } {
+            let err = io::Error::from(errno);
             let hint = match err.raw_os_error() {
                 Some(libc::EBUSY) => ": a TAP of that name exists and is already attached",
                 Some(libc::EINVAL) => {
@@ -146,19 +145,15 @@ impl Tap {
             let want = VNET_HDR_LEN as libc::c_int;
             // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer; `want` is a live
             // `c_int` on our stack.
-            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &want) };
-            if rc < 0 {
-                return Err(io::Error::last_os_error())
-                    .with_context(|| format!("TUNSETVNETHDRSZ {want} on {name}"));
-            }
+            unsafe { tun_set_vnet_hdr_sz(fd.as_raw_fd(), &want) }
+                .map_err(io::Error::from)
+                .with_context(|| format!("TUNSETVNETHDRSZ {want} on {name}"))?;
             let mut got: libc::c_int = 0;
             // SAFETY: TUNGETVNETHDRSZ writes one `int` through the pointer; `got` is a live,
             // writable `c_int`.
-            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETVNETHDRSZ, &mut got) };
-            if rc < 0 {
-                return Err(io::Error::last_os_error())
-                    .with_context(|| format!("TUNGETVNETHDRSZ on {name}"));
-            }
+            unsafe { tun_get_vnet_hdr_sz(fd.as_raw_fd(), &mut got) }
+                .map_err(io::Error::from)
+                .with_context(|| format!("TUNGETVNETHDRSZ on {name}"))?;
             if got != want {
                 bail!("TAP {name}: vnet header size is {got}, expected {want}");
             }
@@ -215,6 +210,15 @@ impl AsRawFd for Tap {
         self.fd.as_raw_fd()
     }
 }
+
+// The TUN ioctls that pass a pointer, as nix wrappers (`_bad`: the request numbers are the
+// kernel's, from libc, not derived from the argument type: TUNSETIFF is declared `_IOW(int)`
+// but takes a `struct ifreq`). TUNSETPERSIST and TUNSETOFFLOAD take an `unsigned long` by
+// value; nix's by-value wrapper passes a `c_int`, whose upper register half the variadic
+// call leaves unspecified while the kernel reads all of it, so those two stay `libc::ioctl`.
+nix::ioctl_readwrite_bad!(tun_set_iff, libc::TUNSETIFF, libc::ifreq);
+nix::ioctl_write_ptr_bad!(tun_set_vnet_hdr_sz, libc::TUNSETVNETHDRSZ, libc::c_int);
+nix::ioctl_read_bad!(tun_get_vnet_hdr_sz, libc::TUNGETVNETHDRSZ, libc::c_int);
 
 /// `TUNSETPERSIST` on a TAP descriptor (e.g. one taken out of a [`Tap`] by [`Tap::into_fd`]).
 pub fn set_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {

@@ -10,5 +10,6 @@ pub mod balancer;
 pub mod conntrack;
 pub mod ct_persist;
 pub mod ct_state;
+pub mod gro_hold;
 pub mod service;
 pub mod tables;

@@ -1,7 +1,9 @@
 //! Packet I/O engines: move frames between pod TAPs, the tunnel socket and the datapath.
 //!
-//! Two engines share one contract: [`uring`] (io_uring, the default) and [`epoll`] (the
-//! fallback for runtimes whose seccomp profile blocks io_uring). `--workers N` runs N engine
+//! One engine core ([`core`]: the forwarding loop, verdicts carried out, the GRO hold, the
+//! tunnel and DNS drains, commands, the spin-then-sleep policy) runs on one of two back ends:
+//! [`uring`] (io_uring, the default) and [`epoll`] (the fallback for runtimes whose seccomp
+//! profile blocks io_uring), which only submit operations and hand completions to the core. `--workers N` runs N engine
 //! threads of the chosen kind; each reads its own queue of every pod's multi-queue TAP and
 //! has its own tunnel socket (`SO_REUSEPORT`), so the kernel spreads flows over the workers
 //! by hash and a flow stays on one worker (no reordering). The workers share the datapath
@@ -15,6 +17,7 @@
 //! ([`is_port_lost`], [`IoHandle::take_lost`]); the control plane then removes the port.
 
 mod buf_ring;
+mod core;
 mod dns_forward;
 mod epoll;
 mod tunnel;
@@ -23,7 +26,7 @@ mod uring;
 use crate::DatapathKind;
 use anyhow::{bail, Context, Result};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -89,7 +92,7 @@ struct Worker {
 /// The control plane's handle on the running engine workers.
 pub struct IoHandle {
     kind: &'static str,
-    /// The engine's clock origin (see [`EngineCtx::now_ms`]).
+    /// The engine's clock origin (see [`core::Core::now_ms`]).
     epoch: Instant,
     workers: std::sync::Mutex<Vec<Worker>>,
     count: usize,
@@ -130,7 +133,7 @@ impl IoHandle {
         for (i, w) in workers.iter().enumerate() {
             let (ack, done) = mpsc::channel();
             if w.tx.send(make(i, ack)).is_ok() {
-                wake(w.wake.as_raw_fd());
+                wake(w.wake.as_fd());
                 acks.push((i, done));
             }
         }
@@ -181,7 +184,7 @@ impl IoHandle {
         let mut workers = self.workers.lock().expect("not poisoned");
         for w in workers.iter() {
             if w.tx.send(Command::Shutdown).is_ok() {
-                wake(w.wake.as_raw_fd());
+                wake(w.wake.as_fd());
             }
         }
         for w in workers.iter_mut() {
@@ -216,47 +219,28 @@ pub struct EngineCtx {
     pub lost: tokio::sync::mpsc::UnboundedSender<PortId>,
 }
 
-impl EngineCtx {
-    /// Milliseconds since the engine started: the datapath's clock.
-    pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-}
-
 fn eventfd() -> Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers; the result is checked before use.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("eventfd");
-    }
-    // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    let fd =
+        EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).context("eventfd")?;
+    Ok(OwnedFd::from(fd))
 }
 
 /// Wakes the engine blocked on the eventfd.
-fn wake(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live local u64 to an eventfd, as eventfd(2) requires.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+fn wake(fd: BorrowedFd<'_>) {
+    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
 }
 
 /// Sets or clears O_NONBLOCK on `fd`.
-pub fn set_nonblocking(fd: RawFd, on: bool) -> std::io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no pointers involved.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let flags = if on {
-            flags | libc::O_NONBLOCK
-        } else {
-            flags & !libc::O_NONBLOCK
-        };
-        if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    let flags = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags & !OFlag::O_NONBLOCK
+    };
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
     Ok(())
 }
 
@@ -326,20 +310,8 @@ fn steer_by_inner_flow(sock: &UdpSocket, workers: u32) -> std::io::Result<()> {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: setsockopt reads one `sock_fprog` whose `filter` points at `prog`, a live
-    // local array of `len` instructions, for the duration of the call (the kernel copies it).
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // The kernel copies the program (`fprog.filter` points at `prog`, live across the call).
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::AttachReusePortCbpf, &fprog)?;
     Ok(())
 }
 

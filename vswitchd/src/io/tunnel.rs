@@ -248,22 +248,9 @@ impl Default for TunnelRx {
 impl TunnelRx {
     /// Turns UDP GRO on for `sock` (a kernel without it just keeps sending datagrams singly).
     pub fn enable_gro(sock: &UdpSocket) {
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt reads an int from a live local of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_GRO,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::info!(
-                "UDP GRO is not available: {}; receiving datagrams one by one",
-                std::io::Error::last_os_error()
-            );
+        use nix::sys::socket::{setsockopt, sockopt};
+        if let Err(e) = setsockopt(sock, sockopt::UdpGroSegment, &true) {
+            tracing::info!("UDP GRO is not available: {e}; receiving datagrams one by one");
         }
     }
 

@@ -1,24 +1,22 @@
-//! The io_uring engine: one read in flight per TAP, writes submitted from the buffer the
+//! The io_uring back end: one read in flight per TAP, writes submitted from the buffer the
 //! frame was read into (no copy), many completions handled and many submissions made per
 //! `io_uring_enter`. The tunnel socket is watched with a poll operation and drained with
 //! non-blocking receives; so is the upstream DNS socket (`--dns-upstream`), with a timeout
 //! operation armed while forwarded queries wait, to expire them.
 //!
-//! Buffer ownership: a pool buffer is either free, owned by one in-flight operation (its
-//! index is in that operation's `user_data`), or being processed; it returns to the free
-//! list only when its operation's completion has been reaped, so the kernel never writes
-//! into a buffer we reuse.
+//! The forwarding logic is the [`Core`]'s; this file only arms operations and hands their
+//! completions to it. Buffer ownership: a pool buffer is either free, owned by one
+//! in-flight operation (its index is in that operation's `user_data`), or being processed;
+//! it returns to the free list only when its operation's completion has been reaped, so the
+//! kernel never writes into a buffer we reuse.
 
 use super::buf_ring::BufRing;
-use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
-use super::{Command, EngineCtx, PortFds, TUNNEL_BATCH};
+use super::core::{self, Backend, Core, Port, Wait, Written};
+use super::{EngineCtx, PortFds};
 use anyhow::{Context, Result};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
-use std::collections::HashMap;
-use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::time::Instant;
-use vswitch_datapath::{gro_append, DropReason, PacketBuf, PortId, Tables, Verdict};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use vswitch_datapath::{DropReason, PortId};
 
 const RING_ENTRIES: u32 = 1024;
 /// Buffers in the pool (each [`vswitch_datapath::buf::BUF_CAPACITY`] bytes).
@@ -76,37 +74,28 @@ pub fn probe() -> Result<(), String> {
     Ok(())
 }
 
-struct PortState {
-    fds: PortFds,
-    /// `user_data` of the reads in flight, oldest first.
-    reads: Vec<u64>,
-}
+/// The reads in flight on one port: their `user_data`, oldest first.
+type Reads = Vec<u64>;
 
-struct Engine {
-    ctx: EngineCtx,
+/// The io_uring back end (see the module docs). The ring is declared first: it is dropped
+/// before the provided-buffer ring, and (see [`core`]) before the pool it points into.
+struct UringBackend {
     ring: IoUring,
-    /// Multishot TAP reads from a provided-buffer ring, where the kernel has them (6.7+);
-    /// declared after `ring` so that it is dropped after the ring.
+    /// Multishot TAP reads from a provided-buffer ring, where the kernel has them (6.7+).
     ms: Option<Multishot>,
-    bufs: Vec<PacketBuf>,
-    free: Vec<u32>,
-    ports: HashMap<PortId, PortState>,
     wake_val: Box<u64>,
-    tunnel: super::tunnel::TunnelTx,
-    tunnel_rx: super::tunnel::TunnelRx,
-    dns: Option<DnsForwarder>,
     /// The period of the DNS expiry timer (boxed: the kernel reads it while armed).
     dns_timer: Box<types::Timespec>,
     dns_timer_armed: bool,
-    /// The table snapshot and the clock for the completions being handled: loaded once per
-    /// batch, not per frame.
-    batch_tables: Arc<Tables>,
-    batch_now: u64,
     /// Each pool buffer's registered region `(start address, length)`, when the pool is
     /// registered with the ring (`IORING_REGISTER_BUFFERS`): TAP reads and writes then use
     /// `READ_FIXED`/`WRITE_FIXED` with the buffer's index, and the kernel skips mapping the
     /// user memory per operation. Empty when registration failed (plain READ/WRITE then).
     fixed: Vec<(usize, usize)>,
+    /// The completions the last wait reaped: `(user_data, result, flags)`.
+    cqes: Vec<(u64, i32, u32)>,
+    /// A zero timeout, for polling enters.
+    zero: types::Timespec,
 }
 
 /// The provided-buffer ring of multishot TAP reads and how many pool buffers it holds.
@@ -115,8 +104,8 @@ struct Multishot {
     held: usize,
 }
 
-/// Runs the engine until [`Command::Shutdown`].
-pub fn run(mut ctx: EngineCtx) -> Result<()> {
+/// Runs the engine until [`super::Command::Shutdown`].
+pub fn run(ctx: EngineCtx) -> Result<()> {
     // One thread submits, and completions are reaped only when it asks for them: the
     // kernel then neither interrupts the engine to post completions nor runs that work on
     // other threads (6.1+). Older kernels get a plain ring.
@@ -129,88 +118,114 @@ pub fn run(mut ctx: EngineCtx) -> Result<()> {
             IoUring::new(RING_ENTRIES)
         })
         .context("io_uring_setup")?;
-    let dns = ctx.dns.take();
-    let mut e = Engine {
-        ctx,
+    let (multishot, registered) = (ctx.uring_multishot, ctx.uring_registered_buffers);
+    let mut core: Core<Reads> = Core::new(ctx, POOL);
+    let mut be = UringBackend {
         ring,
         ms: None,
-        bufs: (0..POOL).map(|_| PacketBuf::new()).collect(),
-        free: (0..POOL as u32).rev().collect(),
-        ports: HashMap::new(),
         wake_val: Box::new(0),
-        tunnel: Default::default(),
-        tunnel_rx: Default::default(),
-        dns,
         dns_timer: Box::new(types::Timespec::new().sec(1)),
         dns_timer_armed: false,
-        batch_tables: Arc::default(),
-        batch_now: 0,
         fixed: Vec::new(),
+        cqes: Vec::with_capacity(RING_ENTRIES as usize),
+        zero: types::Timespec::new(),
     };
-    e.register_pool();
-    e.setup_multishot();
-    if let Some(sock) = e.ctx.tunnel.as_ref().filter(|_| e.ctx.tunnel_gro) {
-        super::tunnel::TunnelRx::enable_gro(sock);
+    be.register_pool(&mut core, registered);
+    be.setup_multishot(multishot);
+    be.arm_wake(&core);
+    be.arm_tunnel_poll(&core);
+    be.arm_dns_poll(&core);
+    core::run(core, be)
+}
+
+impl Backend for UringBackend {
+    type Port = Reads;
+
+    fn add_port(&mut self, _id: PortId, fds: &PortFds) -> Result<Reads> {
+        // Blocking mode: io_uring then waits for readiness itself instead of completing
+        // reads with EAGAIN.
+        if let Some(fd) = &fds.read {
+            let _ = super::set_nonblocking(fd.as_fd(), false);
+        }
+        Ok(Vec::with_capacity(READS_PER_PORT))
     }
-    e.arm_wake();
-    e.arm_tunnel_poll();
-    e.arm_dns_poll();
-    let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(RING_ENTRIES as usize);
-    let mut last_work = Instant::now();
-    let spin = e.ctx.spin;
-    let zero = types::Timespec::new();
-    let spin_args = types::SubmitArgs::new().timespec(&zero);
-    loop {
-        e.arm_reads();
-        e.dns_expiry();
-        // Right after traffic, poll for a short while before sleeping: a request's answer
-        // usually follows within microseconds, and a sleep/wakeup pair costs more than that.
-        if last_work.elapsed() < spin {
-            loop {
-                // An enter with GETEVENTS and no waiting runs pending task work, which is
-                // what turns a ready TAP or socket into a completion.
-                let _ = e.ring.submitter().submit_with_args(1, &spin_args);
-                if !e.ring.completion().is_empty() || last_work.elapsed() >= spin {
-                    break;
-                }
-                std::hint::spin_loop();
+
+    /// Cancels the port's reads in flight (their completions find no port and free their
+    /// buffers); its fd closes when dropped here, which is safe: an operation in flight
+    /// holds its own reference to the file, and port ids are never reused.
+    fn del_port(&mut self, id: PortId, port: Port<Reads>) {
+        for read in port.extra {
+            let entry = opcode::AsyncCancel::new(read)
+                .build()
+                .user_data(ud(OP_CANCEL, 0, id));
+            self.push(&entry);
+        }
+        let _ = self.ring.submit();
+    }
+
+    fn write_tap(&mut self, fd: BorrowedFd<'_>, b: u32, frame: &[u8], dst: PortId) -> Written {
+        let (ptr, len) = (frame.as_ptr(), frame.len() as u32);
+        let fd = types::Fd(fd.as_raw_fd());
+        let entry = match self.fixed_index(b, ptr, len as usize) {
+            Some(i) => opcode::WriteFixed::new(fd, ptr, len, i).build(),
+            None => opcode::Write::new(fd, ptr, len).build(),
+        }
+        .user_data(ud(OP_TAP_WRITE, b, dst));
+        self.push(&entry);
+        Written::InFlight
+    }
+
+    /// Arms reads, and keeps a timer armed while forwarded DNS queries wait, so that they
+    /// expire without other traffic.
+    fn prepare(&mut self, core: &mut Core<Reads>) {
+        self.arm_reads(core);
+        if core.dns.as_ref().is_some_and(|f| f.has_pending()) && !self.dns_timer_armed {
+            let entry = opcode::Timeout::new(&*self.dns_timer as *const types::Timespec)
+                .build()
+                .user_data(ud(OP_DNS_TIMER, 0, 0));
+            self.dns_timer_armed = true;
+            self.push(&entry);
+        }
+    }
+
+    fn wait(&mut self, wait: Wait) -> Result<usize> {
+        self.cqes.clear();
+        match wait {
+            // An enter with GETEVENTS and no waiting runs pending task work, which is what
+            // turns a ready TAP or socket into a completion.
+            Wait::Poll => {
+                let args = types::SubmitArgs::new().timespec(&self.zero);
+                let _ = self.ring.submitter().submit_with_args(1, &args);
             }
+            Wait::Sleep => match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EINTR) => return Ok(0),
+                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(err) => return Err(err).context("io_uring_enter"),
+            },
         }
-        match e.ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(err) if err.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {}
-            Err(err) => return Err(err).context("io_uring_enter"),
-        }
-        cqes.clear();
-        cqes.extend(
-            e.ring
+        self.cqes.extend(
+            self.ring
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
-        if !cqes.is_empty() {
-            last_work = Instant::now();
-        }
-        e.batch_tables = Arc::clone(&e.ctx.datapath.tables());
-        e.batch_now = e.ctx.now_ms();
-        for &(user_data, res, flags) in &cqes {
-            if !e.complete(user_data, res, flags)? {
-                e.teardown();
-                return Ok(());
+        Ok(self.cqes.len())
+    }
+
+    fn dispatch(&mut self, core: &mut Core<Reads>) -> Result<bool> {
+        for i in 0..self.cqes.len() {
+            let (user_data, res, flags) = self.cqes[i];
+            if !self.complete(core, user_data, res, flags)? {
+                return Ok(false);
             }
         }
-        // Datagrams for the tunnel queued by this batch leave in one `sendmmsg`.
-        if let Some(sock) = &e.ctx.tunnel {
-            e.tunnel.flush(&e.ctx.datapath, sock);
-        }
+        Ok(true)
     }
-}
 
-impl Engine {
     /// Cancels every operation in flight and reaps them, so that no TAP or socket outlives
     /// the engine inside the ring's asynchronous teardown (a restarted daemon must be able to
     /// bind the tunnel port and recreate the pods' interfaces at once).
-    fn teardown(&mut self) {
+    fn teardown(&mut self, core: &mut Core<Reads>) {
         let _ = self.ring.submit();
         let timeout = types::Timespec::new().sec(1);
         if let Err(e) = self
@@ -228,13 +243,15 @@ impl Engine {
             let _ = self.ring.submitter().unregister_buffers();
             self.fixed.clear();
         }
-        self.ports.clear();
+        core.ports.clear();
     }
+}
 
+impl UringBackend {
     /// Switches TAP reads to multishot reads from a provided-buffer ring when the kernel
     /// has both (`--uring-multishot off` keeps one-shot reads).
-    fn setup_multishot(&mut self) {
-        if !self.ctx.uring_multishot {
+    fn setup_multishot(&mut self, wanted: bool) {
+        if !wanted {
             tracing::info!("io_uring: multishot TAP reads off (--uring-multishot off)");
             return;
         }
@@ -255,12 +272,12 @@ impl Engine {
     }
 
     /// Hands free pool buffers to the provided ring until it holds [`RING_TARGET`].
-    fn top_up_ring(&mut self) {
+    fn top_up_ring(&mut self, core: &mut Core<Reads>) {
         let Some(ms) = &mut self.ms else { return };
         let mut added = false;
-        while ms.held < RING_TARGET && self.free.len() > 64 {
-            let Some(b) = self.free.pop() else { break };
-            let region = self.bufs[b as usize].tap_read_region();
+        while ms.held < RING_TARGET && core.free.len() > 64 {
+            let Some(b) = core.free.pop() else { break };
+            let region = core.bufs[b as usize].tap_read_region();
             ms.ring
                 .push(region.as_mut_ptr(), region.len() as u32, b as u16);
             ms.held += 1;
@@ -271,14 +288,14 @@ impl Engine {
         }
     }
 
-    /// Registers every pool buffer's I/O region with the ring (see [`Engine::fixed`]).
-    /// `--uring-registered-buffers off` skips it.
-    fn register_pool(&mut self) {
-        if !self.ctx.uring_registered_buffers {
+    /// Registers every pool buffer's I/O region with the ring (see
+    /// [`UringBackend::fixed`]). `--uring-registered-buffers off` skips it.
+    fn register_pool(&mut self, core: &mut Core<Reads>, wanted: bool) {
+        if !wanted {
             tracing::info!("io_uring: registered buffers off (--uring-registered-buffers off)");
             return;
         }
-        let iovecs: Vec<libc::iovec> = self
+        let iovecs: Vec<libc::iovec> = core
             .bufs
             .iter_mut()
             .map(|b| {
@@ -290,9 +307,10 @@ impl Engine {
             })
             .collect();
         // SAFETY: every iovec points into a pool buffer's boxed storage, which is never
-        // moved or freed while the ring lives: the pool is a Vec that is never resized, and
-        // `ring` is declared before `bufs` in `Engine`, so it is dropped (and the buffers
-        // unregistered) first; `teardown` unregisters them explicitly too.
+        // moved or freed while the ring lives: the pool is a boxed slice that is never
+        // resized, and the engine drops its back end (the ring, which unregisters the
+        // buffers) before its core (see `core::Engine`); `teardown` unregisters them
+        // explicitly too.
         match unsafe { self.ring.submitter().register_buffers(&iovecs) } {
             Ok(()) => {
                 self.fixed = iovecs
@@ -317,7 +335,7 @@ impl Engine {
         loop {
             // SAFETY: every entry we build points into memory that stays valid until its
             // completion is reaped: pool buffers (boxed, never freed while in flight),
-            // `wake_val` or `dns_timer` (boxed, live as long as the engine, whose teardown
+            // `wake_val` or `dns_timer` (boxed, live as long as the back end, whose teardown
             // cancels and reaps everything) or nothing at all.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return;
@@ -326,17 +344,17 @@ impl Engine {
         }
     }
 
-    fn arm_wake(&mut self) {
+    fn arm_wake(&mut self, core: &Core<Reads>) {
         let ptr = (&mut *self.wake_val as *mut u64).cast::<u8>();
-        let fd = self.ctx.wake.as_raw_fd();
+        let fd = core.wake.as_raw_fd();
         let entry = opcode::Read::new(types::Fd(fd), ptr, 8)
             .build()
             .user_data(ud(OP_WAKE, 0, 0));
         self.push(&entry);
     }
 
-    fn arm_tunnel_poll(&mut self) {
-        if let Some(sock) = &self.ctx.tunnel {
+    fn arm_tunnel_poll(&mut self, core: &Core<Reads>) {
+        if let Some(sock) = &core.tunnel {
             let entry = opcode::PollAdd::new(types::Fd(sock.as_raw_fd()), libc::POLLIN as u32)
                 .build()
                 .user_data(ud(OP_POLL_TUNNEL, 0, 0));
@@ -344,8 +362,8 @@ impl Engine {
         }
     }
 
-    fn arm_dns_poll(&mut self) {
-        if let Some(fwd) = &self.dns {
+    fn arm_dns_poll(&mut self, core: &Core<Reads>) {
+        if let Some(fwd) = &core.dns {
             let fd = fwd.socket().as_raw_fd();
             let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
                 .build()
@@ -354,77 +372,36 @@ impl Engine {
         }
     }
 
-    /// Expires forwarded DNS queries, and keeps a timer armed while some wait so that they
-    /// expire without other traffic.
-    fn dns_expiry(&mut self) {
-        let now = self.ctx.now_ms();
-        let Some(fwd) = &mut self.dns else { return };
-        fwd.expire(&self.ctx.datapath, now);
-        if fwd.has_pending() && !self.dns_timer_armed {
-            let entry = opcode::Timeout::new(&*self.dns_timer as *const types::Timespec)
-                .build()
-                .user_data(ud(OP_DNS_TIMER, 0, 0));
-            self.dns_timer_armed = true;
-            self.push(&entry);
-        }
-    }
-
-    /// Takes up to [`DNS_BATCH`] datagrams from the upstream DNS socket; responses go to
-    /// the pods' TAPs.
-    fn drain_dns(&mut self) {
-        let dp = self.ctx.datapath.clone();
-        let tables = dp.tables();
-        for _ in 0..DNS_BATCH {
-            let Some(b) = self.free.pop() else { break };
-            let Some(fwd) = &mut self.dns else {
-                self.free.push(b);
-                break;
-            };
-            match fwd.recv(&dp, &tables, &mut self.bufs[b as usize]) {
-                Recv::Reply(v) => self.carry_out(b, v),
-                Recv::Ignored => self.free.push(b),
-                Recv::Empty => {
-                    self.free.push(b);
-                    break;
-                }
-            }
-        }
-    }
-
     /// Arms [`READS_PER_PORT`] reads on every port that has none in flight, as far as
     /// buffers last. Only a port with no read pending gets new ones: a read armed while an
     /// older one waits for data could run inline and take a newer frame first.
-    fn arm_reads(&mut self) {
+    fn arm_reads(&mut self, core: &mut Core<Reads>) {
         if self.ms.is_some() {
-            self.arm_multishot_reads();
+            self.arm_multishot_reads(core);
             return;
         }
         // Every read region is a registered one when the pool is registered.
         let fixed = !self.fixed.is_empty();
-        for (id, port) in self.ports.iter_mut() {
+        for (id, port) in core.ports.iter_mut() {
             let Some(fd) = port.fds.read.as_ref().map(|f| f.as_raw_fd()) else {
                 continue; // this worker only writes to the port
             };
-            if !port.reads.is_empty() {
+            if !port.extra.is_empty() {
                 continue;
             }
-            while port.reads.len() < READS_PER_PORT {
-                let Some(b) = self.free.pop() else { return };
-                let region = self.bufs[b as usize].tap_read_region();
+            while port.extra.len() < READS_PER_PORT {
+                let Some(b) = core.free.pop() else { return };
+                let region = core.bufs[b as usize].tap_read_region();
                 let (ptr, len) = (region.as_mut_ptr(), region.len() as u32);
                 let user_data = ud(OP_TAP_READ, b, *id);
-                port.reads.push(user_data);
+                port.extra.push(user_data);
                 let entry = if fixed {
                     opcode::ReadFixed::new(types::Fd(fd), ptr, len, b as u16).build()
                 } else {
                     opcode::Read::new(types::Fd(fd), ptr, len).build()
                 }
                 .user_data(user_data);
-                // SAFETY: as in `push`: the pool buffer stays allocated and unused until
-                // this read's completion is reaped.
-                while unsafe { self.ring.submission().push(&entry) }.is_err() {
-                    let _ = self.ring.submit();
-                }
+                self.push(&entry);
             }
         }
     }
@@ -432,43 +409,45 @@ impl Engine {
     /// Keeps one multishot read armed on every port this worker reads, once the provided
     /// ring has buffers (a read ends with ENOBUFS when the ring runs dry, and is re-armed
     /// here after the top-up). Completions come in the order the frames were read.
-    fn arm_multishot_reads(&mut self) {
-        self.top_up_ring();
+    fn arm_multishot_reads(&mut self, core: &mut Core<Reads>) {
+        self.top_up_ring(core);
         let Some(ms) = &self.ms else { return };
         if ms.held == 0 {
             return;
         }
         let bgid = ms.ring.bgid();
-        let mut entries = Vec::new();
-        for (id, port) in self.ports.iter_mut() {
+        for (id, port) in core.ports.iter_mut() {
             let Some(fd) = port.fds.read.as_ref().map(|f| f.as_raw_fd()) else {
                 continue;
             };
-            if !port.reads.is_empty() {
+            if !port.extra.is_empty() {
                 continue;
             }
             let user_data = ud(OP_TAP_READ_MS, 0, *id);
-            port.reads.push(user_data);
-            entries.push(
-                opcode::ReadMulti::new(types::Fd(fd), 0, bgid)
-                    .build()
-                    .user_data(user_data),
-            );
-        }
-        for entry in entries {
+            port.extra.push(user_data);
+            let entry = opcode::ReadMulti::new(types::Fd(fd), 0, bgid)
+                .build()
+                .user_data(user_data);
             // Multishot reads point at no memory of ours: the kernel picks ring buffers.
             self.push(&entry);
         }
     }
 
     /// A completion of a multishot TAP read: the buffer it filled (if any) is ours again.
-    fn complete_multishot(&mut self, user_data: u64, res: i32, flags: u32, port: PortId) {
+    fn complete_multishot(
+        &mut self,
+        core: &mut Core<Reads>,
+        user_data: u64,
+        res: i32,
+        flags: u32,
+        port: PortId,
+    ) {
         let more = io_uring::cqueue::more(flags);
-        let live = match self.ports.get_mut(&port) {
-            Some(p) => match p.reads.iter().position(|u| *u == user_data) {
+        let live = match core.ports.get_mut(&port) {
+            Some(p) => match p.extra.iter().position(|u| *u == user_data) {
                 Some(i) => {
                     if !more {
-                        p.reads.remove(i); // ended (ENOBUFS, cancel, error): re-armed later
+                        p.extra.remove(i); // ended (ENOBUFS, cancel, error): re-armed later
                     }
                     true
                 }
@@ -476,55 +455,51 @@ impl Engine {
             },
             None => false,
         };
+        let bid = io_uring::cqueue::buffer_select(flags);
+        if bid.is_some() {
+            if let Some(ms) = &mut self.ms {
+                ms.held = ms.held.saturating_sub(1);
+            }
+        }
+        // Not one of ours (cannot happen): never index out of range.
+        let b = bid
+            .map(u32::from)
+            .filter(|&b| (b as usize) < core.bufs.len());
         // A multishot read ends on ENOBUFS (the ring ran dry: re-armed later) or a cancel;
         // any other error means the TAP is gone (see `is_port_lost`).
         if live && !more && res < 0 && res != -libc::ENOBUFS && super::is_port_lost(-res) {
-            if let Some(b) = io_uring::cqueue::buffer_select(flags) {
-                if let Some(ms) = &mut self.ms {
-                    ms.held = ms.held.saturating_sub(1);
-                }
-                if (b as usize) < self.bufs.len() {
-                    self.free.push(u32::from(b));
-                }
+            if let Some(b) = b {
+                core.free.push(b);
             }
-            self.port_lost(port, -res);
+            self.port_lost(core, port, -res);
             return;
         }
-        let Some(bid) = io_uring::cqueue::buffer_select(flags) else {
+        let Some(b) = b else {
             return; // no buffer consumed
         };
-        if let Some(ms) = &mut self.ms {
-            ms.held = ms.held.saturating_sub(1);
-        }
-        let b = u32::from(bid);
-        if b as usize >= self.bufs.len() {
-            return; // not one of ours: cannot happen, never index out of range
-        }
         if !live || res <= 0 {
-            self.free.push(b);
+            core.free.push(b);
             return;
         }
-        let buf = &mut self.bufs[b as usize];
-        if !buf.set_tap_read_len(res as usize) {
-            self.ctx.datapath.count_drop(DropReason::BadVnetHdr);
-            self.free.push(b);
-            return;
-        }
-        let dp = &self.ctx.datapath;
-        let v = dp.from_port(&self.batch_tables, port, buf, self.batch_now);
-        self.carry_out(b, v);
+        core.tap_frame(self, port, b, res as usize);
     }
 
     /// Handles one completion; false means shut down.
-    fn complete(&mut self, user_data: u64, res: i32, flags: u32) -> Result<bool> {
+    fn complete(
+        &mut self,
+        core: &mut Core<Reads>,
+        user_data: u64,
+        res: i32,
+        flags: u32,
+    ) -> Result<bool> {
         let (op, b, port) = ud_parts(user_data);
         match op {
-            OP_TAP_READ_MS => self.complete_multishot(user_data, res, flags, port),
+            OP_TAP_READ_MS => self.complete_multishot(core, user_data, res, flags, port),
             OP_TAP_READ => {
-                let live = match self.ports.get_mut(&port) {
-                    Some(p) => match p.reads.iter().position(|u| *u == user_data) {
+                let live = match core.ports.get_mut(&port) {
+                    Some(p) => match p.extra.iter().position(|u| *u == user_data) {
                         Some(i) => {
-                            p.reads.remove(i);
+                            p.extra.remove(i);
                             true
                         }
                         None => false,
@@ -532,203 +507,45 @@ impl Engine {
                     None => false,
                 };
                 if !live || res <= 0 {
-                    self.free.push(b);
+                    core.free.push(b);
                     if live && res < 0 && super::is_port_lost(-res) {
-                        self.port_lost(port, -res);
+                        self.port_lost(core, port, -res);
                     }
                     return Ok(true);
                 }
-                let buf = &mut self.bufs[b as usize];
-                if !buf.set_tap_read_len(res as usize) {
-                    self.ctx.datapath.count_drop(DropReason::BadVnetHdr);
-                    self.free.push(b);
-                    return Ok(true);
-                }
-                let dp = &self.ctx.datapath;
-                let v = dp.from_port(&self.batch_tables, port, buf, self.batch_now);
-                self.carry_out(b, v);
+                core.tap_frame(self, port, b, res as usize);
             }
             OP_TAP_WRITE => {
-                self.free.push(b);
+                core.free.push(b);
                 if res < 0 {
-                    self.ctx.datapath.count_drop(DropReason::TxError);
+                    core.datapath.count_drop(DropReason::TxError);
                     tracing::debug!(port, errno = -res, "TAP write failed");
                 }
             }
             OP_WAKE => {
-                while let Ok(cmd) = self.ctx.rx.try_recv() {
-                    if !self.command(cmd) {
-                        return Ok(false);
-                    }
+                if !core.commands(self)? {
+                    return Ok(false);
                 }
-                self.arm_wake();
+                self.arm_wake(core);
             }
             OP_POLL_TUNNEL => {
-                self.drain_tunnel();
-                self.arm_tunnel_poll();
+                core.drain_tunnel(self);
+                self.arm_tunnel_poll(core);
             }
             OP_POLL_DNS => {
-                self.drain_dns();
-                self.arm_dns_poll();
+                core.drain_dns(self);
+                self.arm_dns_poll(core);
             }
-            OP_DNS_TIMER => self.dns_timer_armed = false, // expiry runs every loop
+            OP_DNS_TIMER => self.dns_timer_armed = false, // expiry runs every round
 
             _ => {} // OP_CANCEL and anything unexpected: nothing owned.
         }
         Ok(true)
     }
 
-    fn command(&mut self, cmd: Command) -> bool {
-        match cmd {
-            Command::AddPort(id, fds, ack) => {
-                // Blocking mode: io_uring then waits for readiness itself instead of
-                // completing reads with EAGAIN.
-                if let Some(fd) = &fds.read {
-                    let _ = super::set_nonblocking(fd.as_raw_fd(), false);
-                }
-                self.ports.insert(
-                    id,
-                    PortState {
-                        fds,
-                        reads: Vec::with_capacity(READS_PER_PORT),
-                    },
-                );
-                let _ = ack.send(());
-            }
-            Command::DelPort(id, ack) => {
-                self.remove_port(id);
-                let _ = ack.send(());
-            }
-            Command::Shutdown => return false,
-        }
-        true
-    }
-
-    /// Stops serving port `id`: its reads in flight are cancelled (their completions find
-    /// no port and free their buffers) and its fd is closed.
-    fn remove_port(&mut self, id: PortId) {
-        if let Some(p) = self.ports.remove(&id) {
-            for read in p.reads {
-                let entry = opcode::AsyncCancel::new(read)
-                    .build()
-                    .user_data(ud(OP_CANCEL, 0, id));
-                self.push(&entry);
-            }
-            let _ = self.ring.submit();
-            // Dropping the fd here is safe: an operation in flight holds its own
-            // reference to the file, and port ids are never reused.
-        }
-    }
-
-    /// A read of port `id` failed with `errno`, which says its TAP is gone: the port is no
-    /// longer served (re-arming would fail again at once, a spin) and the control plane is
-    /// told.
-    fn port_lost(&mut self, id: PortId, errno: i32) {
-        tracing::debug!(
-            port = id,
-            errno,
-            "TAP lost: read: {}",
-            std::io::Error::from_raw_os_error(errno)
-        );
-        self.remove_port(id);
-        let _ = self.ctx.lost.send(id);
-    }
-
-    /// Carries out a verdict for pool buffer `b`, which it consumes.
-    fn carry_out(&mut self, b: u32, v: Verdict) {
-        match v {
-            Verdict::ToPort(dst) => {
-                let Some(fd) = self.ports.get(&dst).map(|p| p.fds.write.as_raw_fd()) else {
-                    self.ctx.datapath.count_drop(DropReason::TxError);
-                    self.free.push(b);
-                    return;
-                };
-                let region = self.bufs[b as usize].tap_write_region();
-                let (ptr, len) = (region.as_ptr(), region.len() as u32);
-                let entry = match self.fixed_index(b, ptr, len as usize) {
-                    Some(i) => opcode::WriteFixed::new(types::Fd(fd), ptr, len, i).build(),
-                    None => opcode::Write::new(types::Fd(fd), ptr, len).build(),
-                }
-                .user_data(ud(OP_TAP_WRITE, b, dst));
-                self.push(&entry);
-            }
-            Verdict::ToTunnel { dst, .. } => {
-                match &self.ctx.tunnel {
-                    Some(sock) => {
-                        self.tunnel
-                            .send(&self.ctx.datapath, sock, &self.bufs[b as usize], dst)
-                    }
-                    None => self.ctx.datapath.count_drop(DropReason::TxError),
-                }
-                self.free.push(b);
-            }
-            Verdict::DnsForward { port, client } => {
-                let now = self.ctx.now_ms();
-                match &mut self.dns {
-                    Some(fwd) => {
-                        let frame = self.bufs[b as usize].frame();
-                        fwd.forward(&self.ctx.datapath, port, client, frame, now);
-                    }
-                    None => self.ctx.datapath.count_drop(DropReason::DnsUpstreamFailed),
-                }
-                self.free.push(b);
-            }
-            Verdict::Drop(_) => self.free.push(b),
-        }
-    }
-
-    /// Receives up to [`TUNNEL_BATCH`] datagrams from the tunnel socket. Frames for pods are
-    /// held back one step so that consecutive segments of a flow merge (GRO) into one
-    /// super-frame before the TAP write.
-    fn drain_tunnel(&mut self) {
-        let dp = self.ctx.datapath.clone();
-        let tables = dp.tables();
-        let now = self.ctx.now_ms();
-        let mut held: Option<(u32, PortId)> = None;
-        let mut i = 0;
-        while i < TUNNEL_BATCH || self.tunnel_rx.pending() {
-            i += 1;
-            let Some(b) = self.free.pop() else { break };
-            let Some(sock) = &self.ctx.tunnel else {
-                self.free.push(b);
-                break;
-            };
-            let Some(src) = self.tunnel_rx.next(sock, &mut self.bufs[b as usize]) else {
-                self.free.push(b);
-                break;
-            };
-            let v = dp.from_tunnel(&tables, src, &mut self.bufs[b as usize], now);
-            let Verdict::ToPort(p) = v else {
-                self.carry_out(b, v);
-                continue;
-            };
-            if let Some((hb, hp)) = held {
-                if hp == p {
-                    let (held_buf, next) = two_mut(&mut self.bufs, hb, b);
-                    if gro_append(held_buf, next) {
-                        self.free.push(b);
-                        continue;
-                    }
-                }
-                self.carry_out(hb, Verdict::ToPort(hp));
-            }
-            held = Some((b, p));
-        }
-        if let Some((hb, hp)) = held {
-            self.carry_out(hb, Verdict::ToPort(hp));
-        }
-    }
-}
-
-/// Two distinct elements of `v`, both mutable.
-fn two_mut(v: &mut [PacketBuf], a: u32, b: u32) -> (&mut PacketBuf, &mut PacketBuf) {
-    let (a, b) = (a as usize, b as usize);
-    assert_ne!(a, b, "a pool buffer is never held twice");
-    if a < b {
-        let (x, y) = v.split_at_mut(b);
-        (&mut x[a], &mut y[0])
-    } else {
-        let (x, y) = v.split_at_mut(a);
-        (&mut y[0], &mut x[b])
+    /// A read of port `id` failed with `errno`, which says its TAP is gone.
+    fn port_lost(&mut self, core: &mut Core<Reads>, id: PortId, errno: i32) {
+        let why = format!("read: {}", std::io::Error::from_raw_os_error(errno));
+        core.port_lost(self, id, &why);
     }
 }
