@@ -37,12 +37,14 @@
 //! fragmentation), `wire` (offsets, checksums), `service` (service table, endpoint choice,
 //! affinity), `lb` (service traffic: NAT paths, rejects), `nat` (rewrites, incremental
 //! checksums), `conntrack` (the table), `ct_state` (states, timeouts), `ct_persist` (saving and restoring
-//! the table), `dns` (the cluster DNS).
+//! the table), `dns` (the cluster DNS), `dns_forward` (the upstream DNS forwarder's state
+//! machine; the shell keeps only its socket and clock).
 
 #![forbid(unsafe_code)]
 
 pub mod buf;
 pub mod counters;
+pub mod dns_forward;
 pub mod ratelimit;
 pub mod tables;
 pub mod types;
@@ -70,6 +72,7 @@ pub use counters::{Counters, DropReason, LinkCounters};
 pub use ct_persist::{AffinityRecord, ConnRecord, CtImport, CtSnapshot};
 pub use ct_state::State as ConnState;
 pub use dns::{dns_query_payload, dns_reply_frame};
+pub use dns_forward::DnsForwarder;
 pub use gro::gro_append;
 pub use gso::complete_checksum;
 pub use ratelimit::RateLimit;
