@@ -286,16 +286,14 @@ impl DnsForwarder {
             .then(|| self.next_sweep_ms.max(self.earliest_ms))
     }
 
-    /// Drops (and counts as failed) the queries whose time is up; sweeps at most every
-    /// [`SWEEP_MS`], so it is cheap to call on every wakeup. Returns how many expired.
+    /// Drops (and counts as failed) the queries whose time is up; sweeps the table at most
+    /// every [`SWEEP_MS`] and only once a deadline has passed, so it is cheap to call on
+    /// every wakeup. Returns how many expired.
     pub fn handle_timeout(&mut self, now_ms: u64) -> usize {
-        if now_ms < self.next_sweep_ms {
+        if now_ms < self.next_sweep_ms || now_ms < self.earliest_ms {
             return 0;
         }
         self.next_sweep_ms = now_ms.saturating_add(SWEEP_MS);
-        if now_ms < self.earliest_ms {
-            return 0;
-        }
         let before = self.pending.len();
         let mut earliest = u64::MAX;
         self.pending.retain(|_, p| {
