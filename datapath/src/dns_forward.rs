@@ -16,7 +16,7 @@
 //!   that brings the time.
 //! - Responses that match no pending query (late, duplicated, shorter than a DNS header, not
 //!   a response) are ignored and never panic. A response is returned with the pod's port and
-//!   address ([`Transmit::Pod`]); the shell turns it into the pod's frame with
+//!   address ([`Dest::Pod`]); the shell turns it into the pod's frame with
 //!   [`crate::Datapath::dns_upstream_reply`], which counts its own failures.
 //! - Failures of the forwarder (malformed query, full table, expiry, a send the shell reports
 //!   failed with [`DnsForwarder::transmit_failed`]) are counted here and handed to the shell
