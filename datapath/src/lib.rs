@@ -41,7 +41,9 @@
 //!      ▼
 //!   state/     what is remembered between frames: tables (snapshots), service (the service
 //!      │         table), balancer (endpoint choice, ClientIP affinities), conntrack,
-//!      │         ct_state (TCP/UDP states, timeouts), ct_persist (export/import)
+//!      │         ct_state (TCP/UDP states, timeouts), ct_persist (export/import),
+//!      │         gro_hold (a tunnel frame held one step for GRO), dns_forward (the upstream
+//!      │         DNS forwarder's state machine; the shell keeps its socket and clock)
 //!      ▼
 //!   wire/      stateless views and encodings: offsets, checked reads and writes, checksums,
 //!      │         Ipv4Info, l4 (L4Proto, Tuple, TCP flags, L4Info, RST), buf (PacketBuf,
@@ -70,6 +72,7 @@ mod wire;
 pub use counters::{Counters, DropReason, LinkCounters};
 pub use pipeline::{Datapath, Stage, Verdict};
 pub use ratelimit::RateLimit;
+pub use state::dns_forward::{self, DnsForwarder};
 pub use state::gro_hold::{self, GroFrames, GroHold, Step as GroStep};
 pub use state::ct_persist::{AffinityRecord, ConnRecord, CtImport, CtSnapshot};
 pub use state::ct_state::State as ConnState;

@@ -1,6 +1,7 @@
 //! DNS forwarding (`vswitchd --dns-upstream`): names the cluster DNS does not serve become
 //! `Verdict::DnsForward` with the query untouched; the upstream's response becomes the pod's
-//! datagram (`dns_upstream_reply`, `dns_reply_frame`).
+//! datagram (`dns_upstream_reply`, `dns_reply_frame`). The forwarder's state machine
+//! (`dns_forward::DnsForwarder`): id rewrite, matching, expiry, limits, garbage from upstream.
 
 mod common;
 
@@ -9,8 +10,13 @@ use common::*;
 use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
+use proptest::prelude::*;
+use std::collections::HashSet;
 use std::sync::Arc;
 use vswitch_datapath::buf::VNET_F_NEEDS_CSUM;
+use vswitch_datapath::dns_forward::{
+    Dest, Rejected, Transmit, MAX_PENDING, MAX_QUEUED, SWEEP_MS, TIMEOUT_MS,
+};
 use vswitch_datapath::*;
 
 /// Node 1 with services and DNS, forwarding on or off, one service `nginx-service`.
@@ -254,4 +260,293 @@ fn query_payload_rejects_what_is_not_a_query_datagram() {
     let mut bad_len = f.clone();
     bad_len[38..40].copy_from_slice(&2000u16.to_be_bytes());
     assert_eq!(dns_query_payload(&bad_len), None);
+}
+
+// ---- The forwarder's state machine ----
+
+const SEED: u64 = 0x5eed;
+
+/// The upstream datagrams queued in `f`, as (id, payload).
+fn upstream_out(f: &mut DnsForwarder) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(t) = f.poll_transmit() {
+        let Dest::Upstream { id } = t.dest else {
+            panic!("{t:?}")
+        };
+        assert_eq!(&t.payload[..2], &id.to_be_bytes(), "the id on the wire");
+        out.push((id, t.payload.to_vec()));
+    }
+    out
+}
+
+/// `q` turned into a response (QR set).
+fn answered(q: &[u8]) -> Vec<u8> {
+    let mut r = q.to_vec();
+    r[2] |= 0x80;
+    r.extend_from_slice(b"answer");
+    r
+}
+
+/// The ids xorshift64* gives from `seed`, as the daemon always drew them.
+fn reference_ids(seed: u64, n: usize) -> Vec<u16> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
+        })
+        .collect()
+}
+
+#[test]
+fn forwarder_rewrites_the_id_and_restores_it_on_the_answer() {
+    let n = fwd_node(true);
+    let q = query("example.test", RecordType::A);
+    let mut f = DnsForwarder::new(SEED);
+    assert_eq!(f.poll_transmit(), None);
+    assert_eq!(f.handle(0, A, sa(IP_A, 40000), &query_frame(&q)), Ok(()));
+    assert_eq!(f.handle(0, A, sa(IP_A, 40000), &query_frame(&q)), Ok(()));
+    let out = upstream_out(&mut f);
+    assert_eq!(out.len(), 2);
+    for (_, p) in &out {
+        assert_eq!(&p[2..], &q[2..], "the rest of the query untouched");
+    }
+    assert_ne!(out[0].0, out[1].0, "fresh ids");
+    assert_eq!(
+        vec![out[0].0, out[1].0],
+        reference_ids(SEED, 2),
+        "the seeded generator"
+    );
+    assert_eq!(f.pending_len(), 2);
+    // The upstream answers the second one.
+    let r = answered(&out[1].1);
+    assert!(f.handle_upstream(1, &r));
+    let t = f.poll_transmit().expect("the answer");
+    let want = [&[0x42, 0x42][..], &r[2..]].concat();
+    assert_eq!(
+        t,
+        Transmit {
+            dest: Dest::Pod {
+                port: A,
+                client: sa(IP_A, 40000)
+            },
+            payload: &want[..],
+        }
+    );
+    // ... which becomes the pod's datagram.
+    let mut pkt = PacketBuf::new();
+    let v =
+        n.dp.dns_upstream_reply(&n.dp.tables(), A, sa(IP_A, 40000), t.payload, &mut pkt);
+    assert_eq!(v, Verdict::ToPort(A));
+    assert_eq!(&pkt.frame()[42..], &want[..]);
+    assert_eq!(f.poll_transmit(), None);
+    assert_eq!(f.pending_len(), 1);
+    assert_eq!(f.take_failed(), 0);
+}
+
+#[test]
+fn forwarder_answers_go_back_to_the_pod_that_asked() {
+    let mut f = DnsForwarder::new(7);
+    let q = query("example.test", RecordType::A);
+    let from_b = udp_dgram(mac_b(), router(), sa(IP_B, 5353), sa(DNS_IP, 53), &q, 64);
+    f.handle(0, A, sa(IP_A, 40000), &query_frame(&q)).unwrap();
+    f.handle(0, B, sa(IP_B, 5353), &from_b).unwrap();
+    let out = upstream_out(&mut f);
+    // Same pod id (0x4242) from both: answered in the other order.
+    for ((id, p), want) in out
+        .iter()
+        .rev()
+        .zip([(B, sa(IP_B, 5353)), (A, sa(IP_A, 40000))])
+    {
+        assert!(f.handle_upstream(0, &answered(p)), "{id}");
+        let t = f.poll_transmit().unwrap();
+        assert_eq!(
+            t.dest,
+            Dest::Pod {
+                port: want.0,
+                client: want.1
+            }
+        );
+        assert_eq!(&t.payload[..2], &[0x42, 0x42]);
+    }
+    assert!(!f.has_pending());
+}
+
+#[test]
+fn forwarder_ignores_what_answers_nothing_pending() {
+    let mut f = DnsForwarder::new(SEED);
+    let q = query("example.test", RecordType::A);
+    f.handle(0, A, sa(IP_A, 40000), &query_frame(&q)).unwrap();
+    let (id, sent) = upstream_out(&mut f).pop().unwrap();
+    // The query itself echoed back (QR clear) is not a response, and ends nothing.
+    assert!(!f.handle_upstream(0, &sent));
+    // Another id.
+    let mut other = answered(&sent);
+    other[..2].copy_from_slice(&id.wrapping_add(1).to_be_bytes());
+    assert!(!f.handle_upstream(0, &other));
+    // Shorter than a header, even with the right id and QR.
+    let r = answered(&sent);
+    for len in 0..12 {
+        assert!(!f.handle_upstream(0, &r[..len]), "{len} bytes");
+    }
+    assert_eq!(f.poll_transmit(), None);
+    assert_eq!(f.pending_len(), 1);
+    // The real answer, then the same again (duplicated or late).
+    assert!(f.handle_upstream(0, &r));
+    assert!(f.poll_transmit().is_some());
+    assert!(!f.handle_upstream(0, &r));
+    assert_eq!(f.poll_transmit(), None);
+    assert_eq!(f.take_failed(), 0, "ignored, not failures");
+}
+
+#[test]
+fn forwarder_rejects_frames_that_hold_no_query() {
+    let mut f = DnsForwarder::new(SEED);
+    let q = query("example.test", RecordType::A);
+    let bad = [
+        Vec::new(),
+        query_frame(&q)[..30].to_vec(),
+        query_frame(&q[..11]),
+        udp_dgram(mac_a(), router(), sa(IP_A, 1), sa(DNS_IP, 54), &q, 64),
+    ];
+    for frame in &bad {
+        assert_eq!(f.handle(0, A, sa(IP_A, 1), frame), Err(Rejected::Malformed));
+    }
+    assert_eq!(f.poll_transmit(), None);
+    assert!(!f.has_pending());
+    assert_eq!(f.take_failed(), 4);
+    assert_eq!(f.take_failed(), 0, "taken once");
+}
+
+#[test]
+fn forwarder_expires_unanswered_queries() {
+    let mut f = DnsForwarder::new(SEED);
+    let q = query("example.test", RecordType::A);
+    assert_eq!(f.poll_timeout(), None);
+    f.handle(1000, A, sa(IP_A, 40000), &query_frame(&q))
+        .unwrap();
+    f.handle(1100, A, sa(IP_A, 40000), &query_frame(&q))
+        .unwrap();
+    let out = upstream_out(&mut f);
+    assert_eq!(f.poll_timeout(), Some(1000 + TIMEOUT_MS));
+    assert_eq!(f.handle_timeout(1000 + TIMEOUT_MS - 1), 0);
+    assert_eq!(f.pending_len(), 2);
+    assert_eq!(f.handle_timeout(1000 + TIMEOUT_MS), 1);
+    assert_eq!(f.take_failed(), 1);
+    // The sweep runs at most every SWEEP_MS.
+    assert_eq!(f.poll_timeout(), Some(1000 + TIMEOUT_MS + SWEEP_MS));
+    assert_eq!(f.handle_timeout(1100 + TIMEOUT_MS), 0, "swept 100 ms ago");
+    assert_eq!(f.poll_timeout(), Some(1000 + TIMEOUT_MS + SWEEP_MS));
+    // The answer of the expired query comes late: ignored.
+    assert!(!f.handle_upstream(1000 + TIMEOUT_MS + 1, &answered(&out[0].1)));
+    assert_eq!(f.handle_timeout(1000 + TIMEOUT_MS + SWEEP_MS), 1);
+    assert_eq!(f.take_failed(), 1);
+    assert_eq!(f.poll_timeout(), None);
+    assert!(!f.has_pending());
+    // A late answer whose query expired but was not swept yet is ignored once it is.
+    f.handle(20_000, A, sa(IP_A, 40000), &query_frame(&q))
+        .unwrap();
+    let (_, sent) = upstream_out(&mut f).pop().unwrap();
+    assert!(!f.handle_upstream(20_000 + TIMEOUT_MS, &answered(&sent)));
+    assert_eq!(f.take_failed(), 1);
+}
+
+#[test]
+fn forwarder_table_and_queue_are_bounded() {
+    let mut f = DnsForwarder::new(SEED);
+    let q = query("example.test", RecordType::A);
+    let frame = query_frame(&q);
+    // The transmit queue: the shell drains it after each call.
+    for _ in 0..MAX_QUEUED {
+        f.handle(0, A, sa(IP_A, 1), &frame).unwrap();
+    }
+    assert_eq!(
+        f.handle(0, A, sa(IP_A, 1), &frame),
+        Err(Rejected::QueueFull)
+    );
+    assert_eq!(
+        f.pending_len(),
+        MAX_QUEUED,
+        "the dropped one is not pending"
+    );
+    let mut ids: HashSet<u16> = upstream_out(&mut f).into_iter().map(|t| t.0).collect();
+    // The pending table.
+    while f.pending_len() < MAX_PENDING {
+        f.handle(0, A, sa(IP_A, 1), &frame).unwrap();
+        ids.extend(upstream_out(&mut f).into_iter().map(|t| t.0));
+    }
+    assert_eq!(ids.len(), MAX_PENDING, "no id used twice while pending");
+    for _ in 0..10 {
+        assert_eq!(
+            f.handle(1, A, sa(IP_A, 1), &frame),
+            Err(Rejected::TableFull)
+        );
+    }
+    assert_eq!(f.poll_transmit(), None);
+    assert_eq!(f.take_failed(), 11);
+    // Answers free room.
+    let id = *ids.iter().next().unwrap();
+    let mut r = answered(&q);
+    r[..2].copy_from_slice(&id.to_be_bytes());
+    assert!(f.handle_upstream(2, &r));
+    assert!(f.poll_transmit().is_some());
+    assert_eq!(f.handle(3, A, sa(IP_A, 1), &frame), Ok(()));
+    // A query whose send failed is no longer pending and counts once.
+    let (id, _) = upstream_out(&mut f).pop().unwrap();
+    f.transmit_failed(id);
+    f.transmit_failed(id);
+    assert_eq!(f.pending_len(), MAX_PENDING - 1);
+    assert_eq!(f.take_failed(), 1);
+    // Expiry frees the whole table.
+    assert_eq!(f.handle_timeout(TIMEOUT_MS + 3), MAX_PENDING - 1);
+    assert_eq!(f.take_failed(), (MAX_PENDING - 1) as u64);
+    assert_eq!(f.handle(TIMEOUT_MS + 3, A, sa(IP_A, 1), &frame), Ok(()));
+}
+
+proptest! {
+    /// Whatever the upstream sends, and whenever: no panic, and only a response carrying a
+    /// pending id (with QR, at least a header) is taken, once.
+    #[test]
+    fn forwarder_survives_garbage_from_upstream(
+        dgrams in proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..40), any::<bool>(), 0u64..12_000),
+            1..40,
+        ),
+    ) {
+        let mut f = DnsForwarder::new(SEED);
+        let q = query("example.test", RecordType::A);
+        for _ in 0..8 {
+            f.handle(0, A, sa(IP_A, 1), &query_frame(&q)).unwrap();
+        }
+        let ids: Vec<u16> = upstream_out(&mut f).into_iter().map(|t| t.0).collect();
+        let mut now = 0;
+        let mut taken = HashSet::new();
+        for (i, (mut d, use_id, dt)) in dgrams.into_iter().enumerate() {
+            now += dt;
+            if use_id && d.len() >= 2 {
+                d[..2].copy_from_slice(&ids[i % ids.len()].to_be_bytes());
+            }
+            let id = (d.len() >= 2).then(|| u16::from_be_bytes([d[0], d[1]]));
+            let live = id.filter(|id| ids.contains(id) && !taken.contains(id));
+            let response = d.len() >= 12 && d[2] & 0x80 != 0;
+            let before = f.pending_len();
+            let took = f.handle_upstream(now, &d);
+            prop_assert!(f.pending_len() <= before);
+            if took {
+                prop_assert!(response && live.is_some());
+                taken.insert(live.unwrap());
+            } else if response && live.is_some() {
+                prop_assert!(now >= TIMEOUT_MS, "a live answer was ignored");
+            }
+            if took {
+                let t = f.poll_transmit().unwrap();
+                prop_assert_eq!(&t.payload[..2], &[0x42, 0x42]);
+                prop_assert_eq!(&t.payload[2..], &d[2..]);
+            }
+            prop_assert_eq!(f.poll_transmit(), None);
+            let _ = f.poll_timeout();
+        }
+    }
 }

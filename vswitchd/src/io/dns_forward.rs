@@ -1,49 +1,30 @@
-//! Forwarding to the upstream resolver (`--dns-upstream`): the queries the cluster DNS does
-//! not serve ([`Verdict::DnsForward`]) go out of one non-blocking UDP socket in the node's
-//! network namespace, connected to the upstream; its responses come back to the pods.
+//! Forwarding to the upstream resolver (`--dns-upstream`): the socket shell around the
+//! datapath's sans-IO [`vswitch_datapath::dns_forward`] state machine (id rewrite, pending
+//! table, matching responses, timeouts, limits: see its contract). The queries the cluster
+//! DNS does not serve ([`Verdict::DnsForward`]) go out of one non-blocking UDP socket in the
+//! node's network namespace, connected to the upstream; its responses come back to the pods.
 //!
-//! - Each forwarded query gets a fresh random 16-bit id (the pod's id is restored on the
-//!   response), so that queries of different pods cannot collide and an off-path guess of
-//!   the id is as hard as against the pod itself.
-//! - The table of pending queries is bounded ([`MAX_PENDING`]); a query finding it full is
-//!   dropped, and so is one still unanswered after [`TIMEOUT_MS`] (the pod's resolver
-//!   retries). Both count [`DropReason::DnsUpstreamFailed`], as does a failed send.
-//! - Responses that match no pending query (late, duplicated, not a DNS response) are
-//!   ignored. The connected socket only takes datagrams from the upstream's address.
+//! - This shell owns only the socket, the reads and writes, and the clock (the engine's,
+//!   passed in as `now_ms`); it seeds the id generator with a random value per forwarder.
+//! - Every failure the state machine counts, and a failed send, counts
+//!   [`DropReason::DnsUpstreamFailed`]. The connected socket only takes datagrams from the
+//!   upstream's address.
 //! - The reply frame is built by the datapath ([`Datapath::dns_upstream_reply`]); the engine
 //!   writes it to the pod's TAP like any `ToPort`. Work per wakeup is bounded by the engine
 //!   ([`DNS_BATCH`] responses).
 
 use anyhow::{Context, Result};
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use vswitch_datapath::{
-    dns_query_payload, Datapath, DropReason, PacketBuf, PortId, Tables, Verdict,
-};
+use vswitch_datapath::dns_forward::{self, Dest};
+use vswitch_datapath::{Datapath, DropReason, PacketBuf, PortId, Tables, Verdict};
 
-/// Most queries waiting for the upstream at once.
-pub const MAX_PENDING: usize = 4096;
-/// How long a forwarded query waits for its response, in milliseconds.
-pub const TIMEOUT_MS: u64 = 5000;
 /// Most upstream datagrams taken per wakeup.
 pub const DNS_BATCH: usize = 64;
-/// How often, at most, the pending table is swept for expired queries (milliseconds).
-const SWEEP_MS: u64 = 250;
 /// Largest UDP payload.
 const MAX_DGRAM: usize = 65535 - 28;
-
-/// A query sent upstream, waiting for its response.
-struct Pending {
-    port: PortId,
-    client: SocketAddrV4,
-    /// The pod's own query id.
-    id: u16,
-    /// When it expires, on the engine's clock.
-    deadline_ms: u64,
-}
 
 /// What one receive from the upstream socket gave.
 pub enum Recv {
@@ -55,14 +36,14 @@ pub enum Recv {
     Empty,
 }
 
-/// The upstream forwarder of one engine.
+/// The upstream forwarder of one engine: the socket, and the state machine.
 pub struct DnsForwarder {
     sock: UdpSocket,
     upstream: SocketAddrV4,
-    pending: HashMap<u16, Pending>,
-    rng: u64,
-    next_sweep_ms: u64,
-    /// Receive buffer, and the copy of a query whose id is rewritten.
+    state: dns_forward::DnsForwarder,
+    /// The latest time the engine gave (receives come without one).
+    now_ms: u64,
+    /// Receive buffer.
     scratch: Vec<u8>,
 }
 
@@ -79,9 +60,8 @@ impl DnsForwarder {
         Ok(DnsForwarder {
             sock,
             upstream,
-            pending: HashMap::with_capacity(MAX_PENDING),
-            rng: h.finish() | 1,
-            next_sweep_ms: 0,
+            state: dns_forward::DnsForwarder::new(h.finish()),
+            now_ms: 0,
             scratch: vec![0; MAX_DGRAM],
         })
     }
@@ -93,19 +73,13 @@ impl DnsForwarder {
 
     /// True while queries wait for the upstream (the io_uring engine then keeps a timer).
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        self.state.has_pending()
     }
 
-    /// A random id no pending query uses (xorshift64*).
-    fn fresh_id(&mut self) -> u16 {
-        loop {
-            self.rng ^= self.rng >> 12;
-            self.rng ^= self.rng << 25;
-            self.rng ^= self.rng >> 27;
-            let id = (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16;
-            if !self.pending.contains_key(&id) {
-                return id;
-            }
+    /// Moves the state machine's failures to the datapath's counters.
+    fn count_failed(&mut self, dp: &Datapath) {
+        for _ in 0..self.state.take_failed() {
+            dp.count_drop(DropReason::DnsUpstreamFailed);
         }
     }
 
@@ -118,38 +92,20 @@ impl DnsForwarder {
         frame: &[u8],
         now_ms: u64,
     ) {
-        self.expire(dp, now_ms);
-        let Some(q) = dns_query_payload(frame).filter(|q| q.len() >= 12) else {
-            dp.count_drop(DropReason::DnsUpstreamFailed);
-            return;
-        };
-        if self.pending.len() >= MAX_PENDING {
-            dp.count_drop(DropReason::DnsUpstreamFailed);
-            tracing::debug!(%client, "DNS upstream: too many pending queries; dropped");
-            return;
+        self.now_ms = self.now_ms.max(now_ms);
+        if let Err(why) = self.state.handle(now_ms, port, client, frame) {
+            tracing::debug!(%client, "DNS upstream: query dropped ({why:?})");
         }
-        let orig = u16::from_be_bytes([q[0], q[1]]);
-        let id = self.fresh_id();
-        let out = &mut self.scratch[..q.len()];
-        out.copy_from_slice(q);
-        out[..2].copy_from_slice(&id.to_be_bytes());
-        match self.sock.send(out) {
-            Ok(_) => {
-                self.pending.insert(
-                    id,
-                    Pending {
-                        port,
-                        client,
-                        id: orig,
-                        deadline_ms: now_ms + TIMEOUT_MS,
-                    },
-                );
-            }
-            Err(e) => {
-                dp.count_drop(DropReason::DnsUpstreamFailed);
+        while let Some(t) = self.state.poll_transmit() {
+            let Dest::Upstream { id } = t.dest else {
+                continue; // Responses only come out of `recv`, which drains them.
+            };
+            if let Err(e) = self.sock.send(t.payload) {
+                self.state.transmit_failed(id);
                 tracing::debug!(upstream = %self.upstream, "DNS upstream send failed: {e}");
             }
         }
+        self.count_failed(dp);
     }
 
     /// Takes one datagram from the upstream; a response to a pending query becomes the
@@ -165,33 +121,31 @@ impl DnsForwarder {
                 return Recv::Ignored;
             }
         };
-        let r = &mut self.scratch[..n];
-        if n < 12 || r[2] & 0x80 == 0 {
-            return Recv::Ignored;
+        let datagram = self.scratch.get(..n).unwrap_or_default();
+        let answered = self.state.handle_upstream(self.now_ms, datagram);
+        let mut verdict = None;
+        while let Some(t) = self.state.poll_transmit() {
+            if let Dest::Pod { port, client } = t.dest {
+                verdict = Some(dp.dns_upstream_reply(tables, port, client, t.payload, pkt));
+            }
         }
-        let Some(p) = self.pending.remove(&u16::from_be_bytes([r[0], r[1]])) else {
-            return Recv::Ignored;
-        };
-        r[..2].copy_from_slice(&p.id.to_be_bytes());
-        Recv::Reply(dp.dns_upstream_reply(tables, p.port, p.client, r, pkt))
+        self.count_failed(dp);
+        match verdict {
+            Some(v) if answered => Recv::Reply(v),
+            _ => Recv::Ignored,
+        }
     }
 
     /// Drops (and counts) the queries whose time is up; sweeps at most every
-    /// [`SWEEP_MS`], so it is cheap to call on every wakeup.
+    /// [`dns_forward::SWEEP_MS`], so it is cheap to call on every wakeup.
     pub fn expire(&mut self, dp: &Datapath, now_ms: u64) {
-        if now_ms < self.next_sweep_ms {
-            return;
-        }
-        self.next_sweep_ms = now_ms + SWEEP_MS;
-        let before = self.pending.len();
-        self.pending.retain(|_, p| p.deadline_ms > now_ms);
-        for _ in self.pending.len()..before {
-            dp.count_drop(DropReason::DnsUpstreamFailed);
-        }
-        if before > self.pending.len() {
+        self.now_ms = self.now_ms.max(now_ms);
+        let expired = self.state.handle_timeout(now_ms);
+        self.count_failed(dp);
+        if expired > 0 {
             tracing::debug!(
                 upstream = %self.upstream,
-                expired = before - self.pending.len(),
+                expired,
                 "DNS upstream: queries timed out"
             );
         }
@@ -201,6 +155,7 @@ impl DnsForwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vswitch_datapath::dns_forward::{MAX_PENDING, SWEEP_MS, TIMEOUT_MS};
     use vswitch_datapath::{Mac, NodeConfig, PortEntry};
 
     const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -307,7 +262,7 @@ mod tests {
         for _ in 0..MAX_PENDING + 10 {
             fwd.forward(&dp, 1, client, &frame(&q), 1);
         }
-        assert_eq!(fwd.pending.len(), MAX_PENDING);
+        assert_eq!(fwd.state.pending_len(), MAX_PENDING);
         assert_eq!(dp.counters().drops(DropReason::DnsUpstreamFailed), 10);
     }
 }
