@@ -20,34 +20,68 @@ use vswitch_datapath::{
 };
 use vswitch_proto::{
     validate, ConntrackStats, ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec,
-    PortStats, Request, Response, ServiceKey, StatsReport,
+    PortStats, PortStatus, Request, Response, ServiceKey, StatsReport,
 };
 
-/// An error answer: (kind, field, message).
-type Reject = (ErrorKind, Option<&'static str>, String);
+/// An error answer to a request: what kind of error, the request field it names (when it
+/// is one field's fault) and the message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reject {
+    pub kind: ErrorKind,
+    pub field: Option<&'static str>,
+    pub msg: String,
+}
+
+impl Reject {
+    /// An error that is no one field's fault.
+    fn other(msg: impl Into<String>) -> Reject {
+        Reject {
+            kind: ErrorKind::Other,
+            field: None,
+            msg: msg.into(),
+        }
+    }
+
+    /// The error answer on the wire.
+    fn into_response(self) -> Response {
+        Response::error(self.kind, self.field, self.msg)
+    }
+}
 
 /// The request's `field` is wrong.
 fn reject(field: &'static str, msg: impl Into<String>) -> Reject {
-    (ErrorKind::Invalid, Some(field), msg.into())
+    Reject {
+        kind: ErrorKind::Invalid,
+        field: Some(field),
+        msg: msg.into(),
+    }
 }
 
 /// What `field` names does not exist.
 fn not_found(field: &'static str, msg: impl Into<String>) -> Reject {
-    (ErrorKind::NotFound, Some(field), msg.into())
+    Reject {
+        kind: ErrorKind::NotFound,
+        field: Some(field),
+        msg: msg.into(),
+    }
 }
 
 /// What `field` names exists already.
 fn exists(field: &'static str, msg: impl Into<String>) -> Reject {
-    (ErrorKind::Exists, Some(field), msg.into())
+    Reject {
+        kind: ErrorKind::Exists,
+        field: Some(field),
+        msg: msg.into(),
+    }
 }
 
 /// Saving the state failed; the change was rolled back.
 fn save_failed(e: anyhow::Error) -> Reject {
-    (
-        ErrorKind::Unavailable,
-        None,
-        format!("saving state failed, nothing changed: {e:#}"),
-    )
+    Reject {
+        kind: ErrorKind::Unavailable,
+        field: None,
+        msg: format!("saving state failed, nothing changed: {e:#}"),
+    }
 }
 
 mod cni;
@@ -59,7 +93,7 @@ struct Port {
     mac: Mac,
     /// The datapath port id while the TAP is attached.
     id: Option<PortId>,
-    status: String,
+    status: PortStatus,
     counters: Arc<LinkCounters>,
     /// The identity of the pod's netns when its TAP was attached (`lost.rs` watches it).
     netns_id: Option<lost::NetnsId>,
@@ -140,7 +174,7 @@ impl Node {
                     Ok(peer) => {
                         inner.peers.insert(rec.node.clone(), peer);
                     }
-                    Err((_, _, msg)) => warn!(peer = %rec.node, "dropping persisted peer: {msg}"),
+                    Err(r) => warn!(peer = %rec.node, "dropping persisted peer: {}", r.msg),
                 }
             }
             for rec in st.ports {
@@ -153,7 +187,7 @@ impl Node {
                     rec,
                     mac,
                     id: None,
-                    status: String::new(),
+                    status: PortStatus::Detached,
                     counters: Arc::default(),
                     netns_id: None,
                 };
@@ -161,7 +195,7 @@ impl Node {
                     Ok((id, fd)) => {
                         taps.push((id, fd));
                         port.id = Some(id);
-                        port.status = "Running".into();
+                        port.status = PortStatus::Running;
                         port.netns_id = lost::netns_identity(&port.rec.netns);
                         if port.rec.container_id.is_none() {
                             // Keeps the pod's resolver in line with --dns-ip/--cluster-domain.
@@ -170,7 +204,7 @@ impl Node {
                         info!(port = %key.name, ip = %port.rec.ip, "re-attached");
                     }
                     Err(e) => {
-                        port.status = "Detached".into();
+                        port.status = PortStatus::Detached;
                         warn!(port = %key.name, "cannot re-attach: {e:#}");
                     }
                 }
@@ -220,7 +254,7 @@ impl Node {
             Request::ServiceDel(key) => self.service_del(&mut inner, key),
             Request::ServiceList => Ok(self.service_list(&inner)),
         };
-        result.unwrap_or_else(|(kind, field, msg)| Response::error(kind, field, msg))
+        result.unwrap_or_else(Reject::into_response)
     }
 
     /// Detaches every port's TAP from the datapath and stops the I/O engine, then saves the
@@ -269,7 +303,7 @@ impl Node {
             prefix_len: p.rec.prefix_len,
             mac: p.mac.to_string(),
             node: self.args.node.clone(),
-            status: p.status.clone(),
+            status: p.status,
             netns: p.rec.netns.clone(),
             ifname: p.rec.ifname.clone(),
             gateway: cfg.gateway.to_string(),
@@ -430,7 +464,7 @@ impl Node {
             rec,
             mac,
             id: Some(id),
-            status: "Running".into(),
+            status: PortStatus::Running,
             counters: Arc::default(),
             netns_id,
         };
@@ -549,12 +583,10 @@ impl Node {
         (0..size)
             .map(|i| Ipv4Addr::from(first + (start - first + i) % size))
             .find(|ip| !inner.ports.values().any(|p| p.rec.ip == *ip))
-            .ok_or_else(|| {
-                (
-                    ErrorKind::Exhausted,
-                    Some("ip"),
-                    format!("no free address left in {cidr}"),
-                )
+            .ok_or_else(|| Reject {
+                kind: ErrorKind::Exhausted,
+                field: Some("ip"),
+                msg: format!("no free address left in {cidr}"),
             })
     }
 

@@ -7,7 +7,7 @@ use crate::podnet;
 use std::collections::BTreeSet;
 use tracing::info;
 use vswitch_proto::validate;
-use vswitch_proto::{CniAttach, CniKey, ErrorKind, PortKey, PortSpec, Response};
+use vswitch_proto::{CniAttach, CniKey, PortKey, PortSpec, PortStatus, Response};
 
 impl Node {
     fn find_cni(inner: &Inner, container_id: &str, ifname: &str) -> Option<PortKey> {
@@ -45,12 +45,12 @@ impl Node {
                 let port = inner.ports.get_mut(&key).expect("found above");
                 let old = std::mem::replace(&mut port.rec, rec);
                 port.id = Some(id);
-                port.status = "Running".into();
+                port.status = PortStatus::Running;
                 if let Err(e) = self.persist(inner) {
                     let port = inner.ports.get_mut(&key).expect("found above");
                     port.rec = old;
                     port.id = None;
-                    port.status = "Detached".into();
+                    port.status = PortStatus::Detached;
                     // Not persistent yet: closing its only fd removes the TAP.
                     drop(fd);
                     return Err(save_failed(e));
@@ -103,21 +103,20 @@ impl Node {
         };
         let port = &inner.ports[&key];
         if port.id.is_none() {
-            return Err((
-                ErrorKind::Other,
-                None,
-                format!("port {}/{} is not attached", key.namespace, key.name),
-            ));
+            return Err(Reject::other(format!(
+                "port {}/{} is not attached",
+                key.namespace, key.name
+            )));
         }
         let want = self.pod_if_config(&port.rec, port.mac);
         let (netns, ifname) = (want.netns.clone(), want.ifname.clone());
         let state = tokio::task::spawn_blocking(move || podnet::inspect_pod(&netns, &ifname))
             .await
-            .map_err(|e| (ErrorKind::Other, None, format!("inspect task failed: {e}")))?
-            .map_err(|e| (ErrorKind::Other, None, format!("{e:#}")))?;
+            .map_err(|e| Reject::other(format!("inspect task failed: {e}")))?
+            .map_err(|e| Reject::other(format!("{e:#}")))?;
         state
             .check(&want)
-            .map_err(|e| (ErrorKind::Other, None, format!("{e:#}")))?;
+            .map_err(|e| Reject::other(format!("{e:#}")))?;
         Ok(Response::Port(self.port_info(port)))
     }
 
