@@ -277,6 +277,27 @@ mod tests {
     }
 
     #[test]
+    fn write_atomic_replaces_the_file_with_its_mode_and_leaves_no_temporary() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempdir("atomic");
+        fs::create_dir_all(&d).unwrap();
+        for (text, mode) in [("one\n", 0o600), ("two\n", 0o644)] {
+            fs::remove_file(d.join("f")).ok();
+            write_atomic(&d, "f", text.as_bytes(), mode).unwrap();
+            assert_eq!(fs::read_to_string(d.join("f")).unwrap(), text);
+            let got = fs::metadata(d.join("f")).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got & !mode, 0, "{got:o} has bits {mode:o} does not");
+            assert!(got & 0o600 == 0o600, "{got:o}");
+        }
+        write_atomic(&d, "f", b"three\n", 0o644).unwrap();
+        assert_eq!(fs::read_to_string(d.join("f")).unwrap(), "three\n");
+        assert!(!d.join("f.tmp").exists());
+        let err = write_atomic(&d.join("missing"), "f", b"x", 0o600).unwrap_err();
+        assert!(format!("{err:#}").contains("missing/f.tmp"), "{err:#}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn second_instance_is_refused() {
         let d = tempdir("lock");
         let first = Store::open(&d, &d.join("sock")).unwrap();
