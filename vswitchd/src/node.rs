@@ -2,31 +2,31 @@
 //! it installs into the datapath. Every request validates first and changes state only when
 //! everything it needs has succeeded; the persisted state is saved before the answer.
 //!
-//! Split in two: the pure state ([`state::NodeState`]: validation, allocation, applying a
-//! change and undoing it, building the table snapshot; unit-tested without root) and the
-//! effects here (the pods' TAPs and namespaces, saving the state, installing the snapshot,
-//! the tokio lock that serialises requests). A request goes: validate against the state,
-//! create what the pod needs, apply the change, save; when the save fails, the change is
-//! rolled back (and what was created undone) and the answer is an error.
+//! Split in two: the pure state (`node/state.rs`, [`state::NodeState`]: validation,
+//! allocation, applying a change and undoing it, building the table snapshot; unit-tested
+//! without root) and the effects (`node/effects.rs`: the pods' TAPs, saving the state,
+//! installing the snapshot). This file holds the requests on top of both, under the tokio
+//! lock that serialises them. A request goes: validate against the state, create what the
+//! pod needs, apply the change, save; when the save fails, the change is rolled back (and
+//! what was created undone) and the answer is an error.
 
 use crate::io::IoHandle;
-use crate::podnet::{self, PodIfConfig};
-use crate::state::{PortRecord, Store};
-use crate::{tap, Args, OnOff};
+use crate::podnet;
+use crate::state::Store;
+use crate::Args;
 use anyhow::Result;
-use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
-use vswitch_datapath::{Datapath, Mac, PortId};
+use vswitch_datapath::Datapath;
 use vswitch_proto::{
     ConntrackStats, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats,
     PortStatus, Request, Response, StatsReport,
 };
 
 mod cni;
+mod effects;
 mod lost;
 mod services;
 mod state;
@@ -224,75 +224,6 @@ impl Node {
         }
     }
 
-    /// What the pod's interface must look like.
-    fn pod_if_config(&self, rec: &PortRecord, mac: Mac) -> PodIfConfig {
-        let cfg = self.datapath.config();
-        PodIfConfig {
-            netns: PathBuf::from(&rec.netns),
-            ifname: rec.ifname.clone(),
-            mac: mac.0,
-            addr: rec.ip,
-            prefix_len: rec.prefix_len,
-            gateway: cfg.gateway,
-            mtu: u32::from(cfg.pod_mtu),
-            offload: self.args.offload == OnOff::On,
-            queues: self.io.workers(),
-        }
-    }
-
-    /// Creates the pod's TAP and allocates its port id. The TAP is not persistent yet and not
-    /// served: a crash before the port is saved removes it with its fd, and dropping the fd
-    /// undoes it. Once the port is saved, [`Node::serve`] takes it from there.
-    async fn attach(
-        &self,
-        inner: &mut Inner,
-        rec: &PortRecord,
-        mac: Mac,
-    ) -> Result<(PortId, podnet::Queues)> {
-        self.create_tap(inner, rec, mac, podnet::attach_pod).await
-    }
-
-    /// Makes a TAP from [`Node::attach`] persistent, now that its port is saved (it survives
-    /// a restart of the daemon from here on), and hands it to the I/O engine.
-    fn serve(&self, id: PortId, fd: podnet::Queues) {
-        let persist = match fd.first() {
-            Some(q) => tap::set_persist(q.as_fd(), true),
-            None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
-        };
-        if let Err(e) = persist {
-            warn!(
-                port = id,
-                "TUNSETPERSIST: {e}; the pod loses its interface when the daemon stops"
-            );
-        }
-        self.io.add_port(id, fd);
-    }
-
-    /// Takes over the pod's TAP when it survived a restart of the daemon (or creates it
-    /// again), persistent at once (its port is saved). The caller hands it to the I/O engine.
-    async fn reattach(
-        &self,
-        inner: &mut Inner,
-        rec: &PortRecord,
-        mac: Mac,
-    ) -> Result<(PortId, podnet::Queues)> {
-        self.create_tap(inner, rec, mac, podnet::reattach_pod).await
-    }
-
-    async fn create_tap(
-        &self,
-        inner: &mut Inner,
-        rec: &PortRecord,
-        mac: Mac,
-        how: fn(&PodIfConfig) -> Result<(podnet::Queues, u32)>,
-    ) -> Result<(PortId, podnet::Queues)> {
-        let ifcfg = self.pod_if_config(rec, mac);
-        let (fd, _ifindex) = tokio::task::spawn_blocking(move || how(&ifcfg))
-            .await
-            .map_err(|e| anyhow::anyhow!("attach task failed: {e}"))??;
-        Ok((inner.alloc_id(), fd))
-    }
-
     async fn port_add(
         &self,
         inner: &mut Inner,
@@ -434,20 +365,6 @@ impl Node {
             conntrack,
             ports_lost: self.ports_lost.load(Relaxed),
         }))
-    }
-
-    /// Builds and installs a new table snapshot from the current state (ports, peers, and
-    /// the services with their endpoints recomputed), then flushes the UDP conntrack of
-    /// endpoints that left a service.
-    fn install(&self, inner: &mut Inner) {
-        let (services, dns, udp) = self.service_tables(inner);
-        self.datapath.install(inner.tables(services, dns));
-        self.flush_removed_udp(&inner.udp_backends, &udp);
-        inner.udp_backends = udp;
-    }
-
-    fn persist(&self, inner: &Inner) -> Result<()> {
-        self.store.save(&inner.persisted())
     }
 }
 
