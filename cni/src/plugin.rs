@@ -250,7 +250,7 @@ mod tests {
     use serde_json::{json, Value};
     use std::cell::RefCell;
     use std::collections::{BTreeMap, HashMap};
-    use vswitch_proto::{CniKey, NodeInfo};
+    use vswitch_proto::{CniKey, NodeInfo, PortStatus};
 
     const CONF_110: &str = r#"{"cniVersion":"1.1.0","name":"pods","type":"vswitch"}"#;
 
@@ -262,7 +262,7 @@ mod tests {
             prefix_len: 24,
             mac: "02:00:c6:12:01:07".into(),
             node: "node1".into(),
-            status: "Running".into(),
+            status: PortStatus::Running,
             netns: "/run/netns/p1".into(),
             ifname: "eth0".into(),
             gateway: "198.18.1.1".into(),

@@ -180,6 +180,7 @@ pub fn version_json(asked: CniVersion) -> String {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use vswitch_proto::PortStatus;
 
     fn port() -> PortInfo {
         PortInfo {
@@ -189,7 +190,7 @@ mod tests {
             prefix_len: 24,
             mac: "02:00:c6:12:01:02".into(),
             node: "node1".into(),
-            status: "Running".into(),
+            status: PortStatus::Running,
             netns: "/run/netns/p1".into(),
             ifname: "eth0".into(),
             gateway: "198.18.1.1".into(),

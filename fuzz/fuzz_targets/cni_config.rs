@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use vswitch_cni::daemon::CallError;
-use vswitch_proto::{ErrorKind, NodeInfo, PortInfo, Request, Response};
+use vswitch_proto::{ErrorKind, NodeInfo, PortInfo, PortStatus, Request, Response};
 
 const DEFAULT_ENV: &str = "CNI_COMMAND=ADD\nCNI_CONTAINERID=c1\nCNI_NETNS=/run/netns/p1\n\
 CNI_IFNAME=eth0\nCNI_ARGS=K8S_POD_NAME=nginx;K8S_POD_NAMESPACE=default\n";
@@ -89,7 +89,7 @@ fn answer(vars: &HashMap<String, String>, req: &Request) -> Result<Response, Cal
                 prefix_len: var("FUZZ_PREFIX", "24").parse().unwrap_or(24),
                 mac: var("FUZZ_MAC", "0a:58:c6:12:01:07"),
                 node: "node1".into(),
-                status: "Running".into(),
+                status: PortStatus::Running,
                 netns: a.netns.clone(),
                 ifname: a.ifname.clone(),
                 gateway: var("FUZZ_GATEWAY", "198.18.1.1"),

@@ -175,6 +175,22 @@ mod tests {
     }
 
     #[test]
+    fn port_status_is_the_same_string_on_the_wire_and_in_tables() {
+        for (st, s) in [
+            (PortStatus::Running, "Running"),
+            (PortStatus::Detached, "Detached"),
+        ] {
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{s}\""));
+            assert_eq!(
+                serde_json::from_str::<PortStatus>(&format!("\"{s}\"")).unwrap(),
+                st
+            );
+            assert_eq!(st.to_string(), s);
+        }
+        assert!(serde_json::from_str::<PortStatus>("\"Lost\"").is_err());
+    }
+
+    #[test]
     fn unit_ops_round_trip() {
         for req in [Request::NodeShow, Request::PortList, Request::PeerList] {
             let line = encode_request(&req);

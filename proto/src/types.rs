@@ -147,8 +147,8 @@ pub struct PortInfo {
     pub mac: String,
     /// The node this port lives on.
     pub node: String,
-    /// `Running` while the TAP is attached, otherwise why not.
-    pub status: String,
+    /// `Running` while the TAP is attached, `Detached` otherwise.
+    pub status: PortStatus,
     /// The network namespace it was attached in.
     pub netns: String,
     /// Interface name inside the pod.
@@ -165,6 +165,32 @@ pub struct PortInfo {
     /// The pod's resolver settings (the cluster DNS and the Kubernetes search path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<PodDns>,
+}
+
+/// Whether a port's TAP is attached; on the wire (and in the CLI's tables) the strings
+/// `Running` and `Detached`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortStatus {
+    /// The TAP is attached and served.
+    Running,
+    /// The TAP is not attached (it could not be re-attached after a restart).
+    Detached,
+}
+
+impl PortStatus {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortStatus::Running => "Running",
+            PortStatus::Detached => "Detached",
+        }
+    }
+}
+
+impl std::fmt::Display for PortStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A pod's resolver settings, as a CNI result's `dns` carries them.

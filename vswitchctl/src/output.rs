@@ -84,7 +84,7 @@ fn port_row(p: &PortInfo, wide: bool) -> Vec<String> {
         p.ip.clone(),
         p.mac.clone(),
         p.node.clone(),
-        p.status.clone(),
+        p.status.to_string(),
     ];
     if wide {
         row.extend([
@@ -395,7 +395,7 @@ pub fn stats(s: &StatsReport, f: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vswitch_proto::PortStats;
+    use vswitch_proto::{PortStats, PortStatus};
 
     fn sample_ports() -> Vec<PortInfo> {
         vec![
@@ -406,7 +406,7 @@ mod tests {
                 prefix_len: 24,
                 mac: "0a:58:c6:12:01:02".into(),
                 node: "node1".into(),
-                status: "Running".into(),
+                status: PortStatus::Running,
                 netns: "/var/run/netns/nginx".into(),
                 ifname: "eth0".into(),
                 gateway: "198.18.1.1".into(),
@@ -422,7 +422,7 @@ mod tests {
                 prefix_len: 24,
                 mac: "0a:58:c6:12:01:0a".into(),
                 node: "node1".into(),
-                status: "Detached".into(),
+                status: PortStatus::Detached,
                 netns: "bb".into(),
                 ifname: "eth0".into(),
                 gateway: "198.18.1.1".into(),

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vswitch_proto::{
-    decode_request, encode_response, ErrorBody, PortInfo, PortKey, Request, Response,
+    decode_request, encode_response, ErrorBody, PortInfo, PortKey, PortStatus, Request, Response,
 };
 
 /// A socket path unique to this test, removed on drop.
@@ -88,7 +88,7 @@ fn sample_port(name: &str, ip: &str) -> PortInfo {
         prefix_len: 24,
         mac: "0a:58:c6:12:01:02".into(),
         node: "node1".into(),
-        status: "Running".into(),
+        status: PortStatus::Running,
         netns: format!("/var/run/netns/{name}"),
         ifname: "eth0".into(),
         gateway: "198.18.1.1".into(),

@@ -106,7 +106,7 @@ impl Checkpointer {
             snapshot: &snapshot,
         };
         let bytes = serde_json::to_vec(&out)?;
-        write_atomic(&self.dir, FILE, &bytes)?;
+        write_atomic(&self.dir, FILE, &bytes, 0o600)?;
         let entries = snapshot.conns.len() + snapshot.affinities.len();
         *w = Written {
             generation: Some(generation),

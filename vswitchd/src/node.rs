@@ -1,94 +1,48 @@
 //! The control plane of one node: ports, peers, services, address allocation and the tables
 //! it installs into the datapath. Every request validates first and changes state only when
 //! everything it needs has succeeded; the persisted state is saved before the answer.
+//!
+//! Split in two: the pure state (`node/state.rs`, [`state::NodeState`]: validation,
+//! allocation, applying a change and undoing it, building the table snapshot; unit-tested
+//! without root) and the effects (`node/effects.rs`: the pods' TAPs, saving the state,
+//! installing the snapshot). This file holds the requests on top of both, under the tokio
+//! lock that serialises them. A request goes: validate against the state, create what the
+//! pod needs, apply the change, save; when the save fails, the change is rolled back (and
+//! what was created undone) and the answer is an error.
 
 use crate::io::IoHandle;
-use crate::podnet::{self, PodIfConfig};
-use crate::state::{PeerRecord, PersistedState, PortRecord, ServiceRecord, Store};
-use crate::{tap, Args, OnOff};
+use crate::podnet;
+use crate::state::Store;
+use crate::Args;
 use anyhow::Result;
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
-use vswitch_datapath::{
-    Datapath, Ipv4Cidr, LinkCounters, Mac, PeerEntry, PeerId, PortEntry, PortId, Tables,
-};
+use vswitch_datapath::Datapath;
 use vswitch_proto::{
-    validate, ConntrackStats, ErrorKind, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec,
-    PortStats, Request, Response, ServiceKey, StatsReport,
+    ConntrackStats, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats,
+    PortStatus, Request, Response, StatsReport,
 };
-
-/// An error answer: (kind, field, message).
-type Reject = (ErrorKind, Option<&'static str>, String);
-
-/// The request's `field` is wrong.
-fn reject(field: &'static str, msg: impl Into<String>) -> Reject {
-    (ErrorKind::Invalid, Some(field), msg.into())
-}
-
-/// What `field` names does not exist.
-fn not_found(field: &'static str, msg: impl Into<String>) -> Reject {
-    (ErrorKind::NotFound, Some(field), msg.into())
-}
-
-/// What `field` names exists already.
-fn exists(field: &'static str, msg: impl Into<String>) -> Reject {
-    (ErrorKind::Exists, Some(field), msg.into())
-}
-
-/// Saving the state failed; the change was rolled back.
-fn save_failed(e: anyhow::Error) -> Reject {
-    (
-        ErrorKind::Unavailable,
-        None,
-        format!("saving state failed, nothing changed: {e:#}"),
-    )
-}
 
 mod cni;
+mod effects;
 mod lost;
 mod services;
+mod state;
 
-struct Port {
-    rec: PortRecord,
-    mac: Mac,
-    /// The datapath port id while the TAP is attached.
-    id: Option<PortId>,
-    status: String,
-    counters: Arc<LinkCounters>,
-    /// The identity of the pod's netns when its TAP was attached (`lost.rs` watches it).
-    netns_id: Option<lost::NetnsId>,
-}
+use state::{exists, not_found, reject, save_failed, NodeState, Peer, Port, Reject};
 
-struct Peer {
-    rec: PeerRecord,
-    id: PeerId,
-    cidr: Ipv4Cidr,
-    mac: Mac,
-    counters: Arc<LinkCounters>,
-}
-
-struct Inner {
-    ports: BTreeMap<PortKey, Port>,
-    peers: BTreeMap<String, Peer>,
-    services: BTreeMap<ServiceKey, ServiceRecord>,
-    /// The UDP service backends of the installed snapshot (to flush those that leave).
-    udp_backends: BTreeSet<services::UdpBackend>,
-    next_id: u32,
-    last_allocated: Option<Ipv4Addr>,
-    store: Store,
-}
+/// The state under the node's lock (the services module knows it by this name).
+type Inner = NodeState;
 
 /// One node's control plane.
 pub struct Node {
     args: Args,
     datapath: Arc<Datapath>,
     io: IoHandle,
+    /// The state directory (saved under the lock of `inner`).
+    store: Store,
     /// The conntrack file (restored at recovery, saved on shutdown).
     ck: Arc<crate::ct_file::Checkpointer>,
     inner: Mutex<Inner>,
@@ -116,52 +70,40 @@ impl Node {
                 st.pod_cidr
             );
         }
+        let state = NodeState::new(
+            cfg.clone(),
+            args.node.clone(),
+            args.underlay,
+            st.last_allocated,
+        );
         let node = Arc::new(Node {
             args,
             datapath,
             io,
+            store,
             ck,
-            inner: Mutex::new(Inner {
-                ports: BTreeMap::new(),
-                peers: BTreeMap::new(),
-                services: BTreeMap::new(),
-                udp_backends: BTreeSet::new(),
-                next_id: 1,
-                last_allocated: st.last_allocated,
-                store,
-            }),
+            inner: Mutex::new(state),
             ports_lost: Default::default(),
         });
         {
             let mut inner = node.inner.lock().await;
             let mut taps = Vec::new();
             for rec in st.peers {
-                match node.peer_from_record(&mut inner, rec.clone()) {
+                match inner.peer_from_record(rec.clone()) {
                     Ok(peer) => {
                         inner.peers.insert(rec.node.clone(), peer);
                     }
-                    Err((_, _, msg)) => warn!(peer = %rec.node, "dropping persisted peer: {msg}"),
+                    Err(r) => warn!(peer = %rec.node, "dropping persisted peer: {}", r.msg),
                 }
             }
             for rec in st.ports {
-                let key = PortKey {
-                    name: rec.name.clone(),
-                    namespace: rec.namespace.clone(),
-                };
-                let mac = rec.mac.parse().unwrap_or(Mac::from_ipv4(rec.ip));
-                let mut port = Port {
-                    rec,
-                    mac,
-                    id: None,
-                    status: String::new(),
-                    counters: Arc::default(),
-                    netns_id: None,
-                };
+                let mut port = Port::detached(rec);
+                let key = port.key();
                 match node.reattach(&mut inner, &port.rec, port.mac).await {
                     Ok((id, fd)) => {
                         taps.push((id, fd));
                         port.id = Some(id);
-                        port.status = "Running".into();
+                        port.status = PortStatus::Running;
                         port.netns_id = lost::netns_identity(&port.rec.netns);
                         if port.rec.container_id.is_none() {
                             // Keeps the pod's resolver in line with --dns-ip/--cluster-domain.
@@ -170,7 +112,7 @@ impl Node {
                         info!(port = %key.name, ip = %port.rec.ip, "re-attached");
                     }
                     Err(e) => {
-                        port.status = "Detached".into();
+                        port.status = PortStatus::Detached;
                         warn!(port = %key.name, "cannot re-attach: {e:#}");
                     }
                 }
@@ -220,7 +162,7 @@ impl Node {
             Request::ServiceDel(key) => self.service_del(&mut inner, key),
             Request::ServiceList => Ok(self.service_list(&inner)),
         };
-        result.unwrap_or_else(|(kind, field, msg)| Response::error(kind, field, msg))
+        result.unwrap_or_else(Reject::into_response)
     }
 
     /// Detaches every port's TAP from the datapath and stops the I/O engine, then saves the
@@ -269,7 +211,7 @@ impl Node {
             prefix_len: p.rec.prefix_len,
             mac: p.mac.to_string(),
             node: self.args.node.clone(),
-            status: p.status.clone(),
+            status: p.status,
             netns: p.rec.netns.clone(),
             ifname: p.rec.ifname.clone(),
             gateway: cfg.gateway.to_string(),
@@ -282,167 +224,27 @@ impl Node {
         }
     }
 
-    /// What the pod's interface must look like.
-    fn pod_if_config(&self, rec: &PortRecord, mac: Mac) -> PodIfConfig {
-        let cfg = self.datapath.config();
-        PodIfConfig {
-            netns: PathBuf::from(&rec.netns),
-            ifname: rec.ifname.clone(),
-            mac: mac.0,
-            addr: rec.ip,
-            prefix_len: rec.prefix_len,
-            gateway: cfg.gateway,
-            mtu: u32::from(cfg.pod_mtu),
-            offload: self.args.offload == OnOff::On,
-            queues: self.io.workers(),
-        }
-    }
-
-    /// Creates the pod's TAP and allocates its port id. The TAP is not persistent yet and not
-    /// served: a crash before the port is saved removes it with its fd, and dropping the fd
-    /// undoes it. Once the port is saved, [`Node::serve`] takes it from there.
-    async fn attach(
-        &self,
-        inner: &mut Inner,
-        rec: &PortRecord,
-        mac: Mac,
-    ) -> Result<(PortId, podnet::Queues)> {
-        self.create_tap(inner, rec, mac, podnet::attach_pod).await
-    }
-
-    /// Makes a TAP from [`Node::attach`] persistent, now that its port is saved (it survives
-    /// a restart of the daemon from here on), and hands it to the I/O engine.
-    fn serve(&self, id: PortId, fd: podnet::Queues) {
-        let persist = match fd.first() {
-            Some(q) => tap::set_persist(q.as_fd(), true),
-            None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
-        };
-        if let Err(e) = persist {
-            warn!(
-                port = id,
-                "TUNSETPERSIST: {e}; the pod loses its interface when the daemon stops"
-            );
-        }
-        self.io.add_port(id, fd);
-    }
-
-    /// Takes over the pod's TAP when it survived a restart of the daemon (or creates it
-    /// again), persistent at once (its port is saved). The caller hands it to the I/O engine.
-    async fn reattach(
-        &self,
-        inner: &mut Inner,
-        rec: &PortRecord,
-        mac: Mac,
-    ) -> Result<(PortId, podnet::Queues)> {
-        self.create_tap(inner, rec, mac, podnet::reattach_pod).await
-    }
-
-    async fn create_tap(
-        &self,
-        inner: &mut Inner,
-        rec: &PortRecord,
-        mac: Mac,
-        how: fn(&PodIfConfig) -> Result<(podnet::Queues, u32)>,
-    ) -> Result<(PortId, podnet::Queues)> {
-        let ifcfg = self.pod_if_config(rec, mac);
-        let (fd, _ifindex) = tokio::task::spawn_blocking(move || how(&ifcfg))
-            .await
-            .map_err(|e| anyhow::anyhow!("attach task failed: {e}"))??;
-        let id = inner.next_id;
-        inner.next_id += 1;
-        Ok((id, fd))
-    }
-
     async fn port_add(
         &self,
         inner: &mut Inner,
         spec: PortSpec,
         container_id: Option<String>,
     ) -> Result<Response, Reject> {
-        let cfg = self.datapath.config().clone();
-        validate::k8s_name(&spec.name).map_err(|e| reject("name", e))?;
-        validate::k8s_name(&spec.namespace).map_err(|e| reject("namespace", e))?;
-        validate::ifname(&spec.ifname).map_err(|e| reject("ifname", e))?;
-        for (k, v) in &spec.labels {
-            validate::label(k, v).map_err(|e| reject("label", e))?;
-        }
-        let key = PortKey {
-            name: spec.name.clone(),
-            namespace: spec.namespace.clone(),
-        };
-        if inner.ports.contains_key(&key) {
-            return Err(exists(
-                "name",
-                format!("port {}/{} already exists", key.namespace, key.name),
-            ));
-        }
+        let key = inner.check_port_spec(&spec)?;
         let netns_given = spec.netns.clone();
         let netns =
             podnet::resolve_netns(&spec.netns).map_err(|e| reject("netns", format!("{e:#}")))?;
         let netns = netns.display().to_string();
-        if let Some(other) = inner
-            .ports
-            .values()
-            .find(|p| p.rec.netns == netns && p.rec.ifname == spec.ifname)
-        {
-            return Err(reject(
-                "netns",
-                format!(
-                    "{} in {netns} already belongs to port {}/{}",
-                    spec.ifname, other.rec.namespace, other.rec.name
-                ),
-            ));
-        }
-        let (ip, prefix_len) = match &spec.ip {
-            Some(s) => self.parse_pod_ip(inner, s)?,
-            None => (self.allocate(inner)?, cfg.pod_cidr.prefix_len()),
-        };
-        let mac = match &spec.mac {
-            Some(s) => s.parse::<Mac>().map_err(|e| reject("mac", e.to_string()))?,
-            None => Mac::from_ipv4(ip),
-        };
-        if mac == cfg.router_mac
-            || mac == cfg.vtep_mac
-            || inner.ports.values().any(|p| p.mac == mac)
-        {
-            return Err(reject(
-                "mac",
-                format!("{mac} is already in use on this node"),
-            ));
-        }
-        let rec = PortRecord {
-            name: spec.name,
-            namespace: spec.namespace,
-            netns,
-            ifname: spec.ifname,
-            ip,
-            prefix_len,
-            mac: mac.to_string(),
-            labels: spec.labels,
-            container_id: container_id.clone(),
-        };
+        let new = inner.plan_port(spec, netns.clone(), container_id.clone())?;
         let (id, fd) = self
-            .attach(inner, &rec, mac)
+            .attach(inner, &new.rec, new.mac)
             .await
             .map_err(|e| reject("netns", format!("cannot attach the pod: {e:#}")))?;
-        let netns_id = lost::netns_identity(&rec.netns);
-        let port = Port {
-            rec,
-            mac,
-            id: Some(id),
-            status: "Running".into(),
-            counters: Arc::default(),
-            netns_id,
-        };
-        let prev_alloc = inner.last_allocated;
-        if spec.ip.is_none() {
-            inner.last_allocated = Some(ip);
-        }
-        inner.ports.insert(key.clone(), port);
+        let netns_id = lost::netns_identity(&netns);
+        let undo = inner.add_port(new, id, netns_id);
         if let Err(e) = self.persist(inner) {
             // Roll back: the request is not acknowledged, so nothing may remain.
-            let port = inner.ports.remove(&key).expect("just inserted");
-            inner.last_allocated = prev_alloc;
+            let port = inner.rollback(undo).expect("just added");
             // Not persistent yet: closing its only fd removes the TAP.
             drop(fd);
             let _ = podnet::detach_pod(port.rec.netns.as_ref(), &port.rec.ifname);
@@ -460,16 +262,12 @@ impl Node {
     }
 
     async fn port_del(&self, inner: &mut Inner, key: PortKey) -> Result<Response, Reject> {
-        let Some(port) = inner.ports.remove(&key) else {
-            return Err(not_found(
-                "name",
-                format!("port {}/{} does not exist", key.namespace, key.name),
-            ));
-        };
+        let undo = inner.remove_port(&key)?;
         if let Err(e) = self.persist(inner) {
-            inner.ports.insert(key, port);
+            inner.rollback(undo);
             return Err(save_failed(e));
         }
+        let port = undo.removed_port().expect("a removed port");
         self.install(inner);
         if let Some(id) = port.id {
             self.io.del_port(id);
@@ -487,161 +285,13 @@ impl Node {
         Ok(Response::Done)
     }
 
-    fn parse_pod_ip(&self, inner: &Inner, s: &str) -> Result<(Ipv4Addr, u8), Reject> {
-        let cfg = self.datapath.config();
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| reject("ip", format!("`{s}` must be ADDR/PLEN, e.g. 198.18.1.5/24")))?;
-        let ip: Ipv4Addr = a
-            .parse()
-            .map_err(|_| reject("ip", format!("`{a}` is not an IPv4 address")))?;
-        let plen: u8 = l
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| reject("ip", format!("`{l}` is not a prefix length (0-32)")))?;
-        if plen != cfg.pod_cidr.prefix_len() {
-            return Err(reject(
-                "ip",
-                format!(
-                    "prefix length /{plen} differs from the node subnet {}",
-                    cfg.pod_cidr
-                ),
-            ));
-        }
-        if !cfg.pod_cidr.contains(ip) {
-            return Err(reject(
-                "ip",
-                format!("{ip} is outside this node's subnet {}", cfg.pod_cidr),
-            ));
-        }
-        if ip == cfg.pod_cidr.network() || ip == cfg.gateway || ip == cfg.pod_cidr.broadcast() {
-            return Err(reject(
-                "ip",
-                format!("{ip} is reserved (network, gateway or broadcast address)"),
-            ));
-        }
-        if let Some(p) = inner.ports.values().find(|p| p.rec.ip == ip) {
-            return Err(reject(
-                "ip",
-                format!(
-                    "{ip} is already used by port {}/{}",
-                    p.rec.namespace, p.rec.name
-                ),
-            ));
-        }
-        Ok((ip, plen))
-    }
-
-    /// The next free address after the last one handed out (round-robin, like host-local
-    /// IPAM, so a freed address is not reused at once).
-    fn allocate(&self, inner: &Inner) -> Result<Ipv4Addr, Reject> {
-        let cidr = self.datapath.config().pod_cidr;
-        let first = u32::from(cidr.network()) + 2;
-        let last = u32::from(cidr.broadcast()) - 1;
-        let start = inner
-            .last_allocated
-            .map(u32::from)
-            .filter(|a| (first..=last).contains(a))
-            .map(|a| if a == last { first } else { a + 1 })
-            .unwrap_or(first);
-        let size = last.saturating_sub(first) + 1;
-        (0..size)
-            .map(|i| Ipv4Addr::from(first + (start - first + i) % size))
-            .find(|ip| !inner.ports.values().any(|p| p.rec.ip == *ip))
-            .ok_or_else(|| {
-                (
-                    ErrorKind::Exhausted,
-                    Some("ip"),
-                    format!("no free address left in {cidr}"),
-                )
-            })
-    }
-
-    fn peer_from_record(&self, inner: &mut Inner, rec: PeerRecord) -> Result<Peer, Reject> {
-        let cidr: Ipv4Cidr = rec.pod_cidr.parse().map_err(|e| reject("pod_cidr", e))?;
-        let mac: Mac = rec
-            .vtep_mac
-            .parse()
-            .map_err(|e: vswitch_datapath::types::MacParseError| reject("vtep_mac", e.0))?;
-        let id = inner.next_id;
-        inner.next_id += 1;
-        Ok(Peer {
-            rec,
-            id,
-            cidr,
-            mac,
-            counters: Arc::default(),
-        })
-    }
-
     fn peer_add(&self, inner: &mut Inner, spec: PeerSpec) -> Result<Response, Reject> {
-        let cfg = self.datapath.config().clone();
-        validate::node_name(&spec.node).map_err(|e| reject("node", e))?;
-        if spec.node == self.args.node {
-            return Err(reject("node", "a node cannot be its own peer"));
-        }
-        let underlay: Ipv4Addr = spec.underlay.parse().map_err(|_| {
-            reject(
-                "underlay",
-                format!("`{}` is not an IPv4 address", spec.underlay),
-            )
-        })?;
-        if Some(underlay) == self.args.underlay {
-            return Err(reject(
-                "underlay",
-                format!("{underlay} is this node's own underlay"),
-            ));
-        }
-        let cidr: Ipv4Cidr = spec.pod_cidr.parse().map_err(|e| reject("pod_cidr", e))?;
-        if cidr.overlaps(&cfg.pod_cidr) {
-            return Err(reject(
-                "pod_cidr",
-                format!("{cidr} overlaps this node's subnet {}", cfg.pod_cidr),
-            ));
-        }
-        if let Some(svc) = cfg.service_cidr.filter(|s| s.overlaps(&cidr)) {
-            return Err(reject(
-                "pod_cidr",
-                format!("{cidr} overlaps the service CIDR {svc}"),
-            ));
-        }
-        for p in inner.peers.values().filter(|p| p.rec.node != spec.node) {
-            if p.cidr.overlaps(&cidr) {
-                return Err(reject(
-                    "pod_cidr",
-                    format!("{cidr} overlaps {} of peer {}", p.cidr, p.rec.node),
-                ));
-            }
-            if p.rec.underlay == underlay {
-                return Err(reject(
-                    "underlay",
-                    format!("{underlay} is already peer {}'s underlay", p.rec.node),
-                ));
-            }
-        }
-        let vtep_mac = match &spec.vtep_mac {
-            Some(s) => s.parse::<Mac>().map_err(|e| reject("vtep_mac", e.0))?,
-            None => Mac::from_ipv4(cidr.network()),
-        };
-        let rec = PeerRecord {
-            node: spec.node.clone(),
-            underlay,
-            pod_cidr: cidr.to_string(),
-            vtep_mac: vtep_mac.to_string(),
-        };
-        let mut peer = self.peer_from_record(inner, rec)?;
-        let old = inner.peers.remove(&spec.node);
-        if let Some(old) = &old {
-            // Replacing a peer keeps its counters.
-            peer.counters = old.counters.clone();
-        }
-        inner.peers.insert(spec.node.clone(), peer);
+        let rec = inner.check_peer(&spec)?;
+        let (underlay, cidr) = (rec.underlay, rec.pod_cidr.clone());
+        let peer = inner.peer_from_record(rec)?;
+        let undo = inner.set_peer(peer);
         if let Err(e) = self.persist(inner) {
-            inner.peers.remove(&spec.node);
-            if let Some(old) = old {
-                inner.peers.insert(spec.node, old);
-            }
+            inner.rollback(undo);
             return Err(save_failed(e));
         }
         self.install(inner);
@@ -650,11 +300,9 @@ impl Node {
     }
 
     fn peer_del(&self, inner: &mut Inner, node: &str) -> Result<Response, Reject> {
-        let Some(peer) = inner.peers.remove(node) else {
-            return Err(not_found("node", format!("peer {node} does not exist")));
-        };
+        let undo = inner.remove_peer(node)?;
         if let Err(e) = self.persist(inner) {
-            inner.peers.insert(node.to_string(), peer);
+            inner.rollback(undo);
             return Err(save_failed(e));
         }
         self.install(inner);
@@ -717,52 +365,6 @@ impl Node {
             conntrack,
             ports_lost: self.ports_lost.load(Relaxed),
         }))
-    }
-
-    /// Builds and installs a new table snapshot from the current state (ports, peers, and
-    /// the services with their endpoints recomputed), then flushes the UDP conntrack of
-    /// endpoints that left a service.
-    fn install(&self, inner: &mut Inner) {
-        let ports = inner
-            .ports
-            .values()
-            .filter_map(|p| {
-                p.id.map(|id| PortEntry {
-                    id,
-                    mac: p.mac,
-                    ip: p.rec.ip,
-                    counters: p.counters.clone(),
-                })
-            })
-            .collect();
-        let peers = inner
-            .peers
-            .values()
-            .map(|p| PeerEntry {
-                id: p.id,
-                underlay: p.rec.underlay,
-                pod_cidr: p.cidr,
-                vtep_mac: p.mac,
-                counters: p.counters.clone(),
-            })
-            .collect();
-        let (services, dns, udp) = self.service_tables(inner);
-        self.datapath
-            .install(Tables::new(ports, peers).with_services(services, dns));
-        self.flush_removed_udp(&inner.udp_backends, &udp);
-        inner.udp_backends = udp;
-    }
-
-    fn persist(&self, inner: &Inner) -> Result<()> {
-        let st = PersistedState {
-            version: 0,
-            pod_cidr: self.datapath.config().pod_cidr.to_string(),
-            ports: inner.ports.values().map(|p| p.rec.clone()).collect(),
-            peers: inner.peers.values().map(|p| p.rec.clone()).collect(),
-            last_allocated: inner.last_allocated,
-            services: inner.services.values().cloned().collect(),
-        };
-        inner.store.save(&st)
     }
 }
 

@@ -177,19 +177,21 @@ impl Store {
         let mut st = st.clone();
         st.version = STATE_VERSION;
         let bytes = serde_json::to_vec_pretty(&st)?;
-        write_atomic(&self.dir, "state.json", &bytes)
+        write_atomic(&self.dir, "state.json", &bytes, 0o600)
     }
 }
 
-/// Writes `dir/name` crash-safe: a temporary file beside it, fsync, rename over the old one,
-/// fsync of the directory. A crash at any point leaves the old file or the new one.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+/// Writes `dir/name` crash-safe, with permissions `mode` (less the umask): a temporary file
+/// `name.tmp` beside it, fsync, rename over the old one, fsync of the directory. A crash at
+/// any point leaves the old file or the new one. The one atomic write of the daemon (the
+/// state file, the conntrack file, the pods' resolv.conf).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(bytes)
@@ -198,7 +200,9 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     drop(f);
     let path = dir.join(name);
     fs::rename(&tmp, &path).with_context(|| format!("renaming {} into place", tmp.display()))?;
-    File::open(dir)?.sync_all()?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
 }
 
@@ -269,6 +273,27 @@ mod tests {
         let st = store.load().unwrap();
         assert!(st.services.is_empty());
         drop(store);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_file_with_its_mode_and_leaves_no_temporary() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempdir("atomic");
+        fs::create_dir_all(&d).unwrap();
+        for (text, mode) in [("one\n", 0o600), ("two\n", 0o644)] {
+            fs::remove_file(d.join("f")).ok();
+            write_atomic(&d, "f", text.as_bytes(), mode).unwrap();
+            assert_eq!(fs::read_to_string(d.join("f")).unwrap(), text);
+            let got = fs::metadata(d.join("f")).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got & !mode, 0, "{got:o} has bits {mode:o} does not");
+            assert!(got & 0o600 == 0o600, "{got:o}");
+        }
+        write_atomic(&d, "f", b"three\n", 0o644).unwrap();
+        assert_eq!(fs::read_to_string(d.join("f")).unwrap(), "three\n");
+        assert!(!d.join("f.tmp").exists());
+        let err = write_atomic(&d.join("missing"), "f", b"x", 0o600).unwrap_err();
+        assert!(format!("{err:#}").contains("missing/f.tmp"), "{err:#}");
         fs::remove_dir_all(&d).unwrap();
     }
 

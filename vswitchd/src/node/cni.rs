@@ -7,19 +7,9 @@ use crate::podnet;
 use std::collections::BTreeSet;
 use tracing::info;
 use vswitch_proto::validate;
-use vswitch_proto::{CniAttach, CniKey, ErrorKind, PortKey, PortSpec, Response};
+use vswitch_proto::{CniAttach, CniKey, PortSpec, Response};
 
 impl Node {
-    fn find_cni(inner: &Inner, container_id: &str, ifname: &str) -> Option<PortKey> {
-        inner
-            .ports
-            .iter()
-            .find(|(_, p)| {
-                p.rec.container_id.as_deref() == Some(container_id) && p.rec.ifname == ifname
-            })
-            .map(|(k, _)| k.clone())
-    }
-
     pub(super) async fn cni_add(
         &self,
         inner: &mut Inner,
@@ -29,7 +19,7 @@ impl Node {
             return Err(reject("container_id", "CNI_CONTAINERID is empty"));
         }
         validate::ifname(&a.ifname).map_err(|e| reject("ifname", e))?;
-        if let Some(key) = Self::find_cni(inner, &a.container_id, &a.ifname) {
+        if let Some(key) = inner.find_cni(&a.container_id, &a.ifname) {
             // The same container asking again gets the same attachment.
             let attached = inner.ports[&key].id.is_some();
             if !attached {
@@ -42,15 +32,9 @@ impl Node {
                     .attach(inner, &rec, mac)
                     .await
                     .map_err(|e| reject("netns", format!("cannot attach the pod: {e:#}")))?;
-                let port = inner.ports.get_mut(&key).expect("found above");
-                let old = std::mem::replace(&mut port.rec, rec);
-                port.id = Some(id);
-                port.status = "Running".into();
+                let undo = inner.attach_port(&key, rec, id).expect("found above");
                 if let Err(e) = self.persist(inner) {
-                    let port = inner.ports.get_mut(&key).expect("found above");
-                    port.rec = old;
-                    port.id = None;
-                    port.status = "Detached".into();
+                    inner.rollback(undo);
                     // Not persistent yet: closing its only fd removes the TAP.
                     drop(fd);
                     return Err(save_failed(e));
@@ -85,14 +69,14 @@ impl Node {
     }
 
     pub(super) async fn cni_del(&self, inner: &mut Inner, k: CniKey) -> Result<Response, Reject> {
-        match Self::find_cni(inner, &k.container_id, &k.ifname) {
+        match inner.find_cni(&k.container_id, &k.ifname) {
             Some(key) => self.port_del(inner, key).await,
             None => Ok(Response::Done), // DEL is idempotent.
         }
     }
 
     pub(super) async fn cni_check(&self, inner: &Inner, a: CniAttach) -> Result<Response, Reject> {
-        let Some(key) = Self::find_cni(inner, &a.container_id, &a.ifname) else {
+        let Some(key) = inner.find_cni(&a.container_id, &a.ifname) else {
             return Err(not_found(
                 "container_id",
                 format!(
@@ -103,21 +87,20 @@ impl Node {
         };
         let port = &inner.ports[&key];
         if port.id.is_none() {
-            return Err((
-                ErrorKind::Other,
-                None,
-                format!("port {}/{} is not attached", key.namespace, key.name),
-            ));
+            return Err(Reject::other(format!(
+                "port {}/{} is not attached",
+                key.namespace, key.name
+            )));
         }
         let want = self.pod_if_config(&port.rec, port.mac);
         let (netns, ifname) = (want.netns.clone(), want.ifname.clone());
         let state = tokio::task::spawn_blocking(move || podnet::inspect_pod(&netns, &ifname))
             .await
-            .map_err(|e| (ErrorKind::Other, None, format!("inspect task failed: {e}")))?
-            .map_err(|e| (ErrorKind::Other, None, format!("{e:#}")))?;
+            .map_err(|e| Reject::other(format!("inspect task failed: {e}")))?
+            .map_err(|e| Reject::other(format!("{e:#}")))?;
         state
             .check(&want)
-            .map_err(|e| (ErrorKind::Other, None, format!("{e:#}")))?;
+            .map_err(|e| Reject::other(format!("{e:#}")))?;
         Ok(Response::Port(self.port_info(port)))
     }
 
@@ -130,16 +113,7 @@ impl Node {
             .into_iter()
             .map(|k| (k.container_id, k.ifname))
             .collect();
-        let stale: Vec<PortKey> = inner
-            .ports
-            .iter()
-            .filter(|(_, p)| match &p.rec.container_id {
-                Some(c) => !keep.contains(&(c.clone(), p.rec.ifname.clone())),
-                None => false, // ports added by an operator are not the runtime's to collect
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
+        for key in inner.stale_cni(&keep) {
             info!(port = %key.name, namespace = %key.namespace, "CNI GC: removing stale attachment");
             self.port_del(inner, key).await?;
         }

@@ -58,11 +58,7 @@ impl Node {
                 id = lost.recv() => {
                     let Some(id) = id else { return };
                     let mut inner = self.inner.lock().await;
-                    let key = inner
-                        .ports
-                        .iter()
-                        .find(|(_, p)| p.id == Some(id))
-                        .map(|(k, _)| k.clone());
+                    let key = inner.port_by_id(id);
                     // None: a `port del` came first.
                     if let Some(key) = key {
                         self.port_lost(&mut inner, key, "its TAP was deleted (reads fail)");

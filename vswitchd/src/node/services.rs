@@ -17,10 +17,9 @@
 //!   [`RESOLV_MARKER`] and only files with the marker are ever rewritten or removed.
 
 use super::{exists, not_found, reject, save_failed, Inner, Node, Reject};
-use crate::state::{EndpointRecord, ServicePortRecord, ServiceRecord};
+use crate::state::{write_atomic, EndpointRecord, ServicePortRecord, ServiceRecord};
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
@@ -246,9 +245,10 @@ fn has_marker(path: &Path) -> bool {
     fs::read_to_string(path).is_ok_and(|t| t.lines().next() == Some(RESOLV_MARKER))
 }
 
-/// Writes `/etc/netns/NAME/resolv.conf` (atomically) unless a file without the marker is
-/// there. With `only_refresh`, only an existing file with the marker is rewritten.
-pub fn write_resolv_conf(name: &str, text: &str, only_refresh: bool) -> std::io::Result<bool> {
+/// Writes `/etc/netns/NAME/resolv.conf` (atomically, readable by the pod's users) unless a
+/// file without the marker is there. With `only_refresh`, only an existing file with the
+/// marker is rewritten.
+pub fn write_resolv_conf(name: &str, text: &str, only_refresh: bool) -> anyhow::Result<bool> {
     let path = resolv_path(name);
     let present = path.exists();
     if present && !has_marker(&path) {
@@ -263,12 +263,7 @@ pub fn write_resolv_conf(name: &str, text: &str, only_refresh: bool) -> std::io:
     }
     let dir = path.parent().expect("has a parent");
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(".resolv.conf.vswitchd-tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, &path)?;
+    write_atomic(dir, "resolv.conf", text.as_bytes(), 0o644)?;
     Ok(true)
 }
 
@@ -626,8 +621,8 @@ impl Node {
                 warn!(service = %key.name, namespace = %key.namespace, "dropping a duplicate persisted service");
                 continue;
             }
-            if let Err((_, _, msg)) = self.check_vip(inner, rec.vip, &key) {
-                warn!(service = %key.name, namespace = %key.namespace, "dropping persisted service: vip: {msg}");
+            if let Err(r) = self.check_vip(inner, rec.vip, &key) {
+                warn!(service = %key.name, namespace = %key.namespace, "dropping persisted service: vip: {}", r.msg);
                 continue;
             }
             inner.services.insert(key, rec);
@@ -651,7 +646,7 @@ impl Node {
         match write_resolv_conf(&name, &text, refresh) {
             Ok(true) => info!(netns = %name, "wrote {}", resolv_path(&name).display()),
             Ok(false) => {}
-            Err(e) => warn!(netns = %name, "writing {}: {e}", resolv_path(&name).display()),
+            Err(e) => warn!(netns = %name, "writing {}: {e:#}", resolv_path(&name).display()),
         }
     }
 
