@@ -25,8 +25,8 @@
 //!   datagrams waiting in [`DnsForwarder::poll_transmit`]'s queue share one buffer (at most
 //!   [`MAX_QUEUED`] of them).
 
-use crate::wire::dns::dns_query_payload;
 use crate::state::tables::PortId;
+use crate::wire::dns::dns_query_payload;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;
 

@@ -11,9 +11,9 @@
 //! `ToPort`, write what it hands back, and call [`GroHold::take`] at the end of the batch
 //! (a frame is never held across batches, so holding adds no latency beyond the batch).
 
+use crate::state::tables::PortId;
 use crate::wire::buf::PacketBuf;
 use crate::wire::gro::gro_append;
-use crate::state::tables::PortId;
 
 /// Access to the frames behind two buffer names, for merging.
 pub trait GroFrames<B> {
