@@ -5,7 +5,7 @@
 use crate::io::IoHandle;
 use crate::podnet::{self, PodIfConfig};
 use crate::state::{PeerRecord, PersistedState, PortRecord, ServiceRecord, Store};
-use crate::{tap, Args, OnOff};
+use crate::{checked, tap, Args, OnOff};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -29,6 +29,11 @@ type Reject = (ErrorKind, Option<&'static str>, String);
 /// The request's `field` is wrong.
 fn reject(field: &'static str, msg: impl Into<String>) -> Reject {
     (ErrorKind::Invalid, Some(field), msg.into())
+}
+
+/// A value that failed its shape check ([`validate`] names the field).
+fn invalid(e: validate::Invalid) -> Reject {
+    reject(e.field, e.message)
 }
 
 /// What `field` names does not exist.
@@ -148,7 +153,7 @@ impl Node {
                     name: rec.name.clone(),
                     namespace: rec.namespace.clone(),
                 };
-                let mac = rec.mac.parse().unwrap_or(Mac::from_ipv4(rec.ip));
+                let mac = checked::mac("mac", &rec.mac).unwrap_or(Mac::from_ipv4(rec.ip));
                 let mut port = Port {
                     rec,
                     mac,
@@ -360,11 +365,11 @@ impl Node {
         container_id: Option<String>,
     ) -> Result<Response, Reject> {
         let cfg = self.datapath.config().clone();
-        validate::k8s_name(&spec.name).map_err(|e| reject("name", e))?;
-        validate::k8s_name(&spec.namespace).map_err(|e| reject("namespace", e))?;
-        validate::ifname(&spec.ifname).map_err(|e| reject("ifname", e))?;
+        validate::k8s_name("name", &spec.name).map_err(invalid)?;
+        validate::k8s_name("namespace", &spec.namespace).map_err(invalid)?;
+        validate::ifname("ifname", &spec.ifname).map_err(invalid)?;
         for (k, v) in &spec.labels {
-            validate::label(k, v).map_err(|e| reject("label", e))?;
+            validate::label("label", k, v).map_err(invalid)?;
         }
         let key = PortKey {
             name: spec.name.clone(),
@@ -398,7 +403,7 @@ impl Node {
             None => (self.allocate(inner)?, cfg.pod_cidr.prefix_len()),
         };
         let mac = match &spec.mac {
-            Some(s) => s.parse::<Mac>().map_err(|e| reject("mac", e.to_string()))?,
+            Some(s) => checked::mac("mac", s).map_err(invalid)?,
             None => Mac::from_ipv4(ip),
         };
         if mac == cfg.router_mac
@@ -489,17 +494,8 @@ impl Node {
 
     fn parse_pod_ip(&self, inner: &Inner, s: &str) -> Result<(Ipv4Addr, u8), Reject> {
         let cfg = self.datapath.config();
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| reject("ip", format!("`{s}` must be ADDR/PLEN, e.g. 198.18.1.5/24")))?;
-        let ip: Ipv4Addr = a
-            .parse()
-            .map_err(|_| reject("ip", format!("`{a}` is not an IPv4 address")))?;
-        let plen: u8 = l
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| reject("ip", format!("`{l}` is not a prefix length (0-32)")))?;
+        let net = validate::ip_with_prefix("ip", s).map_err(invalid)?;
+        let (ip, plen) = (net.addr(), net.prefix_len());
         if plen != cfg.pod_cidr.prefix_len() {
             return Err(reject(
                 "ip",
@@ -559,11 +555,8 @@ impl Node {
     }
 
     fn peer_from_record(&self, inner: &mut Inner, rec: PeerRecord) -> Result<Peer, Reject> {
-        let cidr: Ipv4Cidr = rec.pod_cidr.parse().map_err(|e| reject("pod_cidr", e))?;
-        let mac: Mac = rec
-            .vtep_mac
-            .parse()
-            .map_err(|e: vswitch_datapath::types::MacParseError| reject("vtep_mac", e.0))?;
+        let cidr = checked::cidr("pod_cidr", &rec.pod_cidr).map_err(invalid)?;
+        let mac = checked::mac("vtep_mac", &rec.vtep_mac).map_err(invalid)?;
         let id = inner.next_id;
         inner.next_id += 1;
         Ok(Peer {
@@ -577,23 +570,18 @@ impl Node {
 
     fn peer_add(&self, inner: &mut Inner, spec: PeerSpec) -> Result<Response, Reject> {
         let cfg = self.datapath.config().clone();
-        validate::node_name(&spec.node).map_err(|e| reject("node", e))?;
+        validate::node_name("node", &spec.node).map_err(invalid)?;
         if spec.node == self.args.node {
             return Err(reject("node", "a node cannot be its own peer"));
         }
-        let underlay: Ipv4Addr = spec.underlay.parse().map_err(|_| {
-            reject(
-                "underlay",
-                format!("`{}` is not an IPv4 address", spec.underlay),
-            )
-        })?;
+        let underlay = validate::ipv4("underlay", &spec.underlay).map_err(invalid)?;
         if Some(underlay) == self.args.underlay {
             return Err(reject(
                 "underlay",
                 format!("{underlay} is this node's own underlay"),
             ));
         }
-        let cidr: Ipv4Cidr = spec.pod_cidr.parse().map_err(|e| reject("pod_cidr", e))?;
+        let cidr = checked::cidr("pod_cidr", &spec.pod_cidr).map_err(invalid)?;
         if cidr.overlaps(&cfg.pod_cidr) {
             return Err(reject(
                 "pod_cidr",
@@ -621,7 +609,7 @@ impl Node {
             }
         }
         let vtep_mac = match &spec.vtep_mac {
-            Some(s) => s.parse::<Mac>().map_err(|e| reject("vtep_mac", e.0))?,
+            Some(s) => checked::mac("vtep_mac", s).map_err(invalid)?,
             None => Mac::from_ipv4(cidr.network()),
         };
         let rec = PeerRecord {
