@@ -561,97 +561,33 @@ mod tests {
         }
     }
 
+    // The accepted and refused specs, endpoints, affinities and names are listed in
+    // vswitch-proto's validate tests (the implementation these wrappers call).
     #[test]
-    fn port_specs_parse() {
+    fn wrappers_give_records_and_proto_messages() {
         assert_eq!(parse_port("80").unwrap(), port("", 80, 80, "tcp"));
-        assert_eq!(parse_port("80/tcp").unwrap(), port("", 80, 80, "tcp"));
         assert_eq!(parse_port("53/UDP").unwrap(), port("", 53, 53, "udp"));
-        assert_eq!(parse_port("80:8080").unwrap(), port("", 80, 8080, "tcp"));
-        assert_eq!(parse_port("http:80").unwrap(), port("http", 80, 80, "tcp"));
-        assert_eq!(
-            parse_port("http:80:8080/tcp").unwrap(),
-            port("http", 80, 8080, "tcp")
-        );
         assert_eq!(
             parse_port("dns-udp:53:5353/udp").unwrap(),
             port("dns-udp", 53, 5353, "udp")
         );
-    }
-
-    #[test]
-    fn bad_port_specs_are_refused() {
-        for bad in [
-            "",
-            "0",
-            "65536",
-            "80/sctp",
-            "80/",
-            "/tcp",
-            "http",
-            "http:",
-            ":80",
-            "80:0",
-            "80:x:90",
-            "a:b:c:d",
-            "HTTP:80",
-            "-a:80",
-            "a--b:80",
-            "80:8080:9090",
-            "verylongportname1:80",
-            "80 ",
-            "+80",
-            "1:2:3",
-        ] {
-            assert!(parse_port(bad).is_err(), "{bad:?} parsed");
-        }
-    }
-
-    #[test]
-    fn endpoints_parse() {
         assert_eq!(
-            parse_endpoint("198.18.1.5").unwrap(),
+            parse_port("80/sctp").unwrap_err(),
+            validate::service_port("80/sctp").unwrap_err().message
+        );
+        assert_eq!(
+            parse_endpoint("198.18.1.5:8080").unwrap(),
             EndpointRecord {
                 ip: "198.18.1.5".parse().unwrap(),
-                port: None
+                port: Some(8080)
             }
         );
-        assert_eq!(parse_endpoint("198.18.1.5:8080").unwrap().port, Some(8080));
-        for bad in [
-            "x",
-            "198.18.1.5:",
-            "198.18.1.5:0",
-            "198.18.1.5:99999",
-            "198.18.1/24",
-        ] {
-            assert!(parse_endpoint(bad).is_err(), "{bad:?} parsed");
-        }
-    }
-
-    #[test]
-    fn affinity_parses() {
+        assert!(parse_endpoint("198.18.1.5:0").is_err());
         assert_eq!(parse_affinity("client-ip").unwrap(), Some(10800));
-        assert_eq!(parse_affinity("ClientIP").unwrap(), Some(10800));
-        assert_eq!(parse_affinity("client-ip:60").unwrap(), Some(60));
-        assert_eq!(parse_affinity("client-ip:86400").unwrap(), Some(86400));
         assert_eq!(parse_affinity("none").unwrap(), None);
-        for bad in [
-            "client-ip:0",
-            "client-ip:86401",
-            "client-ip:x",
-            "cookie",
-            "none:5",
-            "",
-        ] {
-            assert!(parse_affinity(bad).is_err(), "{bad:?} parsed");
-        }
-    }
-
-    #[test]
-    fn names() {
+        assert!(parse_affinity("client-ip:86401").is_err());
         assert!(service_name("nginx-service").is_ok());
         assert!(service_name("1nginx").is_err());
-        assert!(service_name("a.b").is_err());
-        assert!(service_name(&"a".repeat(64)).is_err());
         assert!(dns_label("kube-system").is_ok());
         assert!(dns_label("Default").is_err());
     }
