@@ -5,10 +5,10 @@
 //! Contract:
 //! - Pure: every check looks at one value only, never at node state, reads no clock and
 //!   performs no I/O. A check never panics, on any input.
-//! - A check returns the parsed value (a [`ServicePort`], an [`Endpoint`], an
-//!   [`ipnet::Ipv4Net`], six MAC bytes...), or an [`Invalid`] naming the request field (proto
-//!   field names: `ip`, `mac`, `vip`, `pod_cidr`, ...) and what is wrong, with the offending
-//!   value in backticks.
+//! - A check returns the parsed value (a [`ServicePort`], an [`Endpoint`], an [`Ipv4Net`]
+//!   (`ipnet`'s, re-exported), six MAC bytes...), or an [`Invalid`] naming the request field
+//!   (proto field names: `ip`, `mac`, `vip`, `pod_cidr`, ...) and what is wrong, with the
+//!   offending value in backticks.
 //! - Three clients run the same code: `vswitchd` on every request it decodes (it must not
 //!   trust its input, and stays the authority), `vswitchctl` before it sends anything (so a
 //!   malformed argument fails fast with exit code 2), and `vswitch-cni` on its environment.
@@ -22,6 +22,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use ipnet::Ipv4Net;
 pub use name::{
     container_id, dns_label, ifname, k8s_name, label, labels, node_name, selector, service_name,
 };
