@@ -28,6 +28,8 @@
 //! and the daemon passed in); the binary in `main.rs` wires it to the process. The fuzz target
 //! `cni_config` drives [`plugin::run`] with a fake daemon.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod daemon;
 pub mod error;

@@ -1,6 +1,8 @@
 //! The `vswitch-cni` binary: the process around [`vswitch_cni::plugin::run`] (environment,
 //! stdin, stdout, exit status). The contract is in the library's documentation.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::process::ExitCode;
 

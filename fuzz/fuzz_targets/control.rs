@@ -1,8 +1,8 @@
 //! Arbitrary bytes as what a client writes to vswitchd's control socket. The bytes are cut
 //! into lines as the daemon's framing cuts them (`\n`, at most `MAX_MESSAGE_LEN` bytes,
 //! whitespace-only lines skipped) and each line goes through `decode_request` (size limit,
-//! version check, request decode); a decoded request's names go through the daemon's shape
-//! checks (`vswitch_proto::validate`, which `vswitchd` runs on every request).
+//! version check, request decode); a decoded request's names and service ports go through
+//! the shape checks (`vswitch_proto::validate`, which `vswitchd` runs on every request).
 //!
 //! Checks: nothing panics; a JSON object whose `version` is a number other than
 //! `PROTOCOL_VERSION` is a version error, one without a numeric `version` a field error, and
@@ -75,36 +75,39 @@ fn one_line(line: &[u8]) {
 
 /// Runs the shape checks vswitchd runs on `req`, with the fields it names.
 fn check_names(req: &Request) {
-    let mut checks: Vec<(&str, Result<(), String>)> = Vec::new();
+    let mut checks: Vec<(&str, Result<(), validate::Invalid>)> = Vec::new();
     match req {
         Request::PortAdd(s) => {
-            checks.push((&s.name, validate::k8s_name(&s.name)));
-            checks.push((&s.namespace, validate::k8s_name(&s.namespace)));
-            checks.push((&s.ifname, validate::ifname(&s.ifname)));
+            checks.push((&s.name, validate::k8s_name("name", &s.name)));
+            checks.push((&s.namespace, validate::k8s_name("namespace", &s.namespace)));
+            checks.push((&s.ifname, validate::ifname("ifname", &s.ifname)));
             for (k, v) in &s.labels {
-                checks.push((k, validate::label(k, v)));
+                checks.push((k, validate::label("label", k, v)));
             }
         }
         Request::PortDel(k) => {
-            checks.push((&k.name, validate::k8s_name(&k.name)));
+            checks.push((&k.name, validate::k8s_name("name", &k.name)));
         }
-        Request::PeerAdd(s) => checks.push((&s.node, validate::node_name(&s.node))),
-        Request::PeerDel { node } => checks.push((node, validate::node_name(node))),
+        Request::PeerAdd(s) => checks.push((&s.node, validate::node_name("node", &s.node))),
+        Request::PeerDel { node } => checks.push((node, validate::node_name("node", node))),
         Request::CniAdd(a) | Request::CniCheck(a) => {
-            checks.push((&a.ifname, validate::ifname(&a.ifname)));
+            checks.push((&a.ifname, validate::ifname("ifname", &a.ifname)));
             if let Some(n) = &a.pod_name {
-                checks.push((n, validate::k8s_name(n)));
+                checks.push((n, validate::k8s_name("pod_name", n)));
             }
         }
-        Request::CniDel(k) => checks.push((&k.ifname, validate::ifname(&k.ifname))),
+        Request::CniDel(k) => checks.push((&k.ifname, validate::ifname("ifname", &k.ifname))),
         Request::CniGc { valid } => {
             for k in valid {
-                checks.push((&k.ifname, validate::ifname(&k.ifname)));
+                checks.push((&k.ifname, validate::ifname("ifname", &k.ifname)));
             }
         }
         Request::ServiceAdd(s) => {
             for (k, v) in &s.selector {
-                checks.push((k, validate::label(k, v)));
+                checks.push((k, validate::label("selector", k, v)));
+            }
+            for p in &s.ports {
+                checks.push((p, validate::service_port(p).map(drop)));
             }
         }
         Request::ServiceDel(_)
@@ -115,7 +118,7 @@ fn check_names(req: &Request) {
         | Request::Stats { .. } => {}
     }
     for (value, result) in checks {
-        if let Err(msg) = result {
+        if let Err(validate::Invalid { message: msg, .. }) = result {
             assert!(
                 msg.contains(&format!("`{value}`")),
                 "the error for `{value}` does not name it: {msg}"

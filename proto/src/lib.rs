@@ -16,7 +16,9 @@
 //!   daemon closes the connection (the rest of the line cannot be re-synchronised).
 //!
 //! This crate performs no I/O except in [`client`], a small blocking client with timeouts.
-//! [`validate`] holds the daemon's shape checks of names, pure functions of one value.
+//! [`validate`] is the one implementation of the shape checks of request values (names,
+//! addresses, CIDRs, MACs, Service ports, endpoints, affinity), pure functions that return the
+//! parsed value; the daemon, the CLI and the CNI plugin all call it.
 
 #![forbid(unsafe_code)]
 

@@ -13,6 +13,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod checked;
 mod control;
 mod ct_file;
 mod io;
@@ -26,7 +27,7 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::info;
-use vswitch_datapath::{Datapath, Ipv4Cidr, NodeConfig, RateLimit};
+use vswitch_datapath::{Datapath, NodeConfig, RateLimit};
 
 /// Which packet I/O engine to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -182,10 +183,8 @@ fn cluster_domain(s: &str) -> Result<String> {
 }
 
 fn node_config(args: &Args) -> Result<NodeConfig> {
-    let cidr: Ipv4Cidr = args
-        .pod_cidr
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
+    let cidr = checked::cidr("pod_cidr", &args.pod_cidr)
+        .map_err(|e| anyhow::anyhow!("--pod-cidr: {}", e.message))?;
     if cidr.prefix_len() > 30 {
         bail!("--pod-cidr: {cidr} is too small for a node subnet (at most /30)");
     }
@@ -195,11 +194,10 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     if args.vni == 0 || args.vni >= 1 << 24 {
         bail!("--vni: {} is out of range (1-16777215)", args.vni);
     }
-    vswitch_proto::validate::node_name(&args.node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
-    let svc: Ipv4Cidr = args
-        .service_cidr
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    vswitch_proto::validate::node_name("node", &args.node)
+        .map_err(|e| anyhow::anyhow!("--node: {}", e.message))?;
+    let svc = checked::cidr("service_cidr", &args.service_cidr)
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {}", e.message))?;
     if svc.prefix_len() > 30 {
         bail!("--service-cidr: {svc} is too small (at most /30)");
     }

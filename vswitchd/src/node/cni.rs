@@ -2,7 +2,7 @@
 //! keyed by (container id, interface name); the port is named after the Kubernetes pod
 //! when the runtime passes K8S_POD_NAME, else after the container id.
 
-use super::{not_found, reject, save_failed, Inner, Node, Reject};
+use super::{invalid, not_found, reject, save_failed, Inner, Node, Reject};
 use crate::podnet;
 use std::collections::BTreeSet;
 use tracing::info;
@@ -18,7 +18,7 @@ impl Node {
         if a.container_id.is_empty() {
             return Err(reject("container_id", "CNI_CONTAINERID is empty"));
         }
-        validate::ifname(&a.ifname).map_err(|e| reject("ifname", e))?;
+        validate::ifname("ifname", &a.ifname).map_err(invalid)?;
         if let Some(key) = inner.find_cni(&a.container_id, &a.ifname) {
             // The same container asking again gets the same attachment.
             let attached = inner.ports[&key].id.is_some();

@@ -9,6 +9,7 @@
 //! the contract (the CLI prints them, the tests match them).
 
 use super::services::UdpBackend;
+use crate::checked;
 use crate::state::{PeerRecord, PersistedState, PortRecord, ServiceRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -50,6 +51,11 @@ pub(super) fn reject(field: &'static str, msg: impl Into<String>) -> Reject {
         field: Some(field),
         msg: msg.into(),
     }
+}
+
+/// A value that failed its shape check ([`validate`] names the field).
+pub(super) fn invalid(e: validate::Invalid) -> Reject {
+    reject(e.field, e.message)
 }
 
 /// What `field` names does not exist.
@@ -94,7 +100,7 @@ pub(super) struct Port {
 impl Port {
     /// A persisted port, not attached (yet).
     pub fn detached(rec: PortRecord) -> Port {
-        let mac = rec.mac.parse().unwrap_or(Mac::from_ipv4(rec.ip));
+        let mac = checked::mac("mac", &rec.mac).unwrap_or(Mac::from_ipv4(rec.ip));
         Port {
             rec,
             mac,
@@ -220,11 +226,11 @@ impl NodeState {
     /// The first checks of a `port add`, before its netns is looked at: the names, the
     /// labels, and that the port does not exist.
     pub fn check_port_spec(&self, spec: &PortSpec) -> Result<PortKey, Reject> {
-        validate::k8s_name(&spec.name).map_err(|e| reject("name", e))?;
-        validate::k8s_name(&spec.namespace).map_err(|e| reject("namespace", e))?;
-        validate::ifname(&spec.ifname).map_err(|e| reject("ifname", e))?;
+        validate::k8s_name("name", &spec.name).map_err(invalid)?;
+        validate::k8s_name("namespace", &spec.namespace).map_err(invalid)?;
+        validate::ifname("ifname", &spec.ifname).map_err(invalid)?;
         for (k, v) in &spec.labels {
-            validate::label(k, v).map_err(|e| reject("label", e))?;
+            validate::label("label", k, v).map_err(invalid)?;
         }
         let key = PortKey {
             name: spec.name.clone(),
@@ -266,7 +272,7 @@ impl NodeState {
             None => (self.allocate()?, self.cfg.pod_cidr.prefix_len()),
         };
         let mac = match &spec.mac {
-            Some(s) => s.parse::<Mac>().map_err(|e| reject("mac", e.to_string()))?,
+            Some(s) => checked::mac("mac", s).map_err(invalid)?,
             None => Mac::from_ipv4(ip),
         };
         if mac == self.cfg.router_mac
@@ -301,17 +307,8 @@ impl NodeState {
 
     fn parse_pod_ip(&self, s: &str) -> Result<(Ipv4Addr, u8), Reject> {
         let cfg = &self.cfg;
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| reject("ip", format!("`{s}` must be ADDR/PLEN, e.g. 198.18.1.5/24")))?;
-        let ip: Ipv4Addr = a
-            .parse()
-            .map_err(|_| reject("ip", format!("`{a}` is not an IPv4 address")))?;
-        let plen: u8 = l
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| reject("ip", format!("`{l}` is not a prefix length (0-32)")))?;
+        let net = validate::ip_with_prefix("ip", s).map_err(invalid)?;
+        let (ip, plen) = (net.addr(), net.prefix_len());
         if plen != cfg.pod_cidr.prefix_len() {
             return Err(reject(
                 "ip",
@@ -422,23 +419,18 @@ impl NodeState {
     /// The checks of a `peer add`: the record to store.
     pub fn check_peer(&self, spec: &PeerSpec) -> Result<PeerRecord, Reject> {
         let cfg = &self.cfg;
-        validate::node_name(&spec.node).map_err(|e| reject("node", e))?;
+        validate::node_name("node", &spec.node).map_err(invalid)?;
         if spec.node == self.node {
             return Err(reject("node", "a node cannot be its own peer"));
         }
-        let underlay: Ipv4Addr = spec.underlay.parse().map_err(|_| {
-            reject(
-                "underlay",
-                format!("`{}` is not an IPv4 address", spec.underlay),
-            )
-        })?;
+        let underlay = validate::ipv4("underlay", &spec.underlay).map_err(invalid)?;
         if Some(underlay) == self.underlay {
             return Err(reject(
                 "underlay",
                 format!("{underlay} is this node's own underlay"),
             ));
         }
-        let cidr: Ipv4Cidr = spec.pod_cidr.parse().map_err(|e| reject("pod_cidr", e))?;
+        let cidr = checked::cidr("pod_cidr", &spec.pod_cidr).map_err(invalid)?;
         if cidr.overlaps(&cfg.pod_cidr) {
             return Err(reject(
                 "pod_cidr",
@@ -466,7 +458,7 @@ impl NodeState {
             }
         }
         let vtep_mac = match &spec.vtep_mac {
-            Some(s) => s.parse::<Mac>().map_err(|e| reject("vtep_mac", e.0))?,
+            Some(s) => checked::mac("vtep_mac", s).map_err(invalid)?,
             None => Mac::from_ipv4(cidr.network()),
         };
         Ok(PeerRecord {
@@ -479,11 +471,8 @@ impl NodeState {
 
     /// A peer from its record, with a new id.
     pub fn peer_from_record(&mut self, rec: PeerRecord) -> Result<Peer, Reject> {
-        let cidr: Ipv4Cidr = rec.pod_cidr.parse().map_err(|e| reject("pod_cidr", e))?;
-        let mac: Mac = rec
-            .vtep_mac
-            .parse()
-            .map_err(|e: vswitch_datapath::types::MacParseError| reject("vtep_mac", e.0))?;
+        let cidr = checked::cidr("pod_cidr", &rec.pod_cidr).map_err(invalid)?;
+        let mac = checked::mac("vtep_mac", &rec.vtep_mac).map_err(invalid)?;
         Ok(Peer {
             rec,
             id: self.alloc_id(),

@@ -1,0 +1,62 @@
+//! The one implementation of the shape checks of request values: names (pod, namespace, node,
+//! interface, label, DNS label, service, container id), IPv4 addresses, addresses with a
+//! prefix, CIDRs, unicast MACs, and a Service's port specs, endpoints and affinity.
+//!
+//! Contract:
+//! - Pure: every check looks at one value only, never at node state, reads no clock and
+//!   performs no I/O. A check never panics, on any input.
+//! - A check returns the parsed value (a [`ServicePort`], an [`Endpoint`], an [`Ipv4Net`]
+//!   (`ipnet`'s, re-exported), six MAC bytes...), or an [`Invalid`] naming the request field
+//!   (proto field names: `ip`, `mac`, `vip`, `pod_cidr`, ...) and what is wrong, with the
+//!   offending value in backticks.
+//! - Three clients run the same code: `vswitchd` on every request it decodes (it must not
+//!   trust its input, and stays the authority), `vswitchctl` before it sends anything (so a
+//!   malformed argument fails fast with exit code 2), and `vswitch-cni` on its environment.
+//!   The fuzz target `control` runs the name checks on whatever the decoder accepts.
+//! - Checks that need state (an address inside this node's subnet, a VIP inside the service
+//!   CIDR, a name not taken) are the daemon's, not here.
+
+mod name;
+mod net;
+mod service;
+#[cfg(test)]
+mod tests;
+
+pub use ipnet::Ipv4Net;
+pub use name::{
+    container_id, dns_label, ifname, k8s_name, label, labels, node_name, selector, service_name,
+};
+pub use net::{cidr, ip_with_prefix, ipv4, mac};
+pub use service::{
+    affinity, endpoint, service_port, Endpoint, Protocol, ServicePort, DEFAULT_AFFINITY_SECONDS,
+    MAX_AFFINITY_SECONDS,
+};
+
+use std::fmt;
+
+/// A malformed value: which request field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The request field (proto name, or the variable's name for the CNI environment).
+    pub field: &'static str,
+    /// What was wrong, in a sentence naming the value.
+    pub message: String,
+}
+
+impl Invalid {
+    /// An error about `field`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Invalid {
+        Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}
