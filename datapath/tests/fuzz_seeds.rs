@@ -2,9 +2,12 @@
 //! default; regenerate with
 //! `cargo test -p vswitch-datapath --test fuzz_seeds -- --ignored`.
 //!
-//! Input layout of both targets: `[selector][virtio-net header, 10 bytes LE][bytes...]`;
-//! `ingress_port`: selector % 3 picks port 1 (A), 2 (B) or 3 (unknown), bytes = frame;
-//! `ingress_tunnel`: selector bit 0 picks the peer (0) or a stranger (1), bytes = UDP payload.
+//! Input layout of `ingress_port` and `ingress_tunnel` (fuzz/fuzz_targets/common.rs):
+//! `[now_ms: 8 bytes LE]`, then packets `[dt_ms: u16 LE][len: u16 LE][selector][virtio-net
+//! header, 10 bytes LE][bytes...]`; `ingress_port`: selector % 3 picks port 1 (A), 2 (B) or
+//! 3 (unknown), bytes = frame; `ingress_tunnel`: selector bit 0 picks the peer (0) or a
+//! stranger (1), bytes = UDP payload. `dns`: `[now_ms: 8 bytes LE][DNS query]`. `gro`:
+//! frames `[len: u16 LE][frame]`. `ct_import`: `[now_ms: 8 B LE][age_ms: 8 B LE][JSON]`.
 
 mod common;
 
@@ -14,17 +17,34 @@ use std::path::PathBuf;
 use vswitch_datapath::buf::{VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
 use vswitch_datapath::*;
 
-fn seed(target: &str, name: &str, sel: u8, vnet: VnetHdr, bytes: &[u8]) {
+/// The seed directory of `target`, created.
+fn corpus(target: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../fuzz/corpus")
         .join(target);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut v = vec![sel];
-    let mut h = [0u8; VNET_HDR_LEN];
-    vnet.write(&mut h);
-    v.extend_from_slice(&h);
-    v.extend_from_slice(bytes);
-    std::fs::write(dir.join(name), v).unwrap();
+    dir
+}
+
+/// A seed of packets `(dt_ms, selector, vnet header, bytes)`, the clock starting at 1 s.
+fn seed_seq(target: &str, name: &str, packets: &[(u16, u8, VnetHdr, &[u8])]) {
+    let mut v = 1000u64.to_le_bytes().to_vec();
+    for &(dt, sel, vnet, bytes) in packets {
+        let mut h = [0u8; VNET_HDR_LEN];
+        vnet.write(&mut h);
+        let len = u16::try_from(1 + VNET_HDR_LEN + bytes.len()).expect("a seed packet fits");
+        v.extend_from_slice(&dt.to_le_bytes());
+        v.extend_from_slice(&len.to_le_bytes());
+        v.push(sel);
+        v.extend_from_slice(&h);
+        v.extend_from_slice(bytes);
+    }
+    std::fs::write(corpus(target).join(name), v).unwrap();
+}
+
+/// A seed of one packet.
+fn seed(target: &str, name: &str, sel: u8, vnet: VnetHdr, bytes: &[u8]) {
+    seed_seq(target, name, &[(0, sel, vnet, bytes)]);
 }
 
 #[test]
@@ -90,6 +110,38 @@ fn write_fuzz_seeds() {
         b"",
     );
     seed(p, "svc_synack_b_to_a", 1, d, &reply);
+    // A whole service connection: SYN, the endpoint's SYN-ACK, the client's ACK, the
+    // client's FIN a minute later.
+    let ack = tcp_seg(
+        mac_a(),
+        router(),
+        sa(IP_A, 40000),
+        sa(VIP, 80),
+        ACK,
+        2,
+        10,
+        b"",
+    );
+    let fin = tcp_seg(
+        mac_a(),
+        router(),
+        sa(IP_A, 40000),
+        sa(VIP, 80),
+        FIN | ACK,
+        2,
+        10,
+        b"",
+    );
+    seed_seq(
+        p,
+        "svc_handshake_then_fin",
+        &[
+            (0, 0, d, &vip_syn),
+            (5, 1, d, &reply),
+            (5, 0, d, &ack),
+            (60_000, 0, d, &fin),
+        ],
+    );
     let mut big = tso_frame(&[0x42; 4000], 0, 7, 1);
     big[30..34].copy_from_slice(&VIP.octets());
     seed(p, "svc_tso_a_to_vip", 0, tso, &big);
@@ -145,8 +197,7 @@ fn write_fuzz_seeds() {
 fn write_dns_fuzz_seeds() {
     use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
     use hickory_proto::rr::{Name, RecordType};
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/dns");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = corpus("dns");
     let q = |file: &str, name: &str, ty: RecordType, edns: bool| {
         let mut m = Message::new(0x4d2, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = true;
@@ -156,7 +207,8 @@ fn write_dns_fuzz_seeds() {
             e.set_max_payload(1232);
             m.set_edns(e);
         }
-        std::fs::write(dir.join(file), m.to_vec().unwrap()).unwrap();
+        let seed = [&1000u64.to_le_bytes()[..], &m.to_vec().unwrap()].concat();
+        std::fs::write(dir.join(file), seed).unwrap();
     };
     q(
         "a_fqdn_edns",
@@ -175,4 +227,163 @@ fn write_dns_fuzz_seeds() {
     );
     q("refused", "example.com", RecordType::A, true);
     q("ambiguous", "dup", RecordType::ANY, false);
+}
+
+/// Seeds of the `gro` target: segments of one flow from B to A (what comes out of the
+/// tunnel or a pod headed to A), consecutive or not.
+#[test]
+#[ignore = "writes files into fuzz/corpus; run explicitly"]
+fn write_gro_fuzz_seeds() {
+    use common::svc::*;
+    let dir = corpus("gro");
+    let seg = |flags, seq, len: usize| {
+        let payload = vec![0x5a; len];
+        tcp_seg(
+            mac_b(),
+            mac_a(),
+            sa(IP_B, 8080),
+            sa(IP_A, 40000),
+            flags,
+            seq,
+            1,
+            &payload,
+        )
+    };
+    let write = |name: &str, frames: &[Vec<u8>]| {
+        let mut v = Vec::new();
+        for f in frames {
+            v.extend_from_slice(&u16::try_from(f.len()).unwrap().to_le_bytes());
+            v.extend_from_slice(f);
+        }
+        std::fs::write(dir.join(name), v).unwrap();
+    };
+    // The mergeable seeds do merge (so the fuzzer starts inside the merge path).
+    let mut held = PacketBuf::from_frame(&seg(ACK, 1, 1000));
+    assert!(gro_append(
+        &mut held,
+        &PacketBuf::from_frame(&seg(ACK, 1001, 1000))
+    ));
+    assert!(!gro_append(
+        &mut held,
+        &PacketBuf::from_frame(&seg(ACK, 3001, 1000))
+    ));
+    write(
+        "three_full",
+        &[
+            seg(ACK, 1, 1000),
+            seg(ACK, 1001, 1000),
+            seg(ACK, 2001, 1000),
+        ],
+    );
+    write(
+        "short_last_psh",
+        &[
+            seg(ACK, 1, 1000),
+            seg(ACK, 1001, 1000),
+            seg(ACK | PSH, 2001, 300),
+        ],
+    );
+    write("gap", &[seg(ACK, 1, 1000), seg(ACK, 2001, 1000)]);
+    write("syn_first", &[seg(SYN, 1, 0), seg(ACK, 2, 1000)]);
+    let other = tcp_seg(
+        mac_b(),
+        mac_a(),
+        sa(IP_B, 8081),
+        sa(IP_A, 40000),
+        ACK,
+        1001,
+        1,
+        &[1; 1000],
+    );
+    write("other_flow", &[seg(ACK, 1, 1000), other]);
+    let mut bad = seg(ACK, 1001, 1000);
+    bad[60] ^= 0xff;
+    write("bad_checksum", &[seg(ACK, 1, 1000), bad]);
+}
+
+/// Seeds of the `ct_import` target: what a node with the fuzz node's services (see
+/// fuzz/fuzz_targets/common.rs) exports after a few connections, and broken variants of it.
+#[test]
+#[ignore = "writes files into fuzz/corpus; run explicitly"]
+fn write_ct_import_fuzz_seeds() {
+    use common::svc::*;
+    use serde_json::{json, Value};
+    let n = svc_node(
+        64,
+        vec![
+            svc(
+                VIP,
+                80,
+                L4Proto::Tcp,
+                &[sa(IP_B, 8080), sa(IP_R, 8080)],
+                None,
+            ),
+            svc(VIP, 53, L4Proto::Udp, &[sa(IP_A, 5353)], Some(60_000)),
+            svc(VIP2, 80, L4Proto::Tcp, &[], None),
+        ],
+        vec![],
+    );
+    let d = VnetHdr::default();
+    let now = 1000;
+    for sport in [40000, 40001, 40002] {
+        let syn = tcp_seg(
+            mac_a(),
+            router(),
+            sa(IP_A, sport),
+            sa(VIP, 80),
+            SYN,
+            1,
+            0,
+            b"",
+        );
+        n.port_at(A, &syn, d, now);
+    }
+    let q = udp_dgram(mac_a(), router(), sa(IP_A, 999), sa(VIP, 53), b"x", 64);
+    n.port_at(A, &q, d, now);
+    let q = udp_dgram(mac_b(), router(), sa(IP_B, 998), sa(VIP, 53), b"y", 64);
+    n.port_at(B, &q, d, now);
+    let snap = n.dp.export_conntrack(now);
+    assert!(
+        snap.conns.len() == 5 && !snap.affinities.is_empty(),
+        "{snap:?}"
+    );
+    let dir = corpus("ct_import");
+    let write = |name: &str, now_ms: u64, age_ms: u64, v: &Value| {
+        let seed = [
+            &now_ms.to_le_bytes()[..],
+            &age_ms.to_le_bytes()[..],
+            &serde_json::to_vec_pretty(v).unwrap(),
+        ]
+        .concat();
+        std::fs::write(dir.join(name), seed).unwrap();
+    };
+    let good = serde_json::to_value(&snap).unwrap();
+    write("export", 5000, 100, &good);
+    write("expired", 5000, 10_000_000, &good);
+    let empty = json!({"conns": [], "affinities": [], "snat_cursor": 0});
+    write("empty", 0, 0, &empty);
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v
+    };
+    let udp = |v: &mut Value| {
+        let conns = v["conns"].as_array_mut().unwrap();
+        let c = conns.iter_mut().find(|c| c["proto"] == "udp").unwrap();
+        c["state"] = json!("established");
+    };
+    write("udp_established", 5000, 0, &edit(&udp));
+    let lo = |v: &mut Value| v["conns"][0]["client"] = json!("127.0.0.1:40000");
+    write("loopback_client", 5000, 0, &edit(&lo));
+    let other = |v: &mut Value| v["conns"][1]["reply_to"] = json!("198.18.1.9:1");
+    write("reply_to_other", 5000, 0, &edit(&other));
+    let forever = |v: &mut Value| v["conns"][0]["expires_in_ms"] = json!(u64::MAX);
+    write("forever", 5000, 0, &edit(&forever));
+    let gone = |v: &mut Value| v["affinities"][0]["endpoint"] = json!("198.18.1.3:5353");
+    write("gone_endpoint", 5000, 0, &edit(&gone));
+    let dup = |v: &mut Value| {
+        let c = v["conns"][0].clone();
+        v["conns"].as_array_mut().unwrap().push(c);
+    };
+    write("duplicate", 5000, 0, &edit(&dup));
 }

@@ -1,30 +1,27 @@
-//! Arbitrary bytes as the UDP payload of a query from pod A (port 1) to the cluster DNS
-//! (198.19.96.10:53) through `from_port`. Nothing may panic; the datagram is either answered
-//! in place (a DNS response to the same id, from dns_ip:53, within the UDP size limit) or
-//! dropped as `DnsMalformed`. The same query on a node forwarding to an upstream resolver
-//! is answered or dropped the same way, or handed to the forwarder with the frame untouched;
-//! a forwarded query's (fuzzed) response makes a well-formed datagram for the pod.
+//! Input: `[now_ms: 8 bytes LE][payload]`, each input on fresh nodes (no state from the
+//! inputs before). Arbitrary bytes as the UDP payload of a query from pod A (port 1) to the
+//! cluster DNS (198.19.96.10:53) through `from_port`. Nothing may panic; the datagram is
+//! either answered in place (a DNS response to the same id, from dns_ip:53, within the UDP
+//! size limit) or dropped as `DnsMalformed`. The same query on a node forwarding to an
+//! upstream resolver is answered or dropped the same way, or handed to the forwarder with
+//! the frame untouched; a forwarded query's (fuzzed) response makes a well-formed datagram
+//! for the pod.
 #![no_main]
+
+#[path = "common.rs"]
+mod common;
 
 use libfuzzer_sys::fuzz_target;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use vswitch_datapath::*;
 
 const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const DNS: Ipv4Addr = Ipv4Addr::new(198, 19, 96, 10);
 
-fn datapath() -> &'static Datapath {
-    static DP: OnceLock<Datapath> = OnceLock::new();
-    DP.get_or_init(|| make_datapath(false))
-}
-
-fn forwarding_datapath() -> &'static Datapath {
-    static DP: OnceLock<Datapath> = OnceLock::new();
-    DP.get_or_init(|| make_datapath(true))
-}
-
-fn make_datapath(dns_forward: bool) -> Datapath {
+/// A fresh node per input (see the module comment); `dns_forward` sends names outside the
+/// cluster to the upstream resolver.
+fn datapath(dns_forward: bool) -> Datapath {
     let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
     cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
     cfg.dns_ip = Some(DNS);
@@ -65,14 +62,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
     f.extend_from_slice(&POD.octets());
     f.extend_from_slice(&DNS.octets());
-    let mut s: u32 = f[14..34]
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    common::fix_ip_checksum(&mut f);
     f.extend_from_slice(&5353u16.to_be_bytes());
     f.extend_from_slice(&53u16.to_be_bytes());
     f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
@@ -81,21 +71,25 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|input: &[u8]| {
+    let Some((head, data)) = input.split_first_chunk::<8>() else {
+        return;
+    };
+    let now_ms = u64::from_le_bytes(*head);
     if data.len() > 65535 - 28 {
         return;
     }
     let query = frame(data);
-    let dp = datapath();
+    let dp = datapath(false);
     let mut pkt = PacketBuf::from_frame(&query);
     let tables = dp.tables();
-    let v = dp.from_port(&tables, 1, &mut pkt, 0);
+    let v = dp.from_port(&tables, 1, &mut pkt, now_ms);
     check(v, &pkt, data, false);
 
-    let dp = forwarding_datapath();
+    let dp = datapath(true);
     let mut pkt = PacketBuf::from_frame(&query);
     let tables = dp.tables();
-    let v = dp.from_port(&tables, 1, &mut pkt, 0);
+    let v = dp.from_port(&tables, 1, &mut pkt, now_ms);
     check(v, &pkt, data, true);
     if let Verdict::DnsForward { port, client } = v {
         assert_eq!(pkt.frame(), &query[..], "the query frame untouched");

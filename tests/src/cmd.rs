@@ -4,6 +4,8 @@
 //! process group when the deadline passes, so a hung `ping`, `wget` or `vswitchctl` fails the
 //! test instead of hanging the suite.
 
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Output, Stdio};
@@ -72,30 +74,30 @@ fn read_in_background(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receive
     rx
 }
 
-/// Sends `sig` to the process group `pgid` (errors ignored: the group may be gone).
+/// Sends `sig` to the process group `pgid` (errors ignored: the group may be gone; a signal
+/// number that is no signal sends nothing).
 pub fn kill_group(pgid: libc::pid_t, sig: libc::c_int) {
     if pgid > 0 {
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-        unsafe {
-            libc::kill(-pgid, sig);
+        if let Ok(sig) = Signal::try_from(sig) {
+            let _ = killpg(Pid::from_raw(pgid), sig);
         }
     }
 }
 
-/// Sends `sig` to the process `pid` (errors ignored: it may be gone).
+/// Sends `sig` to the process `pid` (errors ignored: it may be gone; a signal number that is
+/// no signal sends nothing).
 pub fn kill_pid(pid: libc::pid_t, sig: libc::c_int) {
     if pid > 0 {
-        // SAFETY: kill(2) on one pid; no memory is involved.
-        unsafe {
-            libc::kill(pid, sig);
+        if let Ok(sig) = Signal::try_from(sig) {
+            let _ = kill(Pid::from_raw(pid), sig);
         }
     }
 }
 
 /// True when a process with this pid exists.
 pub fn pid_alive(pid: libc::pid_t) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks for existence and permission.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    // Signal "0" (None) only checks for existence and permission.
+    pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
 }
 
 /// Readable accessors and assertions on a command's [`Output`].

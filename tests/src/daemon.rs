@@ -4,7 +4,7 @@
 //! processes) and prints its log when a test fails.
 
 use crate::cmd::kill_pid;
-use crate::{Bg, Node, NodeOpts, Testbed, DATAPATH_ENV, OFFLOAD_ENV};
+use crate::{Bg, Node, NodeOpts, Testbed};
 use std::fs;
 use std::os::unix::net::UnixStream;
 use std::thread;
@@ -44,30 +44,19 @@ pub struct Daemon<'a> {
 
 impl<'a> Daemon<'a> {
     /// The daemon of `node` (added with `NodeOpts::no_daemon()`), not started yet: the
-    /// arguments the testbed would give it, the suite's datapath/offload choice included.
+    /// arguments the testbed would give it with default options, the suite's
+    /// datapath/offload choice included.
     pub fn new(tb: &'a Testbed, node: &Node) -> Daemon<'a> {
-        let mut argv = vec![
-            "--node".to_string(),
-            node.name.clone(),
-            "--pod-cidr".into(),
-            node.pod_cidr.clone(),
-            "--socket".into(),
-            node.socket.display().to_string(),
-            "--state-dir".into(),
-            node.state_dir.display().to_string(),
-        ];
-        if let Some(ul) = node.underlay {
-            argv.extend(["--underlay".into(), ul.to_string()]);
-        }
-        for (var, flag) in [(DATAPATH_ENV, "--datapath"), (OFFLOAD_ENV, "--offload")] {
-            if let Some(v) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
-                argv.extend([flag.to_string(), v.trim().to_string()]);
-            }
-        }
+        Daemon::with_opts(tb, node, &NodeOpts::default())
+    }
+
+    /// Like [`Daemon::new`], with the datapath, offloads, MTU and extra arguments of `opts`
+    /// ([`Node::vswitchd_args`]).
+    pub fn with_opts(tb: &'a Testbed, node: &Node, opts: &NodeOpts) -> Daemon<'a> {
         Daemon {
             tb,
             node: node.clone(),
-            argv,
+            argv: node.vswitchd_args(opts),
             bg: None,
             starts: 0,
         }
@@ -166,14 +155,12 @@ impl<'a> Daemon<'a> {
 
 /// A node without a testbed-run daemon, and its daemon run by the test, started.
 pub fn node_with_daemon<'a>(tb: &'a Testbed, n: u8, opts: NodeOpts) -> (Node, Daemon<'a>) {
-    let node = tb.add_node(
-        n,
-        NodeOpts {
-            start_daemon: false,
-            ..opts
-        },
-    );
-    let mut d = Daemon::new(tb, &node);
+    let opts = NodeOpts {
+        start_daemon: false,
+        ..opts
+    };
+    let node = tb.add_node(n, opts.clone());
+    let mut d = Daemon::with_opts(tb, &node, &opts);
     d.start();
     (node, d)
 }

@@ -14,6 +14,14 @@
 //! assert!(pod.ping(node.gateway).status.success());
 //! ```
 //!
+//! Beside the testbed, what several tests share lives here, once: [`checks`] (ping, nginx
+//! fetch, a rejected `vswitchctl` command changing nothing), [`traffic`] (the checked TCP
+//! transfer, iperf3 intervals), [`procfs`] (a daemon's pid, memory, descriptors and engine
+//! CPU time) and [`daemon`] (a daemon the test stops and starts itself; its command line is
+//! [`Node::vswitchd_args`], the same as the testbed's daemons). Every `unsafe` block in this
+//! crate carries a `// SAFETY:` comment (`clippy::undocumented_unsafe_blocks` is denied in
+//! Cargo.toml); nix's safe wrappers are used where nix has one.
+//!
 //! Environment: `VSWITCH_BIN_DIR` (where `vswitchd`/`vswitchctl` are; default
 //! `<workspace>/target/release`), `VSWITCH_E2E_LOGS=1` (print daemon logs even when the test
 //! passes), `VSWITCH_E2E_KEEP_DIR=1` (keep the temp dir), `VSWITCH_E2E_NO_SKIP=1` (fail
@@ -25,12 +33,16 @@
 //! is io_uring where the kernel allows it, and offloads on). Each test process prints the
 //! combination it runs once, uncaptured.
 
+pub mod checks;
 pub mod cmd;
 pub mod daemon;
+pub mod procfs;
 pub mod testbed;
+pub mod traffic;
 
+pub use checks::{assert_ping, assert_wget_nginx};
 pub use cmd::{run_with_timeout, OutputExt};
 pub use testbed::{
-    exec_in, ip, ip_ok, list_netns, netns_exists, Bg, Node, NodeOpts, Pod, Skip, Testbed,
-    DATAPATH_ENV, OFFLOAD_ENV,
+    exec_in, ip, ip_json, ip_ok, ipv4_addrs, list_netns, netns_exists, Bg, Node, NodeOpts, Pod,
+    Skip, Testbed, DATAPATH_ENV, OFFLOAD_ENV,
 };

@@ -33,7 +33,9 @@ mod opts;
 mod servers;
 
 pub use handles::{Node, Pod};
-pub use host::{exec_in, ip, ip_ok, list_netns, netns_exists, tail, which, workspace_root};
+pub use host::{
+    exec_in, ip, ip_json, ip_ok, ipv4_addrs, list_netns, netns_exists, tail, which, workspace_root,
+};
 pub use opts::{NodeOpts, DATAPATH_ENV, OFFLOAD_ENV};
 pub use servers::Bg;
 
@@ -148,8 +150,7 @@ impl Testbed {
 
     /// Like [`Testbed::new`], returning the skip reason instead of printing it.
     pub fn try_new(test: &str) -> Result<Testbed, Skip> {
-        // SAFETY: geteuid(2) has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             panic!(
                 "{test}: the end-to-end tests create network namespaces and must run as root \
                  (run `make test` as root)"
@@ -273,26 +274,8 @@ impl Testbed {
             node.underlay_if = Some(ul);
         }
         if opts.start_daemon {
-            let vswitchd = self.sh.bin("vswitchd");
-            let mut argv = vec![
-                vswitchd.display().to_string(),
-                "--node".into(),
-                node.name.clone(),
-                "--pod-cidr".into(),
-                node.pod_cidr.clone(),
-                "--socket".into(),
-                node.socket.display().to_string(),
-                "--state-dir".into(),
-                node.state_dir.display().to_string(),
-            ];
-            if let Some(addr) = node.underlay {
-                argv.extend(["--underlay".into(), addr.to_string()]);
-            }
-            argv.extend(opts.engine_args());
-            if let Some(mtu) = opts.mtu {
-                argv.extend(["--mtu".into(), mtu.to_string()]);
-            }
-            argv.extend(opts.extra_args.iter().cloned());
+            let mut argv = vec![self.sh.bin("vswitchd").display().to_string()];
+            argv.extend(node.vswitchd_args(&opts));
             let log = self.sh.dir.join(format!("node{n}.log"));
             {
                 let mut res = self.sh.res();
@@ -449,6 +432,14 @@ impl Testbed {
     pub fn restart_daemon(&self, node: &Node) {
         self.stop_daemon(node);
         self.start_daemon(node);
+    }
+
+    /// Nodes 1 and 2 with `opts`, each a peer of the other ([`Testbed::mesh`]).
+    pub fn two_nodes(&self, opts: NodeOpts) -> (Node, Node) {
+        let n1 = self.add_node(1, opts.clone());
+        let n2 = self.add_node(2, opts);
+        self.mesh(&[&n1, &n2]);
+        (n1, n2)
     }
 
     /// Makes every node a peer of every other (`peer add` on each side).

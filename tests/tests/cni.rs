@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 use vswitch_e2e::cmd::kill_pid;
-use vswitch_e2e::{exec_in, ip, ip_ok, Bg, NodeOpts, OutputExt, Testbed};
+use vswitch_e2e::{exec_in, ip_json, ip_ok, ipv4_addrs, Bg, NodeOpts, OutputExt, Testbed};
 
 /// The pod MTU for a 1500-byte underlay (VXLAN overhead 50).
 const POD_MTU: u64 = 1450;
@@ -199,21 +199,6 @@ impl Plugin {
     }
 }
 
-/// `ip -n NETNS -j ARGS`, parsed.
-fn ip_json(netns: &str, args: &[&str]) -> Value {
-    let mut all = vec!["-n", netns, "-j"];
-    all.extend(args);
-    let out = ip(&all);
-    assert!(
-        out.status.success(),
-        "`ip {}` failed: {}",
-        all.join(" "),
-        out.describe()
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("`ip {}` printed no JSON: {e}", all.join(" ")))
-}
-
 /// `ping -c1 -W2 DST` from `netns`.
 fn ping_ok(netns: &str, dst: &str) -> Result<(), String> {
     let out = exec_in(netns, Duration::from_secs(5), "ping", &["-c1", "-W2", dst]);
@@ -267,13 +252,7 @@ fn assert_result_is_real(c: &Container, result: &Value, gateway: &str) {
         "eth0 is not up: {link}"
     );
 
-    let addrs = ip_json(&c.netns, &["addr", "show", "dev", "eth0"]);
-    let inet: Vec<&Value> = addrs[0]["addr_info"]
-        .as_array()
-        .expect("addr_info")
-        .iter()
-        .filter(|a| a["family"] == "inet")
-        .collect();
+    let (addrs, inet) = ipv4_addrs(&c.netns, "eth0");
     assert_eq!(inet.len(), 1, "expected one IPv4 address: {addrs}");
     assert_eq!(inet[0]["local"], addr, "{addrs}");
     assert_eq!(inet[0]["prefixlen"].to_string(), plen, "{addrs}");
@@ -539,69 +518,6 @@ fn cni_status_follows_the_daemon() {
     assert!(node.ports().is_empty());
 }
 
-/// Starts nginx (`daemon off;`, its own config in the temp dir) in `netns` and waits until it
-/// serves locally.
-fn start_nginx(tb: &Testbed, netns: &str, label: &str) -> Bg {
-    let dir = tb.dir().join(format!("nginx-{label}"));
-    std::fs::create_dir_all(dir.join("html")).unwrap();
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    std::fs::write(
-        dir.join("html/index.html"),
-        "<html><head><title>Welcome to nginx!</title></head>\
-         <body><h1>Welcome to nginx!</h1><p>attached by vswitch-cni</p></body></html>\n",
-    )
-    .unwrap();
-    let d = dir.display();
-    let conf = format!(
-        "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp/body;\n  \
-         proxy_temp_path {d}/tmp/proxy;\n  default_type text/html;\n  \
-         server {{ listen 80; root {d}/html; index index.html; }}\n}}\n"
-    );
-    let conf_path = dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let (conf_s, err_s, prefix_s) = (
-        conf_path.display().to_string(),
-        dir.join("error.log").display().to_string(),
-        format!("{d}/"),
-    );
-    let bg = tb.spawn_in(
-        netns,
-        label,
-        "nginx",
-        &[
-            "-p",
-            &prefix_s,
-            "-e",
-            &err_s,
-            "-c",
-            &conf_s,
-            "-g",
-            "daemon off;",
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = exec_in(
-            netns,
-            Duration::from_secs(3),
-            "busybox",
-            &["wget", "-q", "-O-", "http://127.0.0.1/"],
-        );
-        if out.status.success() && out.stdout_str().contains("Welcome to nginx") {
-            return bg;
-        }
-        assert!(
-            bg.is_running() && Instant::now() < deadline,
-            "nginx did not come up in {netns}: {}\n{}",
-            out.describe(),
-            bg.output()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// (7) Two pods attached by the plugin talk to each other: busybox fetches nginx's page.
 #[test]
 fn cni_two_pods_talk() {
@@ -616,7 +532,7 @@ fn cni_two_pods_talk() {
     let server_ip = result_ip(&plugin.cmd(&server, "ADD", &conf).ok_json());
     let client_ip = result_ip(&plugin.cmd(&client, "ADD", &conf).ok_json());
     assert_ne!(server_ip, client_ip);
-    let _nginx = start_nginx(&tb, &server.netns, "nginx-server");
+    let _nginx = tb.start_nginx_in(&server.netns, "nginx-server");
 
     let out = exec_in(
         &client.netns,

@@ -3,109 +3,19 @@
 //! node configured as flannel's vxlan backend configures the kernel, path MTU discovery,
 //! and peer removal.
 
-use std::fs;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
-use vswitch_e2e::{ip_ok, Node, NodeOpts, OutputExt, Pod, Testbed};
+use vswitch_e2e::traffic::transfer;
+use vswitch_e2e::{assert_ping, assert_wget_nginx, ip_ok, Node, NodeOpts, OutputExt, Pod, Testbed};
 
-/// A TCP sink that prints `<bytes> <sha256>` of what it received, and a source that sends
-/// `<n>` bytes of seeded pseudo-random data and prints the same line for what it sent.
-const TRANSFER_PY: &str = r#"
-import hashlib, random, socket, sys
-mode, port = sys.argv[1], int(sys.argv[2])
-h, n = hashlib.sha256(), 0
-if mode == "sink":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(1); s.settimeout(60)
-    c, _ = s.accept(); c.settimeout(60)
-    while True:
-        b = c.recv(1 << 16)
-        if not b: break
-        h.update(b); n += len(b)
-else:
-    host, total = sys.argv[3], int(sys.argv[4])
-    rnd = random.Random(7)
-    c = socket.create_connection((host, port), timeout=30)
-    while n < total:
-        b = rnd.randbytes(min(1 << 16, total - n))
-        c.sendall(b); h.update(b); n += len(b)
-    c.shutdown(socket.SHUT_WR)
-    c.recv(1)
-    c.close()
-print(n, h.hexdigest(), flush=True)
-"#;
-
-/// Two nodes with their daemons, each knowing the other as a peer.
+/// Two nodes with their daemons, each knowing the other as a peer (`peer add` without
+/// `--vtep-mac`: the daemon derives a vswitchd peer's VTEP MAC).
 fn two_nodes(tb: &Testbed, opts: NodeOpts) -> (Node, Node) {
     let n1 = tb.add_node(1, opts.clone());
     let n2 = tb.add_node(2, opts);
-    peer(&n1, &n2);
-    peer(&n2, &n1);
+    n1.add_peer_derived_mac(&n2);
+    n2.add_peer_derived_mac(&n1);
     (n1, n2)
-}
-
-/// `peer add` on `on` for `other` (a vswitchd node: its VTEP MAC is derived, not given).
-fn peer(on: &Node, other: &Node) {
-    let ul = other.underlay.expect("underlay").to_string();
-    on.ctl_ok(&[
-        "peer",
-        "add",
-        &other.name,
-        "--underlay",
-        &ul,
-        "--pod-cidr",
-        &other.pod_cidr,
-    ]);
-}
-
-fn assert_ping(from: &Pod, to: impl std::fmt::Display) {
-    let out = from.ping(&to);
-    assert!(
-        out.status.success(),
-        "ping {to} from {} failed: {}",
-        from.name,
-        out.describe()
-    );
-}
-
-fn assert_wget_nginx(from: &Pod, ip: Ipv4Addr) {
-    let out = from.wget(&format!("http://{ip}/"));
-    assert!(
-        out.status.success() && out.stdout_str().contains("Welcome to nginx"),
-        "wget {ip} from {}: {}",
-        from.name,
-        out.describe()
-    );
-}
-
-/// Sends `bytes` from `src` to `dst` over TCP and asserts both ends saw the same data.
-fn transfer(tb: &Testbed, src: &Pod, dst: &Pod, bytes: usize) {
-    let script = tb.dir().join("transfer.py");
-    if !script.exists() {
-        fs::write(&script, TRANSFER_PY).expect("writing transfer.py");
-    }
-    let script = script.display().to_string();
-    let sink = dst.spawn("sink", "python3", &[&script, "sink", "9000"]);
-    dst.wait_listening(9000);
-    let dst_ip = dst.ip.to_string();
-    let out = src.exec_timeout(
-        Duration::from_secs(120),
-        "python3",
-        &[&script, "source", "9000", &dst_ip, &bytes.to_string()],
-    );
-    assert!(out.status.success(), "source failed: {}", out.describe());
-    let sent = out.stdout_str().trim().to_string();
-    let mut got = String::new();
-    for _ in 0..100 {
-        got = sink.output().trim().to_string();
-        if !got.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(got, sent, "received data differs from the data sent");
-    assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
 }
 
 fn pods_across_nodes(tb: &Testbed, datapath: &str) {

@@ -15,39 +15,9 @@
 use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
-use vswitch_e2e::{ip_ok, Node, NodeOpts, OutputExt, Pod, Testbed};
-
-/// A TCP sink that prints `<bytes> <sha256>` of what it received, and a source that sends
-/// `<n>` bytes of seeded pseudo-random data, spread over at least `<secs>` seconds, and
-/// prints the same line for what it sent.
-const TRANSFER_PY: &str = r#"
-import hashlib, random, socket, sys
-mode, port = sys.argv[1], int(sys.argv[2])
-h, n = hashlib.sha256(), 0
-if mode == "sink":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(1); s.settimeout(60)
-    c, _ = s.accept(); c.settimeout(60)
-    while True:
-        b = c.recv(1 << 16)
-        if not b: break
-        h.update(b); n += len(b)
-else:
-    import time
-    host, total, secs = sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-    rnd = random.Random(7)
-    c = socket.create_connection((host, port), timeout=30)
-    t0 = time.monotonic()
-    while n < total:
-        b = rnd.randbytes(min(1 << 16, total - n))
-        c.sendall(b); h.update(b); n += len(b)
-        ahead = t0 + secs * n / total - time.monotonic()
-        if ahead > 0: time.sleep(ahead)
-    c.shutdown(socket.SHUT_WR)
-    c.recv(1)
-    c.close()
-print(n, h.hexdigest(), flush=True)
-"#;
+use vswitch_e2e::procfs::{engine_cpu_ticks, ticks_per_second};
+use vswitch_e2e::traffic::{iperf_intervals, sink_line, transfer_script};
+use vswitch_e2e::{assert_ping, ip_ok, Node, NodeOpts, OutputExt, Testbed};
 
 /// Fetches `URL` with busybox wget every 100 ms for `SECONDS` s; one line per attempt:
 /// `ok` or `fail`. Each attempt is bounded by `timeout 5`.
@@ -64,48 +34,6 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 "#;
 
-fn two_nodes(tb: &Testbed, opts: NodeOpts) -> (Node, Node) {
-    let n1 = tb.add_node(1, opts.clone());
-    let n2 = tb.add_node(2, opts);
-    tb.mesh(&[&n1, &n2]);
-    (n1, n2)
-}
-
-fn assert_ping(from: &Pod, to: impl std::fmt::Display) {
-    let out = from.ping(&to);
-    assert!(
-        out.status.success(),
-        "ping {to} from {} failed: {}",
-        from.name,
-        out.describe()
-    );
-}
-
-/// CPU time (user + system) of the daemon's packet thread (`vswitch-uring`/`vswitch-epoll`),
-/// in clock ticks.
-fn engine_cpu_ticks(pid: u32) -> u64 {
-    let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("daemon's tasks");
-    for t in tasks.flatten() {
-        let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim().starts_with("vswitch-") {
-            let stat = fs::read_to_string(t.path().join("stat")).expect("task stat");
-            // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
-            let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = f[11].parse().expect("utime");
-            let stime: u64 = f[12].parse().expect("stime");
-            return utime + stime;
-        }
-    }
-    panic!("vswitchd {pid} has no vswitch-* engine thread");
-}
-
-fn ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(t).unwrap_or(100).max(1)
-}
-
 fn ports_lost(node: &Node) -> u64 {
     let stats = node.stats();
     stats["ports_lost"]
@@ -118,7 +46,7 @@ fn netns_deleted_without_port_del(datapath: &str) {
         return;
     };
     let t0 = Instant::now();
-    let (n1, n2) = two_nodes(&tb, NodeOpts::datapath(datapath));
+    let (n1, n2) = tb.two_nodes(NodeOpts::datapath(datapath));
     assert_eq!(n1.show()["datapath"], datapath);
     let a = tb.add_pod(&n1, "a", &[]);
     let b = tb.add_pod(&n1, "b", &[]);
@@ -147,9 +75,7 @@ fn netns_deleted_without_port_del(datapath: &str) {
     );
     assert_eq!(ports_lost(&n1), 0);
 
-    let script = tb.dir().join("transfer.py");
-    fs::write(&script, TRANSFER_PY).expect("writing transfer.py");
-    let script = script.display().to_string();
+    let script = transfer_script(&tb);
     let sink = c.spawn("sink", "python3", &[&script, "sink", "9000"]);
     c.wait_listening(9000);
     let bytes = 64usize << 20;
@@ -195,14 +121,7 @@ fn netns_deleted_without_port_del(datapath: &str) {
         );
         (out.stdout_str().trim().to_string(), deleted_at, gone_after)
     });
-    let mut got = String::new();
-    for _ in 0..100 {
-        got = sink.output().trim().to_string();
-        if !got.is_empty() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let got = sink_line(&sink);
     assert_eq!(got, sent, "c received other data than b sent");
     assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
     println!(
@@ -282,32 +201,13 @@ fn netns_deleted_without_port_del_epoll() {
     netns_deleted_without_port_del("epoll");
 }
 
-/// iperf3 `-J` intervals of the receiving side: (start, end, bytes).
-fn iperf_intervals(json: &serde_json::Value) -> Vec<(f64, f64, u64)> {
-    json["intervals"]
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .filter_map(|i| {
-                    let s = &i["sum"];
-                    Some((
-                        s["start"].as_f64()?,
-                        s["end"].as_f64()?,
-                        s["bytes"].as_u64()?,
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn underlay_down_and_up_transfer_resumes() {
     let Some(tb) = Testbed::new("underlay_down_and_up_transfer_resumes") else {
         return;
     };
     let t0 = Instant::now();
-    let (n1, n2) = two_nodes(&tb, NodeOpts::default());
+    let (n1, n2) = tb.two_nodes(NodeOpts::default());
     let server = tb.add_pod(&n1, "server", &[]);
     let client = tb.add_pod(&n2, "client", &[]);
     assert_ping(&client, server.ip);
@@ -388,7 +288,7 @@ fn peer_daemon_restart_traffic_resumes() {
         return;
     };
     let t0 = Instant::now();
-    let (n1, n2) = two_nodes(&tb, NodeOpts::default());
+    let (n1, n2) = tb.two_nodes(NodeOpts::default());
     let client = tb.add_pod(&n1, "client", &[]);
     let local = tb.add_pod(&n1, "local", &[]);
     let remote = tb.add_pod(&n2, "remote", &[]);

@@ -23,6 +23,7 @@ use serde_json::Value;
 use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
+use vswitch_e2e::procfs::status_field;
 use vswitch_e2e::{Bg, Node, NodeOpts, OutputExt, Pod, Testbed};
 
 /// Seconds each attack runs at most.
@@ -129,15 +130,7 @@ fn delta(before: &Value, after: &Value, path: &[&str]) -> u64 {
 /// The daemon's VmRSS and VmHWM, KiB.
 fn memory(tb: &Testbed, node: &Node) -> (u64, u64) {
     let pid = tb.daemon_pid(node);
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("reading status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (status_field(pid, "VmRSS:"), status_field(pid, "VmHWM:"))
 }
 
 /// What one attack phase saw.

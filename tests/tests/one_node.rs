@@ -5,7 +5,8 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
-use vswitch_e2e::{ip_ok, Node, NodeOpts, OutputExt, Pod, Testbed};
+use vswitch_e2e::checks::assert_port_rejected;
+use vswitch_e2e::{assert_ping, ip_ok, ipv4_addrs, NodeOpts, OutputExt, Pod, Testbed};
 
 /// The pod MTU for a 1500-byte underlay (VXLAN overhead 50).
 const POD_MTU: u64 = 1450;
@@ -14,13 +15,7 @@ const POD_MTU: u64 = 1450;
 /// `default via <gateway>`, MTU 1450, and the MAC `port list` reports.
 fn assert_pod_interface(pod: &Pod) {
     let gw = pod.node.gateway.to_string();
-    let addrs = pod.ip_json(&["addr", "show", "dev", "eth0"]);
-    let inet: Vec<&Value> = addrs[0]["addr_info"]
-        .as_array()
-        .expect("addr_info")
-        .iter()
-        .filter(|a| a["family"] == "inet")
-        .collect();
+    let (addrs, inet) = ipv4_addrs(&pod.netns, "eth0");
     assert_eq!(
         inet.len(),
         1,
@@ -54,17 +49,6 @@ fn assert_pod_interface(pod: &Pod) {
             .is_some_and(|f| f.iter().any(|f| f == "UP")),
         "{}: eth0 is not up: {link}",
         pod.name
-    );
-}
-
-fn assert_ping(from: &Pod, to: impl std::fmt::Display) {
-    let out = from.ping(&to);
-    assert!(
-        out.status.success(),
-        "ping from {} ({}) to {to} failed: {}",
-        from.name,
-        from.ip,
-        out.describe()
     );
 }
 
@@ -264,46 +248,6 @@ fn set_mac(pod: &Pod, mac: &str) {
     assert_eq!(link[0]["address"], mac, "{link}");
 }
 
-/// Asserts `port add ARGS` fails, names `field` on stderr, and leaves `port list` unchanged.
-fn assert_rejected(node: &Node, args: &[&str], field: &str) {
-    let before = node.ports();
-    let out = node.ctl(args);
-    assert!(
-        !out.status.success(),
-        "`vswitchctl {}` should fail: {}",
-        args.join(" "),
-        out.describe()
-    );
-    assert!(
-        matches!(out.code(), Some(1) | Some(2)),
-        "`vswitchctl {}`: exit code should be 1 or 2: {}",
-        args.join(" "),
-        out.describe()
-    );
-    let stderr = out.stderr_str();
-    assert!(
-        names_word(&stderr, field),
-        "`vswitchctl {}`: stderr should name the field `{field}`: {stderr}",
-        args.join(" ")
-    );
-    assert_eq!(
-        node.ports(),
-        before,
-        "`vswitchctl {}` changed the port list",
-        args.join(" ")
-    );
-}
-
-/// True when `word` occurs in `text` as a whole word (`name` in `error: name: taken`, not in
-/// `namespace`).
-fn names_word(text: &str, word: &str) -> bool {
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    text.match_indices(word).any(|(i, _)| {
-        !text[..i].chars().next_back().is_some_and(is_word)
-            && !text[i + word.len()..].chars().next().is_some_and(is_word)
-    })
-}
-
 #[test]
 fn bad_input_is_rejected_and_changes_nothing() {
     let Some(tb) = Testbed::new("bad_input_is_rejected_and_changes_nothing") else {
@@ -315,13 +259,13 @@ fn bad_input_is_rejected_and_changes_nothing() {
     let missing = tb.pod_netns_name("nonexistent");
 
     // A name that is taken.
-    assert_rejected(
+    assert_port_rejected(
         &node,
         &["port", "add", &nginx.name, "--netns", &spare],
         "name",
     );
     // An address outside the node's subnet.
-    assert_rejected(
+    assert_port_rejected(
         &node,
         &[
             "port",
@@ -336,12 +280,12 @@ fn bad_input_is_rejected_and_changes_nothing() {
     );
     // The pod's own address, the gateway: both taken.
     let taken = format!("{}/24", nginx.ip);
-    assert_rejected(
+    assert_port_rejected(
         &node,
         &["port", "add", "x2", "--netns", &spare, "--ip", &taken],
         "ip",
     );
-    assert_rejected(
+    assert_port_rejected(
         &node,
         &[
             "port",
@@ -355,9 +299,9 @@ fn bad_input_is_rejected_and_changes_nothing() {
         "ip",
     );
     // A netns that does not exist.
-    assert_rejected(&node, &["port", "add", "x4", "--netns", &missing], "netns");
+    assert_port_rejected(&node, &["port", "add", "x4", "--netns", &missing], "netns");
     // A malformed MAC.
-    assert_rejected(
+    assert_port_rejected(
         &node,
         &[
             "port",

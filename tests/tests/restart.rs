@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use std::thread;
 use std::time::Duration;
 use vswitch_e2e::daemon::{node_with_daemon, now, Stop};
+use vswitch_e2e::traffic::iperf_intervals;
 use vswitch_e2e::{NodeOpts, OutputExt, Pod, Testbed};
 
 // ----- restart under load -----------------------------------------------------------------------
@@ -90,25 +91,6 @@ fn parse_attempts(text: &str) -> Vec<Attempt> {
             Some(Attempt { start, end, ok })
         })
         .collect()
-}
-
-/// iperf3 `-J` intervals as (start, end, bytes), seconds relative to the test start.
-fn iperf_intervals(json: &Value) -> Vec<(f64, f64, u64)> {
-    json["intervals"]
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .filter_map(|i| {
-                    let s = &i["sum"];
-                    Some((
-                        s["start"].as_f64()?,
-                        s["end"].as_f64()?,
-                        s["bytes"].as_u64()?,
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Runs of consecutive intervals that received at most `max` bytes: (start, end), relative

@@ -12,11 +12,9 @@
 //! state for a connection DNATed elsewhere: the reply goes back to the client's pod IP, and
 //! the client's node reverses the NAT.
 
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,14 +28,6 @@ const DNS_IP: &str = "198.19.96.10";
 const RESOLV_MARKER: &str = "# written by vswitchd";
 
 // ----- helpers ---------------------------------------------------------------------------------
-
-/// Two nodes with their daemons, each a peer of the other.
-fn two_nodes(tb: &Testbed) -> (Node, Node) {
-    let n1 = tb.add_node(1, NodeOpts::default());
-    let n2 = tb.add_node(2, NodeOpts::default());
-    tb.mesh(&[&n1, &n2]);
-    (n1, n2)
-}
 
 /// `service add NAME --vip VIP --port P... --selector K=V` on every node in `nodes`, plus
 /// `--endpoint IP` for each pod of `pods` (the pods the selector matches, cluster-wide) that
@@ -67,35 +57,6 @@ fn add_service_everywhere(
         args.extend(extra);
         node.ctl_ok(&args);
     }
-}
-
-/// `service list -o json`.
-fn services(node: &Node) -> Vec<Value> {
-    match node.ctl_json(&["service", "list"]) {
-        Value::Array(v) => v,
-        other => panic!("`service list -o json` is not an array: {other}"),
-    }
-}
-
-/// The `service list -o json` entry named `name` (namespace default).
-fn service(node: &Node, name: &str) -> Value {
-    services(node)
-        .into_iter()
-        .find(|s| s["name"] == name && s["namespace"] == "default")
-        .unwrap_or_else(|| panic!("{}: no service {name} in `service list`", node.name))
-}
-
-/// The endpoints `service list` reports for `name`, sorted.
-fn endpoints(node: &Node, name: &str) -> Vec<String> {
-    let s = service(node, name);
-    let mut v: Vec<String> = s["endpoints"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no endpoints array: {s}"))
-        .iter()
-        .map(|e| e.as_str().unwrap_or_default().to_string())
-        .collect();
-    v.sort();
-    v
 }
 
 fn sorted_ips(pods: &[&Pod]) -> Vec<String> {
@@ -155,10 +116,9 @@ fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'stat
     let path = Path::new("/var/run/netns").join(netns);
     let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     std::thread::spawn(move || {
-        // SAFETY: setns(2) on a descriptor that `file` keeps open; it changes only this
-        // thread's network namespace, and this thread ends after `f`.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        // setns(2) changes only this thread's network namespace, and this thread ends after `f`.
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns: {e}"));
         f()
     })
     .join()
@@ -268,9 +228,9 @@ fn service_by_vip_and_name_across_nodes(test: &str, datapath: &str) {
     );
     // Node 1 selects its own pod; node 2 was given it as an explicit endpoint.
     let want = vec![nginx.ip.to_string()];
-    assert_eq!(endpoints(&n1, "nginx-service"), want);
-    assert_eq!(endpoints(&n2, "nginx-service"), want);
-    let s = service(&n2, "nginx-service");
+    assert_eq!(n1.endpoints("nginx-service"), want);
+    assert_eq!(n2.endpoints("nginx-service"), want);
+    let s = n2.service("nginx-service");
     assert_eq!(s["vip"], "198.19.96.20");
     assert_eq!(
         s["ports"],
@@ -369,7 +329,7 @@ fn service_by_vip_and_name_across_nodes_epoll() {
 
 /// Three nginx pods (two on node 1, one on node 2) behind one selector, and a client on node 2.
 fn three_endpoints(tb: &Testbed) -> (Node, Node, Vec<Pod>, Pod, Vec<vswitch_e2e::Bg>) {
-    let (n1, n2) = two_nodes(tb);
+    let (n1, n2) = tb.two_nodes(NodeOpts::default());
     let web = [("app", "web")];
     let pods = vec![
         tb.add_pod(&n1, "web-a", &web),
@@ -397,8 +357,8 @@ fn service_balances_over_endpoints_on_two_nodes() {
         "app=web",
         &[],
     );
-    assert_eq!(endpoints(&n2, "web"), sorted_ips(&refs));
-    assert_eq!(endpoints(&n1, "web"), sorted_ips(&refs));
+    assert_eq!(n2.endpoints("web"), sorted_ips(&refs));
+    assert_eq!(n1.endpoints("web"), sorted_ips(&refs));
 
     let (by_pod, failed) = fetch_many(&client, "http://198.19.96.30/", 60);
     assert_eq!(failed, 0, "failed fetches; answers by pod: {by_pod:?}");
@@ -436,7 +396,7 @@ fn service_client_ip_affinity_pins_a_client() {
         "app=web",
         &["--affinity", "client-ip"],
     );
-    let s = service(&n2, "web-sticky");
+    let s = n2.service("web-sticky");
     assert_eq!(s["affinity_seconds"], 10800, "{s}");
     let wide = n2.ctl_ok(&["-o", "wide", "service", "list"]);
     assert!(wide.contains("ClientIP"), "{wide}");
@@ -480,7 +440,7 @@ fn service_without_endpoints_refuses_fast() {
         "--selector",
         "app=nothing",
     ]);
-    assert!(endpoints(&node, "empty").is_empty());
+    assert!(node.endpoints("empty").is_empty());
     let table = node.ctl_ok(&["service", "list"]);
     assert!(table.contains("<none>"), "{table}");
 
@@ -530,10 +490,7 @@ fn service_hairpin_reaches_itself() {
         "--selector",
         "app=nginx",
     ]);
-    assert_eq!(
-        endpoints(&node, "nginx-service"),
-        vec![nginx.ip.to_string()]
-    );
+    assert_eq!(node.endpoints("nginx-service"), vec![nginx.ip.to_string()]);
     // The pod is the only endpoint: its own connection comes back to it, masqueraded so that
     // its reply goes through the switch (and gets un-NATed) instead of straight to itself.
     fetch(&nginx, "http://198.19.96.20/");
@@ -557,7 +514,7 @@ fn udp_service_works_and_fails_over() {
     let Some(tb) = Testbed::new("udp_service_works_and_fails_over") else {
         return;
     };
-    let (n1, n2) = two_nodes(&tb);
+    let (n1, n2) = tb.two_nodes(NodeOpts::default());
     let echo = [("app", "udp-echo")];
     let a = tb.add_pod(&n1, "echo-a", &echo);
     let b = tb.add_pod(&n1, "echo-b", &echo);
@@ -576,7 +533,7 @@ fn udp_service_works_and_fails_over() {
         "--selector",
         "app=udp-echo",
     ]);
-    assert_eq!(endpoints(&n1, "echo"), sorted_ips(&[&a, &b]));
+    assert_eq!(n1.endpoints("echo"), sorted_ips(&[&a, &b]));
     let vip = SocketAddrV4::new(Ipv4Addr::new(198, 19, 96, 53), 53);
     let sock = udp_client(&client);
 
@@ -603,7 +560,7 @@ fn udp_service_works_and_fails_over() {
     // next datagram reaches the remaining endpoint at once, not after a UDP timeout.
     let (gone, left) = if first == a.name { (&a, &b) } else { (&b, &a) };
     n1.ctl_ok(&["port", "del", &gone.name]);
-    assert_eq!(endpoints(&n1, "echo"), vec![left.ip.to_string()]);
+    assert_eq!(n1.endpoints("echo"), vec![left.ip.to_string()]);
     let start = Instant::now();
     let (reply, from) = udp_ask(&sock, vip, "after", Duration::from_secs(3));
     assert_eq!(
@@ -650,7 +607,7 @@ fn udp_service_works_and_fails_over() {
         "--selector",
         "app=udp-echo",
     ]);
-    assert_eq!(endpoints(&n2, "echo"), vec![c.ip.to_string()]);
+    assert_eq!(n2.endpoints("echo"), vec![c.ip.to_string()]);
     let (reply, _) = udp_ask(&sock2, vip, "y", Duration::from_secs(3));
     assert_eq!(reply, format!("{}: y", c.name));
 }
@@ -679,7 +636,7 @@ fn services_survive_a_daemon_restart() {
         "--affinity",
         "client-ip:600",
     ]);
-    let before = services(&node);
+    let before = node.services();
     let state = fs::read_to_string(node.state_dir.join("state.json")).unwrap();
     assert!(
         state.contains("nginx-service"),
@@ -689,13 +646,13 @@ fn services_survive_a_daemon_restart() {
     tb.restart_daemon(&node);
 
     assert_eq!(
-        services(&node),
+        node.services(),
         before,
         "services changed across the restart"
     );
     fetch(&client, "http://nginx-service/");
     node.ctl_ok(&["service", "del", "nginx-service"]);
-    assert!(services(&node).is_empty());
+    assert!(node.services().is_empty());
     tb.restart_daemon(&node);
-    assert!(services(&node).is_empty(), "a deleted service came back");
+    assert!(node.services().is_empty(), "a deleted service came back");
 }

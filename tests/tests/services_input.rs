@@ -6,59 +6,11 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
+use vswitch_e2e::checks::assert_service_rejected;
 use vswitch_e2e::{Node, NodeOpts, OutputExt, Testbed};
 
 /// The cluster DNS address (design.md section 6; vswitchd's default `--dns-ip`).
 const DNS_IP: &str = "198.19.96.10";
-
-/// `service list -o json` of `node`.
-fn services(node: &Node) -> Vec<Value> {
-    match node.ctl_json(&["service", "list"]) {
-        Value::Array(v) => v,
-        other => panic!("`service list -o json` is not an array: {other}"),
-    }
-}
-
-/// The endpoints `service list` reports for `name`, sorted.
-fn endpoints(node: &Node, name: &str) -> Vec<String> {
-    let s = services(node)
-        .into_iter()
-        .find(|s| s["name"] == name && s["namespace"] == "default")
-        .unwrap_or_else(|| panic!("{}: no service {name} in `service list`", node.name));
-    let mut v: Vec<String> = s["endpoints"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no endpoints array: {s}"))
-        .iter()
-        .map(|e| e.as_str().unwrap_or_default().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
-/// Asserts `vswitchctl ARGS` fails (exit 1 or 2) naming `field` as `error: FIELD: ...`, and
-/// that `service list` is unchanged.
-fn assert_rejected(node: &Node, args: &[&str], field: &str) {
-    let before = services(node);
-    let out = node.ctl(args);
-    assert!(
-        matches!(out.code(), Some(1) | Some(2)),
-        "`vswitchctl {}` should fail with exit 1 or 2: {}",
-        args.join(" "),
-        out.describe()
-    );
-    let stderr = out.stderr_str();
-    assert!(
-        stderr.starts_with(&format!("error: {field}: ")),
-        "`vswitchctl {}`: stderr should name the field `{field}`: {stderr}",
-        args.join(" ")
-    );
-    assert_eq!(
-        services(node),
-        before,
-        "`vswitchctl {}` changed the service list",
-        args.join(" ")
-    );
-}
 
 /// Sends one raw request line to the daemon and returns its parsed answer.
 fn raw_request(node: &Node, line: &str) -> Value {
@@ -110,16 +62,16 @@ fn bad_service_input_is_rejected_and_changes_nothing() {
     let sel = ["--port", "80", "--selector", "app=nginx"];
 
     // VIPs: outside the service CIDR, malformed, the DNS address, another service's.
-    assert_rejected(&node, &add("s1", "198.19.0.50", &sel), "vip");
-    assert_rejected(&node, &add("s1", "198.18.1.20", &sel), "vip");
-    assert_rejected(&node, &add("s1", "nginx", &sel), "vip");
-    assert_rejected(&node, &add("s1", DNS_IP, &sel), "vip");
-    assert_rejected(&node, &add("s1", "198.19.96.20", &sel), "vip");
+    assert_service_rejected(&node, &add("s1", "198.19.0.50", &sel), "vip");
+    assert_service_rejected(&node, &add("s1", "198.18.1.20", &sel), "vip");
+    assert_service_rejected(&node, &add("s1", "nginx", &sel), "vip");
+    assert_service_rejected(&node, &add("s1", DNS_IP, &sel), "vip");
+    assert_service_rejected(&node, &add("s1", "198.19.96.20", &sel), "vip");
     // A duplicate name.
-    assert_rejected(&node, &add("nginx-service", "198.19.96.21", &sel), "name");
+    assert_service_rejected(&node, &add("nginx-service", "198.19.96.21", &sel), "name");
     // Malformed port specs (caught by vswitchctl, or by the daemon).
     for bad in ["80/sctp", "http", "0", "70000", "80:", "1:2:3", "Http:80"] {
-        assert_rejected(
+        assert_service_rejected(
             &node,
             &add(
                 "s1",
@@ -129,7 +81,7 @@ fn bad_service_input_is_rejected_and_changes_nothing() {
             "port",
         );
     }
-    assert_rejected(
+    assert_service_rejected(
         &node,
         &add(
             "s1",
@@ -140,13 +92,13 @@ fn bad_service_input_is_rejected_and_changes_nothing() {
     );
     // Endpoints outside every known subnet, or the node's network address.
     for bad in ["198.18.3.5", "198.19.96.99", "198.18.1.0"] {
-        assert_rejected(
+        assert_service_rejected(
             &node,
             &add("s1", "198.19.96.21", &["--port", "80", "--endpoint", bad]),
             "endpoint",
         );
     }
-    assert_rejected(
+    assert_service_rejected(
         &node,
         &add(
             "s1",
@@ -156,12 +108,12 @@ fn bad_service_input_is_rejected_and_changes_nothing() {
         "endpoint",
     );
     // Neither selector nor endpoints; a bad affinity; a bad name.
-    assert_rejected(
+    assert_service_rejected(
         &node,
         &add("s1", "198.19.96.21", &["--port", "80"]),
         "selector",
     );
-    assert_rejected(
+    assert_service_rejected(
         &node,
         &add(
             "s1",
@@ -177,7 +129,7 @@ fn bad_service_input_is_rejected_and_changes_nothing() {
         ),
         "affinity",
     );
-    assert_rejected(
+    assert_service_rejected(
         &node,
         &add(
             "s1",
@@ -193,7 +145,7 @@ fn bad_service_input_is_rejected_and_changes_nothing() {
         ),
         "affinity",
     );
-    assert_rejected(&node, &add("S_1", "198.19.96.21", &sel), "name");
+    assert_service_rejected(&node, &add("S_1", "198.19.96.21", &sel), "name");
     // A peer whose subnet overlaps the service CIDR.
     let out = node.ctl(&[
         "peer",
@@ -211,15 +163,15 @@ fn bad_service_input_is_rejected_and_changes_nothing() {
         out.describe()
     );
     // Deleting what is not there.
-    assert_rejected(&node, &["service", "del", "nope"], "name");
-    assert_rejected(
+    assert_service_rejected(&node, &["service", "del", "nope"], "name");
+    assert_service_rejected(
         &node,
         &["service", "del", "nginx-service", "--namespace", "other"],
         "name",
     );
 
     // The daemon checks by itself too (a client that skips vswitchctl's checks).
-    let before = services(&node);
+    let before = node.services();
     for (spec, field) in [
         (
             r#""vip":"198.19.96.21","ports":["80/sctp"],"selector":{"app":"nginx"}"#,
@@ -253,7 +205,7 @@ fn bad_service_input_is_rejected_and_changes_nothing() {
     assert_eq!(reply["data"]["kind"], "exists", "{reply}");
     let reply = raw_request(&node, r#"{"version":1,"op":"service_del","name":"nope"}"#);
     assert_eq!(reply["data"]["kind"], "not_found", "{reply}");
-    assert_eq!(services(&node), before);
+    assert_eq!(node.services(), before);
 
     // What is valid is accepted: an endpoint in the peer's subnet with a fixed port.
     node.ctl_ok(&add(
@@ -261,9 +213,9 @@ fn bad_service_input_is_rejected_and_changes_nothing() {
         "198.19.96.21",
         &["--port", "80", "--endpoint", "198.18.2.5:8080"],
     ));
-    assert_eq!(endpoints(&node, "s1"), vec!["198.18.2.5:8080".to_string()]);
+    assert_eq!(node.endpoints("s1"), vec!["198.18.2.5:8080".to_string()]);
     node.ctl_ok(&["service", "del", "s1"]);
-    assert_eq!(services(&node), before);
+    assert_eq!(node.services(), before);
 }
 
 /// vswitchd refuses service flags that break the address plan, before touching anything.

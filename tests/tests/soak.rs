@@ -14,9 +14,9 @@
 //! [`RSS_GROWTH_BOUND_KB`].
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
+use vswitch_e2e::procfs::{open_fds, status_field};
 use vswitch_e2e::{ip, list_netns, Node, NodeOpts, OutputExt, Testbed};
 
 /// Pods whose ports are added and removed.
@@ -65,20 +65,8 @@ struct Sample {
     netns: usize,
 }
 
-fn status_field(pid: u32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("/proc/{pid}/status has no {field}"))
-}
-
 fn sample(tb: &Testbed, pid: u32, churn_netns: &[String], t0: Instant) -> Sample {
-    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("daemon fds")
-        .count();
+    let fds = open_fds(pid);
     let taps = churn_netns
         .iter()
         .filter(|ns| ip(&["-n", ns, "link", "show", "eth0"]).status.success())

@@ -6,48 +6,12 @@
 //! they are (single- and multi-queue TAPs do not mix) without losing them.
 
 use std::time::Duration;
-use vswitch_e2e::{Node, NodeOpts, OutputExt, Pod, Testbed};
+use vswitch_e2e::procfs::{vswitchd_pid_in, worker_cpu_ns};
+use vswitch_e2e::{NodeOpts, OutputExt, Pod, Testbed};
 
 /// Parallel TCP flows per iperf3 run: with 16 flows hashed over 2 queues, the chance that
 /// one worker gets none is 2 in 65536.
 const FLOWS: &str = "16";
-
-/// The pid of the vswitchd running in `node`'s namespace.
-fn daemon_pid(node: &Node) -> u32 {
-    let out = vswitch_e2e::ip_ok(&["netns", "pids", &node.netns]);
-    out.split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "vswitchd")
-        })
-        .unwrap_or_else(|| panic!("no vswitchd in {}", node.netns))
-}
-
-/// CPU time in ns (`/proc/PID/task/TID/schedstat`, first field) of each I/O worker
-/// thread of `pid`, by thread name.
-fn worker_cpu_ns(pid: u32) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("task dir")
-        .flatten()
-    {
-        let path = t.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let comm = comm.trim().to_string();
-        if !comm.starts_with("vswitch-uring") && !comm.starts_with("vswitch-epoll") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
-        let ns = stat
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        out.push((comm, ns));
-    }
-    out.sort();
-    out
-}
 
 /// `numqueues N` of the pod's eth0 as iproute2 reports a tun device.
 fn numqueues(pod: &Pod) -> Option<u32> {
@@ -114,7 +78,7 @@ fn workers_carry_flows(test: &str, datapath: &str) {
     wget_ok(&b, &a);
     wget_ok(&c, &a);
 
-    let (p1, p2) = (daemon_pid(&n1), daemon_pid(&n2));
+    let (p1, p2) = (vswitchd_pid_in(&n1.netns), vswitchd_pid_in(&n2.netns));
     let (before1, before2) = (worker_cpu_ns(p1), worker_cpu_ns(p2));
     assert_eq!(before1.len(), 2, "node1 worker threads: {before1:?}");
     iperf(&a, &b); // same node

@@ -1,9 +1,9 @@
 //! The handles tests hold on nodes and pods: `vswitchctl` on a node, commands and probes
 //! (ping, wget, `ip -j`) inside a pod. Cheap to clone; the testbed owns what they name.
 
-use super::host::{exec_in, ip};
+use super::host::{exec_in, ip_json};
 use super::servers::spawn_bg;
-use super::{Bg, Shared, Testbed};
+use super::{Bg, NodeOpts, Shared, Testbed};
 use crate::cmd::{self, run_with_timeout, OutputExt, DEFAULT_TIMEOUT};
 use serde_json::Value;
 use std::fmt::Display;
@@ -117,16 +117,25 @@ impl Node {
     /// `peer add` of `other` on this node, with `other`'s underlay, subnet and VTEP MAC (from
     /// its `node show`).
     pub fn add_peer(&self, other: &Node) {
+        let show = other.show();
+        let mac = show["vtep_mac"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: node show has no vtep_mac: {show}", other.name));
+        self.peer_add(other, &["--vtep-mac", mac]);
+    }
+
+    /// `peer add` of `other` on this node with its underlay and subnet only: the daemon derives
+    /// the VTEP MAC of a vswitchd peer from its underlay address.
+    pub fn add_peer_derived_mac(&self, other: &Node) {
+        self.peer_add(other, &[]);
+    }
+
+    fn peer_add(&self, other: &Node, extra: &[&str]) {
         let underlay = other
             .underlay
             .unwrap_or_else(|| panic!("{} has no underlay", other.name))
             .to_string();
-        let show = other.show();
-        let mac = show["vtep_mac"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: node show has no vtep_mac: {show}", other.name))
-            .to_string();
-        self.ctl_ok(&[
+        let mut args = vec![
             "peer",
             "add",
             &other.name,
@@ -134,9 +143,9 @@ impl Node {
             &underlay,
             "--pod-cidr",
             &other.pod_cidr,
-            "--vtep-mac",
-            &mac,
-        ]);
+        ];
+        args.extend(extra);
+        self.ctl_ok(&args);
     }
 
     /// `peer list -o json`.
@@ -145,6 +154,61 @@ impl Node {
             Value::Array(v) => v,
             other => panic!("`peer list -o json` is not an array: {other}"),
         }
+    }
+
+    /// The arguments (after the binary) of this node's `vswitchd` with `opts`: its name,
+    /// subnet, socket, state dir and underlay address, then [`NodeOpts::engine_args`], the
+    /// underlay MTU and `opts`' extra arguments. The one place a daemon's command line is
+    /// built: the testbed's daemons and the ones tests run themselves ([`crate::daemon`]).
+    pub fn vswitchd_args(&self, opts: &NodeOpts) -> Vec<String> {
+        let mut argv = vec![
+            "--node".to_string(),
+            self.name.clone(),
+            "--pod-cidr".into(),
+            self.pod_cidr.clone(),
+            "--socket".into(),
+            self.socket.display().to_string(),
+            "--state-dir".into(),
+            self.state_dir.display().to_string(),
+        ];
+        if let Some(addr) = self.underlay {
+            argv.extend(["--underlay".into(), addr.to_string()]);
+        }
+        argv.extend(opts.engine_args());
+        if let Some(mtu) = opts.mtu {
+            argv.extend(["--mtu".into(), mtu.to_string()]);
+        }
+        argv.extend(opts.extra_args.iter().cloned());
+        argv
+    }
+
+    /// `service list -o json`.
+    pub fn services(&self) -> Vec<Value> {
+        match self.ctl_json(&["service", "list"]) {
+            Value::Array(v) => v,
+            other => panic!("`service list -o json` is not an array: {other}"),
+        }
+    }
+
+    /// The `service list -o json` entry named `name` (namespace default).
+    pub fn service(&self, name: &str) -> Value {
+        self.services()
+            .into_iter()
+            .find(|s| s["name"] == name && s["namespace"] == "default")
+            .unwrap_or_else(|| panic!("{}: no service {name} in `service list`", self.name))
+    }
+
+    /// The endpoints `service list` reports for `name`, sorted.
+    pub fn endpoints(&self, name: &str) -> Vec<String> {
+        let s = self.service(name);
+        let mut v: Vec<String> = s["endpoints"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no endpoints array: {s}"))
+            .iter()
+            .map(|e| e.as_str().unwrap_or_default().to_string())
+            .collect();
+        v.sort();
+        v
     }
 
     /// `stats -o json`.
@@ -245,17 +309,7 @@ impl Pod {
 
     /// `ip -n NETNS -j ARGS`, parsed.
     pub fn ip_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["-n", self.netns.as_str(), "-j"];
-        all.extend(args);
-        let out = ip(&all);
-        assert!(
-            out.status.success(),
-            "`ip {}` failed: {}",
-            all.join(" "),
-            out.describe()
-        );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("`ip {}` printed no JSON: {e}", all.join(" ")))
+        ip_json(&self.netns, args)
     }
 
     /// Runs `prog args` in the background inside the pod; killed when the guard drops.

@@ -29,6 +29,34 @@ pub fn ip(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running ip: {e}"))
 }
 
+/// `ip -n NETNS -j ARGS`, parsed; panics unless it succeeds and prints JSON.
+pub fn ip_json(netns: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["-n", netns, "-j"];
+    all.extend(args);
+    let out = ip(&all);
+    assert!(
+        out.status.success(),
+        "`ip {}` failed: {}",
+        all.join(" "),
+        out.describe()
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("`ip {}` printed no JSON: {e}", all.join(" ")))
+}
+
+/// `ip -j addr show dev DEV` in `netns` (for messages) and its IPv4 (`inet`) entries.
+pub fn ipv4_addrs(netns: &str, dev: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let addrs = ip_json(netns, &["addr", "show", "dev", dev]);
+    let inet = addrs[0]["addr_info"]
+        .as_array()
+        .expect("addr_info")
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .cloned()
+        .collect();
+    (addrs, inet)
+}
+
 /// Runs `ip ARGS`, panics unless it succeeds.
 pub fn ip_ok(args: &[&str]) -> String {
     let out = ip(args);

@@ -1,9 +1,10 @@
 //! Processes the testbed runs and stops: background servers ([`Bg`], nginx in a pod) and the
 //! helpers the daemons share with them (dying with the test process, SIGTERM then SIGKILL).
 
-use super::host::which;
+use super::host::{exec_in, which};
 use super::{Pod, Shared, Testbed};
 use crate::cmd::{self, OutputExt};
+use nix::sys::signal::Signal;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -72,14 +73,20 @@ impl Testbed {
     /// Starts nginx in `pod` (its own config, logs and page in the temp dir; `listen 80`,
     /// page "Welcome to nginx!") and waits until it serves from inside the pod.
     pub fn start_nginx(&self, pod: &Pod) -> Bg {
+        self.start_nginx_in(&pod.netns, &pod.name)
+    }
+
+    /// [`Testbed::start_nginx`] in network namespace `netns` (a pod the testbed did not
+    /// attach, e.g. one the CNI plugin did); `name` names its directory, page and log.
+    pub fn start_nginx_in(&self, netns: &str, name: &str) -> Bg {
         if which("nginx").is_none() {
             panic!("nginx is not installed: run `make deps`");
         }
-        let dir = self.sh.dir.join(format!("nginx-{}", pod.name));
+        let dir = self.sh.dir.join(format!("nginx-{name}"));
         let html = dir.join("html");
         fs::create_dir_all(dir.join("tmp")).expect("creating the nginx dir");
         fs::create_dir_all(&html).expect("creating the nginx html dir");
-        fs::write(html.join("index.html"), nginx_page(&pod.name)).expect("writing the page");
+        fs::write(html.join("index.html"), nginx_page(name)).expect("writing the page");
         let d = dir.display();
         let conf = format!(
             "user root;\n\
@@ -106,8 +113,8 @@ impl Testbed {
         let err_s = dir.join("error.log").display().to_string();
         let prefix_s = format!("{d}/");
         let bg = self.spawn_in(
-            &pod.netns,
-            &format!("nginx-{}", pod.name),
+            netns,
+            &format!("nginx-{name}"),
             "nginx",
             &[
                 "-p",
@@ -120,13 +127,14 @@ impl Testbed {
                 "daemon off;",
             ],
         );
-        self.sh.res().logs.push((
-            format!("nginx error.log of {}", pod.name),
-            dir.join("error.log"),
-        ));
+        self.sh
+            .res()
+            .logs
+            .push((format!("nginx error.log of {name}"), dir.join("error.log")));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let out = pod.exec_timeout(
+            let out = exec_in(
+                netns,
                 Duration::from_secs(3),
                 "busybox",
                 &["wget", "-q", "-O-", "http://127.0.0.1/"],
@@ -136,9 +144,8 @@ impl Testbed {
             }
             if !bg.is_running() || Instant::now() >= deadline {
                 panic!(
-                    "nginx in pod {} did not come up (running: {}): {}\nnginx output:\n{}\n\
-                     error.log:\n{}",
-                    pod.name,
+                    "nginx in {name} ({netns}) did not come up (running: {}): {}\n\
+                     nginx output:\n{}\nerror.log:\n{}",
                     bg.is_running(),
                     out.describe(),
                     bg.output(),
@@ -211,11 +218,11 @@ pub(super) fn terminate(child: &mut Child, grace: Duration) -> Option<std::proce
 
 /// Sets PR_SET_PDEATHSIG so that a child outliving a killed test process gets SIGTERM.
 pub(super) fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
-    // async-signal-safe and touches no memory of the parent.
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2) (through nix,
+    // which allocates nothing), which is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
             Ok(())
         });
     }
