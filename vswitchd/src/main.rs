@@ -4,7 +4,8 @@
 //! - Forwarding decisions are made by `vswitch_datapath::Datapath`; this crate only moves
 //!   bytes between file descriptors (pod TAPs, the tunnel socket) and the core, programs pod
 //!   network namespaces, serves the control socket and persists state.
-//! - All `unsafe` of the project lives in this crate, each block with a `// SAFETY:` comment.
+//! - The product's `unsafe` lives in this crate (the e2e harness in `tests/` has one block
+//!   more), each block with a `// SAFETY:` comment; nix's safe wrappers where nix has one.
 //! - A control request either succeeds completely or changes nothing (validation first,
 //!   side effects after, rollback on a late failure). The persisted state is written
 //!   crash-safe (write, fsync, rename) before a request is acknowledged.
