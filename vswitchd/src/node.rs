@@ -31,7 +31,7 @@ mod lost;
 mod services;
 mod state;
 
-use state::{exists, invalid, not_found, reject, save_failed, NodeState, Peer, Port, Reject};
+use state::{invalid, not_found, reject, save_failed, NodeState, Peer, Port, Reject};
 
 /// The state under the node's lock (the services module knows it by this name).
 type Inner = NodeState;
@@ -220,7 +220,7 @@ impl Node {
             container_id: p.rec.container_id.clone(),
             dns: cfg
                 .dns_ip
-                .map(|ip| services::pod_dns(ip, &p.rec.namespace, &cfg.cluster_domain)),
+                .map(|ip| state::pod_dns(ip, &p.rec.namespace, &cfg.cluster_domain)),
         }
     }
 

@@ -86,7 +86,7 @@ impl Node {
     /// the services with their endpoints recomputed), then flushes the UDP conntrack of
     /// endpoints that left a service.
     pub(super) fn install(&self, inner: &mut Inner) {
-        let (services, dns, udp) = self.service_tables(inner);
+        let (services, dns, udp) = inner.service_tables();
         self.datapath.install(inner.tables(services, dns));
         self.flush_removed_udp(&inner.udp_backends, &udp);
         inner.udp_backends = udp;

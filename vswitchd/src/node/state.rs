@@ -3,12 +3,12 @@
 //! the datapath's table snapshot. The effects around it (TAPs, persistence, installing the
 //! snapshot) live in `node.rs`; a request goes: validate here, create what the pod needs,
 //! apply here ([`Undo`] back), save; when the save fails, [`NodeState::rollback`] and the
-//! state is as before the request.
+//! state is as before the request. The services' part (validation, endpoints, the service
+//! and DNS tables) is `state/services.rs`.
 //!
 //! Error answers ([`Reject`]) carry the request field they blame; their messages are part of
 //! the contract (the CLI prints them, the tests match them).
 
-use super::services::UdpBackend;
 use crate::checked;
 use crate::state::{PeerRecord, PersistedState, PortRecord, ServiceRecord};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +18,10 @@ use vswitch_datapath::{
     Ipv4Cidr, LinkCounters, Mac, NodeConfig, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
 use vswitch_proto::{validate, ErrorKind, PeerSpec, PortKey, PortSpec, PortStatus, Response};
+
+mod services;
+
+pub(super) use services::{pod_dns, UdpBackend};
 
 /// An error answer to a request: what kind of error, the request field it names (when it
 /// is one field's fault) and the message.
@@ -155,6 +159,10 @@ pub(super) enum Undo {
     PeerSet { node: String, old: Option<Peer> },
     /// A peer was removed.
     PeerRemoved { peer: Peer },
+    /// Service `key` was added.
+    ServiceAdded { key: vswitch_proto::ServiceKey },
+    /// A service was removed.
+    ServiceRemoved { rec: ServiceRecord },
 }
 
 impl Undo {
@@ -536,6 +544,18 @@ impl NodeState {
                 self.peers.insert(peer.rec.node.clone(), peer);
                 None
             }
+            Undo::ServiceAdded { key } => {
+                self.services.remove(&key);
+                None
+            }
+            Undo::ServiceRemoved { rec } => {
+                let key = vswitch_proto::ServiceKey {
+                    name: rec.name.clone(),
+                    namespace: rec.namespace.clone(),
+                };
+                self.services.insert(key, rec);
+                None
+            }
         }
     }
 
@@ -571,7 +591,7 @@ impl NodeState {
     }
 
     /// The table snapshot of the state: the attached ports, the peers, and the given
-    /// service and DNS tables.
+    /// service and DNS tables ([`NodeState::service_tables`]).
     pub fn tables(
         &self,
         services: Vec<vswitch_datapath::ServiceEntry>,
