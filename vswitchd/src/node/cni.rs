@@ -32,7 +32,11 @@ impl Node {
                     .attach(inner, &rec, mac)
                     .await
                     .map_err(|e| reject("netns", format!("cannot attach the pod: {e:#}")))?;
-                let undo = inner.attach_port(&key, rec, id).expect("found above");
+                // The namespace it is attached in now, for `lost.rs` to watch.
+                let netns_id = super::lost::netns_identity(&rec.netns);
+                let undo = inner
+                    .attach_port(&key, rec, id, netns_id)
+                    .expect("found above");
                 if let Err(e) = self.persist(inner) {
                     inner.rollback(undo);
                     // Not persistent yet: closing its only fd removes the TAP.

@@ -153,8 +153,12 @@ pub(super) enum Undo {
     },
     /// A port was removed.
     PortRemoved { port: Port },
-    /// A detached port was attached; this was its record before.
-    PortAttached { key: PortKey, rec: PortRecord },
+    /// A detached port was attached; this was its record and netns identity before.
+    PortAttached {
+        key: PortKey,
+        rec: PortRecord,
+        netns_id: Option<super::lost::NetnsId>,
+    },
     /// Peer `node` was added, or replaced `old`.
     PeerSet { node: String, old: Option<Peer> },
     /// A peer was removed.
@@ -412,15 +416,24 @@ impl NodeState {
     }
 
     /// Marks detached port `key` attached as port `id`, with its record now `rec` (the
-    /// netns may have changed).
-    pub fn attach_port(&mut self, key: &PortKey, rec: PortRecord, id: PortId) -> Option<Undo> {
+    /// netns may have changed) and `netns_id` the identity of the namespace it was attached
+    /// in (what `lost.rs` watches).
+    pub fn attach_port(
+        &mut self,
+        key: &PortKey,
+        rec: PortRecord,
+        id: PortId,
+        netns_id: Option<super::lost::NetnsId>,
+    ) -> Option<Undo> {
         let port = self.ports.get_mut(key)?;
         let old = std::mem::replace(&mut port.rec, rec);
+        let old_netns_id = std::mem::replace(&mut port.netns_id, netns_id);
         port.id = Some(id);
         port.status = PortStatus::Running;
         Some(Undo::PortAttached {
             key: key.clone(),
             rec: old,
+            netns_id: old_netns_id,
         })
     }
 
@@ -525,9 +538,10 @@ impl NodeState {
                 self.ports.insert(port.key(), port);
                 None
             }
-            Undo::PortAttached { key, rec } => {
+            Undo::PortAttached { key, rec, netns_id } => {
                 if let Some(port) = self.ports.get_mut(&key) {
                     port.rec = rec;
+                    port.netns_id = netns_id;
                     port.id = None;
                     port.status = PortStatus::Detached;
                 }

@@ -391,13 +391,20 @@ fn rollback_leaves_the_state_as_it_was() {
     let mut rec = st.ports[&key("c")].rec.clone();
     rec.netns = "/var/run/netns/elsewhere".into();
     let id = st.alloc_id();
-    let undo = st.attach_port(&key("c"), rec, id).unwrap();
+    let undo = st.attach_port(&key("c"), rec, id, Some((7, 42))).unwrap();
     assert_eq!(st.ports[&key("c")].status, PortStatus::Running);
+    // The namespace it was attached in is watched from now on (`lost.rs`).
+    assert_eq!(st.ports[&key("c")].netns_id, Some((7, 42)));
     let _ = st.rollback(undo);
     assert_eq!(st.persisted(), before);
     let c = &st.ports[&key("c")];
-    assert_eq!((c.id, c.status), (None, PortStatus::Detached));
-    assert!(st.attach_port(&key("zz"), c.rec.clone(), 99).is_none());
+    assert_eq!(
+        (c.id, c.status, c.netns_id),
+        (None, PortStatus::Detached, None)
+    );
+    assert!(st
+        .attach_port(&key("zz"), c.rec.clone(), 99, None)
+        .is_none());
 }
 
 #[test]
