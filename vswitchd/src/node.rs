@@ -31,7 +31,7 @@ mod lost;
 mod services;
 mod state;
 
-use state::{invalid, not_found, reject, save_failed, NodeState, Peer, Port, Reject};
+use state::{not_found, reject, save_failed, NodeState, Peer, Port, Reject};
 
 /// The state under the node's lock (the services module knows it by this name).
 type Inner = NodeState;

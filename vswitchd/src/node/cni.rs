@@ -2,11 +2,11 @@
 //! keyed by (container id, interface name); the port is named after the Kubernetes pod
 //! when the runtime passes K8S_POD_NAME, else after the container id.
 
-use super::{invalid, not_found, reject, save_failed, Inner, Node, Reject};
+use super::state::check_cni_attach;
+use super::{not_found, reject, save_failed, Inner, Node, Reject};
 use crate::podnet;
 use std::collections::BTreeSet;
 use tracing::info;
-use vswitch_proto::validate;
 use vswitch_proto::{CniAttach, CniKey, PortSpec, Response};
 
 impl Node {
@@ -15,10 +15,7 @@ impl Node {
         inner: &mut Inner,
         a: CniAttach,
     ) -> Result<Response, Reject> {
-        if a.container_id.is_empty() {
-            return Err(reject("container_id", "CNI_CONTAINERID is empty"));
-        }
-        validate::ifname("ifname", &a.ifname).map_err(invalid)?;
+        check_cni_attach(&a)?;
         if let Some(key) = inner.find_cni(&a.container_id, &a.ifname) {
             // The same container asking again gets the same attachment.
             let attached = inner.ports[&key].id.is_some();

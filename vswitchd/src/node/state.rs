@@ -17,7 +17,9 @@ use std::sync::Arc;
 use vswitch_datapath::{
     Ipv4Cidr, LinkCounters, Mac, NodeConfig, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
-use vswitch_proto::{validate, ErrorKind, PeerSpec, PortKey, PortSpec, PortStatus, Response};
+use vswitch_proto::{
+    validate, CniAttach, ErrorKind, PeerSpec, PortKey, PortSpec, PortStatus, Response,
+};
 
 mod services;
 
@@ -87,6 +89,17 @@ pub(super) fn save_failed(e: anyhow::Error) -> Reject {
         field: None,
         msg: format!("saving state failed, nothing changed: {e:#}"),
     }
+}
+
+/// The checks of a CNI ADD before the state is looked at: the container id and the
+/// interface name have the shapes the CNI plugin checks too (a request may come from
+/// another client).
+pub(super) fn check_cni_attach(a: &CniAttach) -> Result<(), Reject> {
+    if a.container_id.is_empty() {
+        return Err(reject("container_id", "CNI_CONTAINERID is empty"));
+    }
+    validate::container_id("container_id", &a.container_id).map_err(invalid)?;
+    validate::ifname("ifname", &a.ifname).map_err(invalid)
 }
 
 /// A port of this node.

@@ -468,3 +468,38 @@ fn cni_attachments_are_found_and_collected() {
     // The operator's port is not the runtime's to collect.
     assert_eq!(st.stale_cni(&keep), vec![key("b")]);
 }
+
+#[test]
+fn a_cni_add_needs_a_container_id_and_an_interface_of_the_plugin_s_shape() {
+    let attach = |id: &str, ifname: &str| CniAttach {
+        container_id: id.into(),
+        ifname: ifname.into(),
+        netns: NETNS.into(),
+        pod_name: None,
+        pod_namespace: None,
+    };
+    for id in ["c1", "0123abcdef", "k8s_POD.x-1"] {
+        assert_eq!(check_cni_attach(&attach(id, "eth0")), Ok(()), "{id}");
+    }
+    assert_eq!(
+        why(check_cni_attach(&attach("", "eth0")).unwrap_err()),
+        (
+            ErrorKind::Invalid,
+            Some("container_id"),
+            "CNI_CONTAINERID is empty".to_string()
+        )
+    );
+    for bad in ["-c1", "c/1", "../x", "c 1", "c1\n"] {
+        let want = validate::container_id("container_id", bad).unwrap_err();
+        assert_eq!(
+            why(check_cni_attach(&attach(bad, "eth0")).unwrap_err()),
+            (ErrorKind::Invalid, Some("container_id"), want.message),
+            "{bad:?}"
+        );
+    }
+    let want = validate::ifname("ifname", "a/b").unwrap_err();
+    assert_eq!(
+        why(check_cni_attach(&attach("c1", "a/b")).unwrap_err()),
+        (ErrorKind::Invalid, Some("ifname"), want.message)
+    );
+}
