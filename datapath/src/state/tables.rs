@@ -153,3 +153,23 @@ impl Tables {
         &self.peers
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cost_nothing_and_keep_their_number_on_the_wire_and_in_logs() {
+        assert_eq!(std::mem::size_of::<PortId>(), std::mem::size_of::<u32>());
+        assert_eq!(std::mem::size_of::<Option<PeerId>>(), 8);
+        assert_eq!(serde_json::to_string(&PortId::new(7)).unwrap(), "7");
+        assert_eq!(
+            serde_json::from_str::<PeerId>("42").unwrap(),
+            PeerId::new(42)
+        );
+        assert!(serde_json::from_str::<PortId>("\"7\"").is_err());
+        assert_eq!(PortId::new(3).to_string(), "3");
+        assert_eq!(PeerId::new(u32::MAX).get(), u32::MAX);
+        assert!(PortId::new(1) < PortId::new(2));
+    }
+}
