@@ -44,6 +44,8 @@ const RING_SLOTS: u16 = 512;
 /// Buffers kept in the provided ring at most; the rest of the pool stays in the free list
 /// for the tunnel, DNS and frames in flight.
 const RING_TARGET: usize = 256;
+/// The port field of the user data of operations that are not about a port.
+const NO_PORT: PortId = PortId::new(0);
 
 fn ud(op: u64, buf: u32, port: PortId) -> u64 {
     (op << 56) | ((u64::from(buf) & 0xff_ffff) << 32) | u64::from(port.get())
@@ -186,7 +188,7 @@ impl Backend for UringBackend {
         if core.dns.as_ref().is_some_and(|f| f.has_pending()) && !self.dns_timer_armed {
             let entry = opcode::Timeout::new(&*self.dns_timer as *const types::Timespec)
                 .build()
-                .user_data(ud(OP_DNS_TIMER, 0, PortId::new(0)));
+                .user_data(ud(OP_DNS_TIMER, 0, NO_PORT));
             self.dns_timer_armed = true;
             self.push(&entry);
         }
@@ -353,7 +355,7 @@ impl UringBackend {
         let fd = core.wake.as_raw_fd();
         let entry = opcode::Read::new(types::Fd(fd), ptr, 8)
             .build()
-            .user_data(ud(OP_WAKE, 0, PortId::new(0)));
+            .user_data(ud(OP_WAKE, 0, NO_PORT));
         self.push(&entry);
     }
 
@@ -361,7 +363,7 @@ impl UringBackend {
         if let Some(sock) = &core.tunnel {
             let entry = opcode::PollAdd::new(types::Fd(sock.as_raw_fd()), libc::POLLIN as u32)
                 .build()
-                .user_data(ud(OP_POLL_TUNNEL, 0, PortId::new(0)));
+                .user_data(ud(OP_POLL_TUNNEL, 0, NO_PORT));
             self.push(&entry);
         }
     }
@@ -371,7 +373,7 @@ impl UringBackend {
             let fd = fwd.socket().as_raw_fd();
             let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
                 .build()
-                .user_data(ud(OP_POLL_DNS, 0, PortId::new(0)));
+                .user_data(ud(OP_POLL_DNS, 0, NO_PORT));
             self.push(&entry);
         }
     }
