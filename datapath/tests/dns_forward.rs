@@ -219,7 +219,7 @@ fn upstream_responses_that_cannot_be_delivered_are_counted() {
     let failed = Verdict::Drop(DropReason::DnsUpstreamFailed);
     // The pod is gone.
     assert_eq!(
-        n.dp.dns_upstream_reply(&t, 99, sa(IP_A, 1), &resp, &mut pkt),
+        n.dp.dns_upstream_reply(&t, PortId::new(99), sa(IP_A, 1), &resp, &mut pkt),
         failed
     );
     // The port now has another address.

@@ -82,7 +82,7 @@ fn provoke(r: DropReason) -> Input {
         NoRoute => Input::Port(A, udp(IP_A, Ipv4Addr::new(198, 18, 7, 7), 64), d),
         TtlExceeded => Input::Port(A, udp(IP_A, IP_B, 1), d),
         LocalUnsupported => Input::Port(A, udp(IP_A, GW, 64), d),
-        UnknownPort => Input::Port(99, SYN_A_TO_B.to_vec(), d),
+        UnknownPort => Input::Port(PortId::new(99), SYN_A_TO_B.to_vec(), d),
         TooBig => Input::Port(A, udp_frame(a, rt, IP_A, IP_R, 64, true, &[0; 1500]), d),
         TunnelMalformed => Input::Tunnel(peer_src(), vec![0; 30]),
         TunnelUnknownVni => {

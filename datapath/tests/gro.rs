@@ -30,7 +30,7 @@ fn segments(frame: &[u8], mss: u16) -> Vec<Vec<u8>> {
 /// Merges `segs` in order through the engines' GRO hold (all to one port, as tunnel frames
 /// of one flow are); returns the buffers that would be written to the pod.
 fn merge(segs: &[Vec<u8>]) -> Vec<PacketBuf> {
-    const POD: PortId = 1;
+    const POD: PortId = PortId::new(1);
     let mut written = Vec::new();
     let mut hold = GroHold::new();
     for s in segs {
@@ -110,14 +110,15 @@ fn the_hold_flushes_on_another_port_and_merges_by_pool_index() {
     let mut pool: Vec<PacketBuf> = segs.iter().map(|s| PacketBuf::from_frame(s)).collect();
     let pool = pool.as_mut_slice();
     let mut hold = GroHold::<u32>::new();
-    assert_eq!(hold.push(pool, 1, 0), GroStep::Held);
+    let (p1, p2) = (PortId::new(1), PortId::new(2));
+    assert_eq!(hold.push(pool, p1, 0), GroStep::Held);
     // The next segment of the flow, but for another port: the held frame goes out first.
-    assert_eq!(hold.push(pool, 2, 1), GroStep::Flush(1, 0));
+    assert_eq!(hold.push(pool, p2, 1), GroStep::Flush(p1, 0));
     // The third segment follows the second: merged, its buffer is free again.
-    assert_eq!(hold.push(pool, 2, 2), GroStep::Merged(2));
+    assert_eq!(hold.push(pool, p2, 2), GroStep::Merged(2));
     // A buffer is never merged into itself.
-    assert_eq!(hold.push(pool, 2, 1), GroStep::Flush(2, 1));
-    assert_eq!(hold.take(), Some((2, 1)));
+    assert_eq!(hold.push(pool, p2, 1), GroStep::Flush(p2, 1));
+    assert_eq!(hold.take(), Some((p2, 1)));
     assert_eq!(hold.take(), None);
     assert_eq!(
         pool[1].vnet.gso_type, VNET_GSO_TCPV4,

@@ -22,6 +22,12 @@ use std::sync::Arc;
 use vswitch_datapath::*;
 
 pub const PEER_UNDERLAY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+/// Pod A's port.
+pub const A: PortId = PortId::new(1);
+/// Pod B's port.
+pub const B: PortId = PortId::new(2);
+/// The peer (node 2).
+pub const PEER: PeerId = PeerId::new(7);
 
 /// How many packets one input drives at most.
 pub const MAX_PACKETS: usize = 8;
@@ -40,11 +46,11 @@ pub fn datapath() -> Datapath {
         counters: Arc::default(),
     };
     let ports = vec![
-        port(1, Ipv4Addr::new(198, 18, 1, 2)),
-        port(2, Ipv4Addr::new(198, 18, 1, 3)),
+        port(A, Ipv4Addr::new(198, 18, 1, 2)),
+        port(B, Ipv4Addr::new(198, 18, 1, 3)),
     ];
     let peers = vec![PeerEntry {
-        id: 7,
+        id: PEER,
         underlay: PEER_UNDERLAY,
         pod_cidr: "198.18.2.0/24".parse().unwrap(),
         vtep_mac: Mac::from_ipv4(Ipv4Addr::new(198, 18, 2, 0)),
@@ -160,7 +166,7 @@ pub fn segment_and_check(dp: &Datapath, pkt: &PacketBuf, out: &mut Vec<u8>) {
 /// A ToTunnel verdict's buffer must start with our VXLAN header and go to the peer.
 pub fn check_to_tunnel(dp: &Datapath, v: &Verdict, pkt: &PacketBuf) {
     if let Verdict::ToTunnel { peer, dst } = v {
-        assert_eq!(*peer, 7);
+        assert_eq!(*peer, PEER);
         assert_eq!(*dst, SocketAddrV4::new(PEER_UNDERLAY, 4789));
         assert_eq!(
             VxlanHdr::parse(pkt.frame()),
@@ -173,10 +179,10 @@ pub fn check_to_tunnel(dp: &Datapath, v: &Verdict, pkt: &PacketBuf) {
 
 /// The port of the local pod with address `ip` (A: 1, B: 2).
 
-pub fn port_of(ip: Ipv4Addr) -> Option<u32> {
+pub fn port_of(ip: Ipv4Addr) -> Option<PortId> {
     match ip.octets() {
-        [198, 18, 1, 2] => Some(1),
-        [198, 18, 1, 3] => Some(2),
+        [198, 18, 1, 2] => Some(A),
+        [198, 18, 1, 3] => Some(B),
         _ => None,
     }
 }

@@ -28,7 +28,7 @@ fn datapath(dns_forward: bool) -> Datapath {
     cfg.dns_forward = dns_forward;
     let dp = Datapath::new(cfg);
     let ports = vec![PortEntry {
-        id: 1,
+        id: common::A,
         mac: Mac::from_ipv4(POD),
         ip: POD,
         counters: Arc::default(),
@@ -83,13 +83,13 @@ fuzz_target!(|input: &[u8]| {
     let dp = datapath(false);
     let mut pkt = PacketBuf::from_frame(&query);
     let tables = dp.tables();
-    let v = dp.from_port(&tables, 1, &mut pkt, now_ms);
+    let v = dp.from_port(&tables, common::A, &mut pkt, now_ms);
     check(v, &pkt, data, false);
 
     let dp = datapath(true);
     let mut pkt = PacketBuf::from_frame(&query);
     let tables = dp.tables();
-    let v = dp.from_port(&tables, 1, &mut pkt, now_ms);
+    let v = dp.from_port(&tables, common::A, &mut pkt, now_ms);
     check(v, &pkt, data, true);
     if let Verdict::DnsForward { port, client } = v {
         assert_eq!(pkt.frame(), &query[..], "the query frame untouched");
@@ -97,7 +97,7 @@ fuzz_target!(|input: &[u8]| {
         // The fuzzed bytes as the upstream's response.
         let v = dp.dns_upstream_reply(&tables, port, client, data, &mut pkt);
         match v {
-            Verdict::ToPort(1) => {
+            Verdict::ToPort(common::A) => {
                 let f = pkt.frame();
                 assert_eq!(&f[42..], data);
                 assert_eq!(&f[36..38], &5353u16.to_be_bytes());
@@ -114,7 +114,7 @@ fuzz_target!(|input: &[u8]| {
 fn check(v: Verdict, pkt: &PacketBuf, data: &[u8], forwarding: bool) {
     match v {
         Verdict::ToPort(p) => {
-            assert_eq!(p, 1);
+            assert_eq!(p, common::A);
             let f = pkt.frame();
             assert!(f.len() >= 14 + 28 + 12, "a DNS header at least");
             assert_eq!(&f[26..30], &DNS.octets(), "from the DNS address");
@@ -131,7 +131,7 @@ fn check(v: Verdict, pkt: &PacketBuf, data: &[u8], forwarding: bool) {
         Verdict::ToTunnel { .. } => panic!("a DNS query never goes into the tunnel"),
         Verdict::DnsForward { port, client } => {
             assert!(forwarding, "forwarded although forwarding is off");
-            assert_eq!(port, 1);
+            assert_eq!(port, common::A);
             assert_eq!(client, std::net::SocketAddrV4::new(POD, 5353));
         }
     }

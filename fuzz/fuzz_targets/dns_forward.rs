@@ -15,7 +15,9 @@
 use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use vswitch_datapath::dns_forward::{Dest, MAX_PENDING};
-use vswitch_datapath::DnsForwarder;
+use vswitch_datapath::{DnsForwarder, PortId};
+
+const PORT: PortId = PortId::new(1);
 
 const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const DNS: Ipv4Addr = Ipv4Addr::new(198, 19, 96, 10);
@@ -57,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
         ops = rest;
         match op % 4 {
             0 => {
-                let ok = f.handle(now, 1, client, &frame(bytes)).is_ok();
+                let ok = f.handle(now, PORT, client, &frame(bytes)).is_ok();
                 assert!(!ok || bytes.len() >= 12, "a query of {} bytes", bytes.len());
                 last_query = bytes.to_vec();
             }
@@ -72,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!took || (d.len() >= 12 && d[2] & 0x80 != 0));
                 if took {
                     let t = f.poll_transmit().expect("the answer is queued");
-                    assert_eq!(t.dest, Dest::Pod { port: 1, client });
+                    assert_eq!(t.dest, Dest::Pod { port: PORT, client });
                     assert_eq!(&t.payload[2..], &d[2..]);
                 }
             }

@@ -23,12 +23,12 @@ fuzz_target!(|data: &[u8]| {
         if !pkt.set_tap_read_len(n) {
             continue;
         }
-        let in_port = u32::from(p.sel % 3) + 1; // 1 = A, 2 = B, 3 = unknown
+        let in_port = PortId::new(u32::from(p.sel % 3) + 1); // 1 = A, 2 = B, 3 = unknown
         let tables = dp.tables();
         let v = dp.from_port(&tables, in_port, &mut pkt, p.now_ms);
         match v {
             Verdict::ToPort(port) => {
-                assert!(port == 1 || port == 2);
+                assert!(port == common::A || port == common::B);
                 assert!(pkt.tap_write_region().len() >= VNET_HDR_LEN + 14);
             }
             Verdict::ToTunnel { .. } => {

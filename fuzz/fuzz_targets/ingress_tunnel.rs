@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         let v = dp.from_tunnel(&tables, src, &mut pkt, p.now_ms);
         match v {
             Verdict::ToPort(port) => {
-                assert!(port == 1 || port == 2);
+                assert!(port == common::A || port == common::B);
                 assert_eq!(pkt.vnet, VnetHdr::default());
                 assert!(pkt.tap_write_region().len() >= VNET_HDR_LEN + 14);
             }

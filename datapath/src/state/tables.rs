@@ -4,14 +4,50 @@
 use crate::counters::LinkCounters;
 use crate::state::service::{DnsEntry, ServiceEntry, ServiceTable};
 use crate::types::{Ipv4Cidr, Mac};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-/// A port's identifier, chosen by the I/O shell (its slot in the shell's port array).
-pub type PortId = u32;
-/// A peer's identifier, chosen by the control plane.
-pub type PeerId = u32;
+/// Declares a `u32` identifier newtype: zero cost (`repr(transparent)`), serialized as the bare
+/// number (`serde(transparent)`), printed as the bare number, and not interchangeable with any
+/// other identifier.
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[repr(transparent)]
+        #[serde(transparent)]
+        pub struct $name(u32);
+
+        impl $name {
+            /// The identifier with this number.
+            pub const fn new(n: u32) -> $name {
+                $name(n)
+            }
+
+            /// The identifier's number.
+            pub const fn get(self) -> u32 {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// A port's identifier, chosen by the I/O shell (its slot in the shell's port array).
+    PortId
+);
+id_newtype!(
+    /// A peer's identifier, chosen by the control plane.
+    PeerId
+);
 
 /// A local pod's port.
 #[derive(Clone, Debug)]
@@ -115,5 +151,25 @@ impl Tables {
     /// All peers.
     pub fn peers(&self) -> &[PeerEntry] {
         &self.peers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cost_nothing_and_keep_their_number_on_the_wire_and_in_logs() {
+        assert_eq!(std::mem::size_of::<PortId>(), std::mem::size_of::<u32>());
+        assert_eq!(std::mem::size_of::<Option<PeerId>>(), 8);
+        assert_eq!(serde_json::to_string(&PortId::new(7)).unwrap(), "7");
+        assert_eq!(
+            serde_json::from_str::<PeerId>("42").unwrap(),
+            PeerId::new(42)
+        );
+        assert!(serde_json::from_str::<PortId>("\"7\"").is_err());
+        assert_eq!(PortId::new(3).to_string(), "3");
+        assert_eq!(PeerId::new(u32::MAX).get(), u32::MAX);
+        assert!(PortId::new(1) < PortId::new(2));
     }
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use vswitch_datapath::buf::{VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
 use vswitch_datapath::*;
 
-pub const A: PortId = 1;
-pub const B: PortId = 2;
-pub const PEER: PeerId = 7;
+pub const A: PortId = PortId::new(1);
+pub const B: PortId = PortId::new(2);
+pub const PEER: PeerId = PeerId::new(7);
 pub const MTU: u16 = 1450;
 pub const IP_A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 pub const IP_B: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 3);
@@ -220,7 +220,7 @@ pub fn assert_checksums(frame: &[u8]) {
 }
 
 /// The port id of pod R (198.18.2.5) on node 2.
-pub const R: PortId = 1;
+pub const R: PortId = PortId::new(1);
 /// Node 1's underlay address.
 pub const UNDERLAY1: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 
@@ -243,7 +243,7 @@ pub fn node2() -> Node {
         counters: n.a.clone(),
     }];
     let peers = vec![PeerEntry {
-        id: 1,
+        id: PeerId::new(1),
         underlay: UNDERLAY1,
         pod_cidr: "198.18.1.0/24".parse().unwrap(),
         vtep_mac: vtep_mac(),

@@ -165,7 +165,7 @@ impl<X> Core<X> {
         if let Some(p) = self.ports.remove(&id) {
             be.del_port(id, p);
         }
-        tracing::debug!(port = id, "TAP lost: {why}");
+        tracing::debug!(port = id.get(), "TAP lost: {why}");
         let _ = self.lost.send(id);
     }
 
@@ -329,7 +329,11 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::rc::Rc;
     use std::sync::mpsc::{self, Sender};
-    use vswitch_datapath::NodeConfig;
+    use vswitch_datapath::{NodeConfig, PeerId};
+
+    const P1: PortId = PortId::new(1);
+    const P3: PortId = PortId::new(3);
+    const P7: PortId = PortId::new(7);
 
     /// Records what the core asks of it; TAP writes complete as `write` says.
     #[derive(Default)]
@@ -414,16 +418,16 @@ mod tests {
     fn commands_add_and_remove_ports_and_are_acknowledged() {
         let (mut c, tx, _lost) = core(4);
         let mut be = Fake::default();
-        let ack = add(&tx, 7);
+        let ack = add(&tx, P7);
         assert!(c.commands(&mut be).unwrap());
         assert!(ack.try_recv().is_ok(), "AddPort acknowledged");
-        assert_eq!(be.added, [7]);
-        assert!(c.ports.contains_key(&7));
+        assert_eq!(be.added, [P7]);
+        assert!(c.ports.contains_key(&P7));
         let (ack, done) = mpsc::channel();
-        tx.send(Command::DelPort(7, ack)).unwrap();
+        tx.send(Command::DelPort(P7, ack)).unwrap();
         assert!(c.commands(&mut be).unwrap());
         assert!(done.try_recv().is_ok(), "DelPort acknowledged");
-        assert_eq!(be.removed, [7]);
+        assert_eq!(be.removed, [P7]);
         assert!(c.ports.is_empty());
         tx.send(Command::Shutdown).unwrap();
         assert!(!c.commands(&mut be).unwrap(), "Shutdown stops the engine");
@@ -433,7 +437,7 @@ mod tests {
     fn every_verdict_gives_its_buffer_back_or_to_the_back_end() {
         let (mut c, tx, _lost) = core(4);
         let mut be = Fake::default();
-        let _ack = add(&tx, 1);
+        let _ack = add(&tx, P1);
         c.commands(&mut be).unwrap();
         let dst = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), 4789);
         let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 2), 5353);
@@ -441,32 +445,39 @@ mod tests {
 
         // To a port this worker does not serve: a failed write, buffer free again.
         let b = take(&mut c);
-        c.carry_out(&mut be, b, Verdict::ToPort(9));
+        c.carry_out(&mut be, b, Verdict::ToPort(PortId::new(9)));
         assert_eq!(drops(&c, DropReason::TxError), 1);
         assert!(be.writes.is_empty());
         // A write that fails at once is counted; one that succeeds is not.
         be.write = Some(false);
         let b = take(&mut c);
-        c.carry_out(&mut be, b, Verdict::ToPort(1));
+        c.carry_out(&mut be, b, Verdict::ToPort(P1));
         assert_eq!(drops(&c, DropReason::TxError), 2);
         be.write = Some(true);
         let b = take(&mut c);
-        c.carry_out(&mut be, b, Verdict::ToPort(1));
+        c.carry_out(&mut be, b, Verdict::ToPort(P1));
         assert_eq!(drops(&c, DropReason::TxError), 2);
-        assert_eq!(be.writes.iter().map(|w| w.0).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(be.writes.iter().map(|w| w.0).collect::<Vec<_>>(), [P1, P1]);
         assert_eq!(c.free.len(), 4, "done writes free their buffer");
         // A write in flight keeps its buffer until the back end's completion.
         be.write = None;
         let b = take(&mut c);
-        c.carry_out(&mut be, b, Verdict::ToPort(1));
+        c.carry_out(&mut be, b, Verdict::ToPort(P1));
         assert_eq!(c.free.len(), 3);
         assert!(!c.free.contains(&b));
         // No tunnel socket, no forwarder: counted, freed.
         let b = take(&mut c);
-        c.carry_out(&mut be, b, Verdict::ToTunnel { peer: 0, dst });
+        c.carry_out(
+            &mut be,
+            b,
+            Verdict::ToTunnel {
+                peer: PeerId::new(0),
+                dst,
+            },
+        );
         assert_eq!(drops(&c, DropReason::TxError), 3);
         let b = take(&mut c);
-        c.carry_out(&mut be, b, Verdict::DnsForward { port: 1, client });
+        c.carry_out(&mut be, b, Verdict::DnsForward { port: P1, client });
         assert_eq!(drops(&c, DropReason::DnsUpstreamFailed), 1);
         let b = take(&mut c);
         c.carry_out(&mut be, b, Verdict::Drop(DropReason::BadVnetHdr));
@@ -477,12 +488,12 @@ mod tests {
     fn a_lost_port_is_dropped_and_reported() {
         let (mut c, tx, mut lost) = core(2);
         let mut be = Fake::default();
-        let _ack = add(&tx, 3);
+        let _ack = add(&tx, P3);
         c.commands(&mut be).unwrap();
-        c.port_lost(&mut be, 3, "read: EBADFD");
-        assert_eq!(be.removed, [3]);
+        c.port_lost(&mut be, P3, "read: EBADFD");
+        assert_eq!(be.removed, [P3]);
         assert!(c.ports.is_empty());
-        assert_eq!(lost.try_recv().ok(), Some(3));
+        assert_eq!(lost.try_recv().ok(), Some(P3));
     }
 
     #[test]
@@ -490,7 +501,7 @@ mod tests {
         let (mut c, _tx, _lost) = core(2);
         let mut be = Fake::default();
         let b = c.free.pop().unwrap();
-        c.tap_frame(&mut be, 1, b, 3); // shorter than a virtio-net header
+        c.tap_frame(&mut be, P1, b, 3); // shorter than a virtio-net header
         assert_eq!(drops(&c, DropReason::BadVnetHdr), 1);
         assert_eq!(c.free.len(), 2);
     }

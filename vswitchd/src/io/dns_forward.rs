@@ -158,6 +158,8 @@ mod tests {
     use vswitch_datapath::dns_forward::{MAX_PENDING, SWEEP_MS, TIMEOUT_MS};
     use vswitch_datapath::{Mac, NodeConfig, PortEntry};
 
+    const PORT: PortId = PortId::new(1);
+
     const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
     const DNS: Ipv4Addr = Ipv4Addr::new(198, 19, 96, 10);
 
@@ -168,7 +170,7 @@ mod tests {
         cfg.dns_forward = true;
         let dp = Datapath::new(cfg);
         let port = PortEntry {
-            id: 1,
+            id: PORT,
             mac: Mac::from_ipv4(POD),
             ip: POD,
             counters: Default::default(),
@@ -208,8 +210,8 @@ mod tests {
         let mut fwd = DnsForwarder::new(up).unwrap();
         let client = SocketAddrV4::new(POD, 4000);
         let q = [0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
-        fwd.forward(&dp, 1, client, &frame(&q), 0);
-        fwd.forward(&dp, 1, client, &frame(&q), 0);
+        fwd.forward(&dp, PORT, client, &frame(&q), 0);
+        fwd.forward(&dp, PORT, client, &frame(&q), 0);
         let mut got = [0u8; 512];
         let (n, from) = upstream.recv_from(&mut got).unwrap();
         assert_eq!(&got[2..n], &q[2..]);
@@ -230,7 +232,7 @@ mod tests {
                 Recv::Empty => assert!(std::time::Instant::now() < deadline, "no reply"),
             }
         };
-        assert_eq!(v, Verdict::ToPort(1));
+        assert_eq!(v, Verdict::ToPort(PORT));
         let f = pkt.frame();
         assert_eq!(&f[42..44], &[0xab, 0xcd], "the pod's id");
         assert_eq!(&f[36..38], &4000u16.to_be_bytes());
@@ -260,7 +262,7 @@ mod tests {
         let client = SocketAddrV4::new(POD, 4000);
         let q = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
         for _ in 0..MAX_PENDING + 10 {
-            fwd.forward(&dp, 1, client, &frame(&q), 1);
+            fwd.forward(&dp, PORT, client, &frame(&q), 1);
         }
         assert_eq!(fwd.state.pending_len(), MAX_PENDING);
         assert_eq!(dp.counters().drops(DropReason::DnsUpstreamFailed), 10);

@@ -63,7 +63,7 @@ impl Backend for EpollBackend {
         let _ = super::set_nonblocking(fds.write.as_fd(), true);
         if let Some(fd) = &fds.read {
             let _ = super::set_nonblocking(fd.as_fd(), true);
-            let token = TOKEN_PORT_BASE + u64::from(id);
+            let token = TOKEN_PORT_BASE + u64::from(id.get());
             self.epoll
                 .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))?;
         }
@@ -108,7 +108,7 @@ impl Backend for EpollBackend {
                 }
                 TOKEN_TUNNEL => core.drain_tunnel(self),
                 TOKEN_DNS => core.drain_dns(self),
-                token => self.read_port(core, (token - TOKEN_PORT_BASE) as PortId, ev),
+                token => self.read_port(core, PortId::new((token - TOKEN_PORT_BASE) as u32), ev),
             }
         }
         Ok(true)

@@ -141,7 +141,7 @@ impl IoHandle {
         for (i, done) in acks {
             if done.recv_timeout(Duration::from_secs(5)).is_err() {
                 warn!(
-                    port = id,
+                    port = id.get(),
                     worker = i,
                     "I/O worker did not acknowledge the {what}"
                 );
@@ -160,7 +160,7 @@ impl IoHandle {
         let queues: Vec<Arc<OwnedFd>> = queues.into_iter().map(Arc::new).collect();
         if queues.is_empty() {
             warn!(
-                port = id,
+                port = id.get(),
                 "a port without any TAP queue was not handed to the engine"
             );
             return;

@@ -44,13 +44,19 @@ const RING_SLOTS: u16 = 512;
 /// Buffers kept in the provided ring at most; the rest of the pool stays in the free list
 /// for the tunnel, DNS and frames in flight.
 const RING_TARGET: usize = 256;
+/// The port field of the user data of operations that are not about a port.
+const NO_PORT: PortId = PortId::new(0);
 
 fn ud(op: u64, buf: u32, port: PortId) -> u64 {
-    (op << 56) | ((u64::from(buf) & 0xff_ffff) << 32) | u64::from(port)
+    (op << 56) | ((u64::from(buf) & 0xff_ffff) << 32) | u64::from(port.get())
 }
 
 fn ud_parts(ud: u64) -> (u64, u32, PortId) {
-    (ud >> 56, ((ud >> 32) & 0xff_ffff) as u32, ud as u32)
+    (
+        ud >> 56,
+        ((ud >> 32) & 0xff_ffff) as u32,
+        PortId::new(ud as u32),
+    )
 }
 
 /// Checks that io_uring can be set up and supports every operation this engine uses.
@@ -182,7 +188,7 @@ impl Backend for UringBackend {
         if core.dns.as_ref().is_some_and(|f| f.has_pending()) && !self.dns_timer_armed {
             let entry = opcode::Timeout::new(&*self.dns_timer as *const types::Timespec)
                 .build()
-                .user_data(ud(OP_DNS_TIMER, 0, 0));
+                .user_data(ud(OP_DNS_TIMER, 0, NO_PORT));
             self.dns_timer_armed = true;
             self.push(&entry);
         }
@@ -349,7 +355,7 @@ impl UringBackend {
         let fd = core.wake.as_raw_fd();
         let entry = opcode::Read::new(types::Fd(fd), ptr, 8)
             .build()
-            .user_data(ud(OP_WAKE, 0, 0));
+            .user_data(ud(OP_WAKE, 0, NO_PORT));
         self.push(&entry);
     }
 
@@ -357,7 +363,7 @@ impl UringBackend {
         if let Some(sock) = &core.tunnel {
             let entry = opcode::PollAdd::new(types::Fd(sock.as_raw_fd()), libc::POLLIN as u32)
                 .build()
-                .user_data(ud(OP_POLL_TUNNEL, 0, 0));
+                .user_data(ud(OP_POLL_TUNNEL, 0, NO_PORT));
             self.push(&entry);
         }
     }
@@ -367,7 +373,7 @@ impl UringBackend {
             let fd = fwd.socket().as_raw_fd();
             let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
                 .build()
-                .user_data(ud(OP_POLL_DNS, 0, 0));
+                .user_data(ud(OP_POLL_DNS, 0, NO_PORT));
             self.push(&entry);
         }
     }
@@ -519,7 +525,7 @@ impl UringBackend {
                 core.free.push(b);
                 if res < 0 {
                     core.datapath.count_drop(DropReason::TxError);
-                    tracing::debug!(port, errno = -res, "TAP write failed");
+                    tracing::debug!(port = port.get(), errno = -res, "TAP write failed");
                 }
             }
             OP_WAKE => {

@@ -50,7 +50,7 @@ impl Node {
         };
         if let Err(e) = persist {
             warn!(
-                port = id,
+                port = id.get(),
                 "TUNSETPERSIST: {e}; the pod loses its interface when the daemon stops"
             );
         }
@@ -79,7 +79,7 @@ impl Node {
         let (fd, _ifindex) = tokio::task::spawn_blocking(move || how(&ifcfg))
             .await
             .map_err(|e| anyhow::anyhow!("attach task failed: {e}"))??;
-        Ok((inner.alloc_id(), fd))
+        Ok((PortId::new(inner.alloc_id()), fd))
     }
 
     /// Builds and installs a new table snapshot from the current state (ports, peers, and

@@ -509,7 +509,7 @@ impl NodeState {
         let mac = checked::mac("vtep_mac", &rec.vtep_mac).map_err(invalid)?;
         Ok(Peer {
             rec,
-            id: self.alloc_id(),
+            id: PeerId::new(self.alloc_id()),
             cidr,
             mac,
             counters: Arc::default(),

@@ -33,7 +33,7 @@ fn spec(name: &str, ip: Option<&str>) -> PortSpec {
 fn add(st: &mut NodeState, spec: PortSpec) -> Result<Ipv4Addr, Reject> {
     let key = st.check_port_spec(&spec)?;
     let new = st.plan_port(spec, NETNS.into(), None)?;
-    let id = st.alloc_id();
+    let id = PortId::new(st.alloc_id());
     let _ = st.add_port(new, id, None);
     Ok(st.ports[&key].rec.ip)
 }
@@ -326,7 +326,7 @@ fn rollback_leaves_the_state_as_it_was() {
 
     // An added port, with the cursor it moved.
     let new = st.plan_port(spec("b", None), NETNS.into(), None).unwrap();
-    let id = st.alloc_id();
+    let id = PortId::new(st.alloc_id());
     let undo = st.add_port(new, id, None);
     assert_ne!(st.persisted(), before);
     let removed = st.rollback(undo).expect("the added port comes back");
@@ -390,7 +390,7 @@ fn rollback_leaves_the_state_as_it_was() {
     let before = st.persisted();
     let mut rec = st.ports[&key("c")].rec.clone();
     rec.netns = "/var/run/netns/elsewhere".into();
-    let id = st.alloc_id();
+    let id = PortId::new(st.alloc_id());
     let undo = st.attach_port(&key("c"), rec, id, Some((7, 42))).unwrap();
     assert_eq!(st.ports[&key("c")].status, PortStatus::Running);
     // The namespace it was attached in is watched from now on (`lost.rs`).
@@ -403,7 +403,7 @@ fn rollback_leaves_the_state_as_it_was() {
         (None, PortStatus::Detached, None)
     );
     assert!(st
-        .attach_port(&key("zz"), c.rec.clone(), 99, None)
+        .attach_port(&key("zz"), c.rec.clone(), PortId::new(99), None)
         .is_none());
 }
 
@@ -444,7 +444,7 @@ fn the_snapshot_holds_the_attached_ports_and_every_peer() {
     assert_eq!(peers[0].vtep_mac, Mac::from_ipv4(ip("198.18.2.0")));
     assert_eq!(peers[0].id, st.peers["node2"].id);
     // Ports and peers share one id space.
-    assert!(ports.iter().all(|(id, _, _)| *id != peers[0].id));
+    assert!(ports.iter().all(|(id, _, _)| id.get() != peers[0].id.get()));
 }
 
 #[test]
@@ -456,14 +456,14 @@ fn cni_attachments_are_found_and_collected() {
         let new = st
             .plan_port(s, NETNS.into(), cid.map(str::to_string))
             .unwrap();
-        let id = st.alloc_id();
+        let id = PortId::new(st.alloc_id());
         let _ = st.add_port(new, id, None);
     }
     assert_eq!(st.find_cni("c1", "eth-a"), Some(key("a")));
     assert_eq!(st.find_cni("c1", "eth-b"), None);
     let b_id = st.ports[&key("b")].id.unwrap();
     assert_eq!(st.port_by_id(b_id), Some(key("b")));
-    assert_eq!(st.port_by_id(999), None);
+    assert_eq!(st.port_by_id(PortId::new(999)), None);
     let keep: BTreeSet<(String, String)> = [("c1".to_string(), "eth-a".to_string())].into();
     // The operator's port is not the runtime's to collect.
     assert_eq!(st.stale_cni(&keep), vec![key("b")]);

@@ -50,7 +50,7 @@ fn pod(st: &mut NodeState, name: &str, addr: &str, labels: &[(&str, &str)]) {
     };
     st.check_port_spec(&spec).unwrap();
     let new = st.plan_port(spec, NETNS.into(), None).unwrap();
-    let id = st.alloc_id();
+    let id = vswitch_datapath::PortId::new(st.alloc_id());
     let _ = st.add_port(new, id, None);
 }
 
