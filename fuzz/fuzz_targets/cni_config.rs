@@ -23,7 +23,10 @@ CNI_IFNAME=eth0\nCNI_ARGS=K8S_POD_NAME=nginx;K8S_POD_NAMESPACE=default\n";
 
 fuzz_target!(|data: &[u8]| {
     let (env, stdin) = match data.iter().position(|b| *b == 0) {
-        Some(i) => (String::from_utf8_lossy(&data[..i]).into_owned(), &data[i + 1..]),
+        Some(i) => (
+            String::from_utf8_lossy(&data[..i]).into_owned(),
+            &data[i + 1..],
+        ),
         None => (DEFAULT_ENV.to_string(), data),
     };
     let vars: HashMap<String, String> = env
