@@ -138,7 +138,7 @@ pub struct Args {
 
 /// Parses a rate limit flag, `PPS[/BURST]`.
 fn rate_limit(s: &str) -> Result<RateLimit, String> {
-    RateLimit::parse(s)
+    checked::rate_limit("rate_limit", s).map_err(|e| e.message)
 }
 
 /// Parses `--dns-upstream IP[:PORT]` (default port 53).

@@ -1,7 +1,7 @@
 //! The one implementation of the shape checks of request values: names (pod, namespace, node,
 //! interface, label, DNS label and name, service, container id), IPv4 addresses, addresses
-//! with a prefix, CIDRs, unicast socket addresses, unicast MACs, and a Service's port specs,
-//! endpoints and affinity.
+//! with a prefix, CIDRs, unicast socket addresses, unicast MACs, rate limits, and a Service's
+//! port specs, endpoints and affinity.
 //!
 //! Contract:
 //! - Pure: every check looks at one value only, never at node state, reads no clock and
@@ -20,6 +20,7 @@
 
 mod name;
 mod net;
+mod rate;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ pub use name::{
     service_name, MAX_DNS_NAME_LEN,
 };
 pub use net::{cidr, ip_with_prefix, ipv4, mac, socket_addr_v4};
+pub use rate::{rate_limit, RateSpec, MAX_BURST, MAX_RATE};
 pub use service::{
     affinity, endpoint, service_port, Endpoint, Protocol, ServicePort, DEFAULT_AFFINITY_SECONDS,
     MAX_AFFINITY_SECONDS,

@@ -141,6 +141,31 @@ fn socket_addresses() {
 }
 
 #[test]
+fn rate_limits_name_what_is_wrong() {
+    let lim = |per_sec, burst| RateSpec { per_sec, burst };
+    assert_eq!(rate_limit("arp_limit", "100/200"), Ok(lim(100, 200)));
+    assert_eq!(rate_limit("arp_limit", "50"), Ok(lim(50, 100)));
+    assert_eq!(rate_limit("arp_limit", "0"), Ok(lim(0, 1)));
+    assert_eq!(
+        rate_limit("arp_limit", "1000000"),
+        Ok(lim(MAX_RATE, MAX_BURST))
+    );
+    for (bad, why) in [
+        ("x", "rate `x`"),
+        ("10/", "burst ``"),
+        ("10/0", "at least 1"),
+        ("0/5", "without a rate"),
+        ("2000000", "over 1000000"),
+        ("-1", "rate `-1`"),
+        ("10/2000000", "burst 2000000 is over"),
+    ] {
+        let e = rate_limit("arp_limit", bad).unwrap_err();
+        assert_eq!(e.field, "arp_limit", "{bad}");
+        assert!(e.message.contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn container_ids() {
     for good in ["abc123", "A1.b_c-d", "0"] {
         assert!(container_id("CNI_CONTAINERID", good).is_ok(), "{good}");
@@ -401,6 +426,7 @@ proptest! {
         if let Err(e) = cidr("f", &s) { prop_assert_eq!(e.field, "f"); }
         if let Err(e) = mac("f", &s) { prop_assert_eq!(e.field, "f"); }
         if let Err(e) = dns_name("f", &s) { prop_assert_eq!(e.field, "f"); }
+        if let Err(e) = rate_limit("f", &s) { prop_assert_eq!(e.field, "f"); }
         if let Err(e) = socket_addr_v4("f", &s, 53) { prop_assert_eq!(e.field, "f"); }
         if let Err(e) = service_port(&s) { prop_assert_eq!(e.field, "port"); }
         if let Err(e) = endpoint(&s) { prop_assert_eq!(e.field, "endpoint"); }
