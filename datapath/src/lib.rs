@@ -60,9 +60,6 @@
 
 pub mod counters;
 pub mod ratelimit;
-// Its `FromStr` parsers index parts they have counted; they are to move to the one
-// validation implementation in proto (issue 10), so they are left as they are here.
-#[allow(clippy::indexing_slicing)]
 pub mod types;
 
 mod pipeline;

@@ -13,7 +13,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Highest configurable rate, frames per second (the bucket's resolution is 1 ns).
+/// Highest configurable rate, frames per second (the bucket's resolution is 1 ns). The flag
+/// parser (`vswitch_proto::validate::rate_limit`) has the same bound.
 pub const MAX_RATE: u32 = 1_000_000;
 /// Highest configurable burst, frames.
 pub const MAX_BURST: u32 = 1_000_000;
@@ -48,42 +49,6 @@ impl RateLimit {
         per_sec: 100,
         burst: 200,
     };
-
-    /// Parses `PPS[/BURST]` (`0` = unlimited; BURST defaults to twice PPS). The error says
-    /// what is wrong, for the caller to prefix with the field's name.
-    pub fn parse(s: &str) -> Result<RateLimit, String> {
-        let num = |v: &str, what: &str, max: u32| -> Result<u32, String> {
-            let n: u32 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}`: {what} `{v}` is not a whole number"))?;
-            if n > max {
-                return Err(format!("`{s}`: {what} {n} is over {max}"));
-            }
-            Ok(n)
-        };
-        let (rate, burst) = match s.split_once('/') {
-            Some((r, b)) => (r, Some(b)),
-            None => (s, None),
-        };
-        let per_sec = num(rate, "rate", MAX_RATE)?;
-        if per_sec == 0 {
-            if burst.is_some() {
-                return Err(format!(
-                    "`{s}`: a burst makes no sense without a rate (0 = off)"
-                ));
-            }
-            return Ok(RateLimit::UNLIMITED);
-        }
-        let burst = match burst {
-            Some(b) => num(b, "burst", MAX_BURST)?,
-            None => per_sec.saturating_mul(2).min(MAX_BURST),
-        };
-        if burst == 0 {
-            return Err(format!("`{s}`: the burst must be at least 1"));
-        }
-        Ok(RateLimit { per_sec, burst })
-    }
 }
 
 impl std::fmt::Display for RateLimit {
@@ -182,23 +147,9 @@ mod tests {
         assert_eq!(storm(&u, RateLimit::UNLIMITED, 0, 10_000, 10_000), 10_000);
     }
 
+    // Parsing `PPS[/BURST]` is proto::validate::rate_limit's (tested there).
     #[test]
-    fn parse_names_what_is_wrong() {
-        assert_eq!(RateLimit::parse("100/200"), Ok(lim(100, 200)));
-        assert_eq!(RateLimit::parse("50"), Ok(lim(50, 100)));
-        assert_eq!(RateLimit::parse("0"), Ok(RateLimit::UNLIMITED));
-        for (bad, why) in [
-            ("x", "rate `x`"),
-            ("10/", "burst ``"),
-            ("10/0", "at least 1"),
-            ("0/5", "without a rate"),
-            ("2000000", "over 1000000"),
-            ("-1", "rate `-1`"),
-            ("10/2000000", "burst 2000000 is over"),
-        ] {
-            let e = RateLimit::parse(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
+    fn display_says_the_rate_and_burst() {
         assert_eq!(lim(100, 200).to_string(), "100/s burst 200");
         assert_eq!(RateLimit::UNLIMITED.to_string(), "unlimited");
     }

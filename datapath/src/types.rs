@@ -1,9 +1,12 @@
 //! Small value types: MAC addresses, IPv4 prefixes, node configuration.
+//!
+//! Values only, no parsing: text is turned into these types by the one validation
+//! implementation (`vswitch_proto::validate`, then the daemon's `checked`), so there is a
+//! single place that decides what a MAC or a CIDR may look like. `Display` stays here.
 
 use crate::ratelimit::RateLimit;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 /// An Ethernet MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -40,52 +43,6 @@ impl fmt::Display for Mac {
 impl fmt::Debug for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
-    }
-}
-
-/// Why a string is not a MAC address we accept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MacParseError(pub String);
-
-impl fmt::Display for MacParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for MacParseError {}
-
-impl FromStr for Mac {
-    type Err = MacParseError;
-    /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`); rejects multicast and all-zero addresses.
-    fn from_str(s: &str) -> Result<Mac, MacParseError> {
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        if parts.len() != 6 {
-            return Err(MacParseError(format!(
-                "`{s}` is not a MAC address (expected six hex pairs like 0a:58:c6:12:01:05)"
-            )));
-        }
-        let mut m = [0u8; 6];
-        for (i, p) in parts.iter().enumerate() {
-            if p.len() != 2 {
-                return Err(MacParseError(format!(
-                    "`{s}` is not a MAC address (expected six hex pairs like 0a:58:c6:12:01:05)"
-                )));
-            }
-            m[i] = u8::from_str_radix(p, 16).map_err(|_| {
-                MacParseError(format!("`{s}` is not a MAC address (`{p}` is not hex)"))
-            })?;
-        }
-        let mac = Mac(m);
-        if mac.is_multicast() {
-            return Err(MacParseError(format!(
-                "`{s}` is a multicast address; a port needs a unicast MAC"
-            )));
-        }
-        if m == [0; 6] {
-            return Err(MacParseError(format!("`{s}` is the all-zero MAC")));
-        }
-        Ok(mac)
     }
 }
 
@@ -155,29 +112,6 @@ impl Ipv4Cidr {
 impl fmt::Display for Ipv4Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl FromStr for Ipv4Cidr {
-    type Err = String;
-    /// Parses `A.B.C.D/N`; the address must be the network address.
-    fn from_str(s: &str) -> Result<Ipv4Cidr, String> {
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not a CIDR (expected A.B.C.D/N)"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
-        let len: u8 = l
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("`{l}` is not a prefix length (0-32)"))?;
-        let c = Ipv4Cidr::new(addr, len).expect("len checked");
-        if c.addr != addr {
-            return Err(format!("`{s}` has host bits set (did you mean {c}?)"));
-        }
-        Ok(c)
     }
 }
 

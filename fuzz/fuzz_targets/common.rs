@@ -32,10 +32,15 @@ pub const PEER: PeerId = PeerId::new(7);
 /// How many packets one input drives at most.
 pub const MAX_PACKETS: usize = 8;
 
+/// The prefix `a/len` (the datapath parses no text; values are built directly).
+pub fn cidr(a: [u8; 4], len: u8) -> Ipv4Cidr {
+    Ipv4Cidr::new(Ipv4Addr::from(a), len).expect("prefix length at most 32")
+}
+
 /// A fresh node with the tables above installed.
 pub fn datapath() -> Datapath {
-    let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
-    cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
+    let mut cfg = NodeConfig::for_subnet(cidr([198, 18, 1, 0], 24), 1450);
+    cfg.service_cidr = Some(cidr([198, 19, 96, 0], 20));
     cfg.dns_ip = Some(Ipv4Addr::new(198, 19, 96, 10));
     cfg.ct_max = 64;
     let dp = Datapath::new(cfg);
@@ -52,7 +57,7 @@ pub fn datapath() -> Datapath {
     let peers = vec![PeerEntry {
         id: PEER,
         underlay: PEER_UNDERLAY,
-        pod_cidr: "198.18.2.0/24".parse().unwrap(),
+        pod_cidr: cidr([198, 18, 2, 0], 24),
         vtep_mac: Mac::from_ipv4(Ipv4Addr::new(198, 18, 2, 0)),
         counters: Arc::default(),
     }];

@@ -22,8 +22,8 @@ const DNS: Ipv4Addr = Ipv4Addr::new(198, 19, 96, 10);
 /// A fresh node per input (see the module comment); `dns_forward` sends names outside the
 /// cluster to the upstream resolver.
 fn datapath(dns_forward: bool) -> Datapath {
-    let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
-    cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
+    let mut cfg = NodeConfig::for_subnet(common::cidr([198, 18, 1, 0], 24), 1450);
+    cfg.service_cidr = Some(common::cidr([198, 19, 96, 0], 20));
     cfg.dns_ip = Some(DNS);
     cfg.dns_forward = dns_forward;
     let dp = Datapath::new(cfg);

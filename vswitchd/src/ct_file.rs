@@ -253,7 +253,7 @@ mod tests {
     }
 
     fn checkpointer(dir: &std::path::Path) -> Checkpointer {
-        let cidr: Ipv4Cidr = "198.18.1.0/24".parse().unwrap();
+        let cidr: Ipv4Cidr = crate::checked::cidr("cidr", "198.18.1.0/24").unwrap();
         let dp = Arc::new(Datapath::new(NodeConfig::for_subnet(cidr, 1450)));
         Checkpointer::new(dir.to_path_buf(), dp, Instant::now())
     }

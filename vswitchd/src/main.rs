@@ -99,7 +99,7 @@ pub struct Args {
     /// Most connections tracked at once (Service NAT); new ones beyond it are dropped.
     #[arg(long = "conntrack-max", default_value_t = 65536)]
     pub conntrack_max: usize,
-    /// Upstream resolver, IP[:PORT] (default port 53), that DNS queries for names outside
+    /// Upstream resolver, `IP[:PORT]` (default port 53), that DNS queries for names outside
     /// the cluster are forwarded to (from the node's network namespace); without it they are
     /// answered REFUSED.
     #[arg(long = "dns-upstream", value_parser = dns_upstream)]
@@ -138,49 +138,22 @@ pub struct Args {
 
 /// Parses a rate limit flag, `PPS[/BURST]`.
 fn rate_limit(s: &str) -> Result<RateLimit, String> {
-    RateLimit::parse(s)
+    checked::rate_limit("rate_limit", s).map_err(|e| e.message)
 }
 
-/// Parses `--dns-upstream IP[:PORT]`.
+/// Parses `--dns-upstream IP[:PORT]` (default port 53).
 fn dns_upstream(s: &str) -> Result<std::net::SocketAddrV4, String> {
-    let addr = match s.parse::<std::net::Ipv4Addr>() {
-        Ok(ip) => std::net::SocketAddrV4::new(ip, 53),
-        Err(_) => s.parse::<std::net::SocketAddrV4>().map_err(|_| {
-            format!("`{s}` is not IP[:PORT] (an IPv4 address, e.g. 198.18.0.53:53)")
-        })?,
-    };
-    if addr.ip().is_unspecified() || addr.ip().is_broadcast() || addr.ip().is_multicast() {
-        return Err(format!("`{s}`: {} is not a unicast address", addr.ip()));
-    }
-    if addr.port() == 0 {
-        return Err(format!("`{s}`: port 0"));
-    }
-    Ok(addr)
+    vswitch_proto::validate::socket_addr_v4("dns_upstream", s, 53).map_err(|e| e.message)
 }
 
 /// The project's service range (design.md section 6).
 const DEFAULT_SERVICE_CIDR: &str = "198.19.96.0/20";
 
-/// Checks a cluster domain: dot-separated DNS labels (lowercase letters, digits, '-').
+/// Checks a cluster domain: dot-separated DNS labels (lowercase letters, digits, '-');
+/// returned lowercased, without a trailing dot.
 fn cluster_domain(s: &str) -> Result<String> {
-    let d = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
-    // Room for `SVC.NS.svc.` in front (two 63-character labels).
-    if d.is_empty() || d.len() > 100 {
-        bail!("--cluster-domain: `{s}` must be 1-100 characters long");
-    }
-    for label in d.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            bail!("--cluster-domain: `{s}` is not a DNS domain (labels of a-z, 0-9 and '-')");
-        }
-    }
-    Ok(d)
+    vswitch_proto::validate::dns_name("cluster_domain", s)
+        .map_err(|e| anyhow::anyhow!("--cluster-domain: {}", e.message))
 }
 
 fn node_config(args: &Args) -> Result<NodeConfig> {
@@ -339,6 +312,33 @@ mod tests {
             assert!(
                 msg.contains(flag) && msg.contains(bad),
                 "{flag} {bad}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn dns_flags_are_checked_by_proto_and_name_the_flag() {
+        let a = parse(&[
+            "--cluster-domain",
+            "Example.Test.",
+            "--dns-upstream",
+            "198.18.0.53",
+        ]);
+        let a = a.unwrap();
+        assert_eq!(node_config(&a).unwrap().cluster_domain, "example.test");
+        assert_eq!(a.dns_upstream.unwrap().to_string(), "198.18.0.53:53");
+        let e = node_config(&parse(&["--cluster-domain", "bad_domain"]).unwrap()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--cluster-domain: `bad_domain` is not a DNS domain (labels of a-z, 0-9 and '-')"
+        );
+        for bad in ["x", "0.0.0.0", "198.18.0.53:0"] {
+            let e = parse(&["--dns-upstream", bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("--dns-upstream") && msg.contains(bad),
+                "{bad}: {msg}"
             );
         }
     }

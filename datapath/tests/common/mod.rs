@@ -27,6 +27,11 @@ pub const IP_R: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 5);
 /// The peer's underlay address.
 pub const UNDERLAY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
 
+/// The prefix `a/len` (the datapath parses no text; tests build values directly).
+pub fn cidr(a: [u8; 4], len: u8) -> Ipv4Cidr {
+    Ipv4Cidr::new(Ipv4Addr::from(a), len).expect("prefix length at most 32")
+}
+
 pub fn mac_a() -> Mac {
     Mac::from_ipv4(IP_A)
 }
@@ -54,7 +59,7 @@ pub struct Node {
 }
 
 pub fn config() -> NodeConfig {
-    NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), MTU)
+    NodeConfig::for_subnet(cidr([198, 18, 1, 0], 24), MTU)
 }
 
 pub fn node() -> Node {
@@ -86,7 +91,7 @@ pub fn node_with(cfg: NodeConfig) -> Node {
     let peers = vec![PeerEntry {
         id: PEER,
         underlay: UNDERLAY,
-        pod_cidr: "198.18.2.0/24".parse().unwrap(),
+        pod_cidr: cidr([198, 18, 2, 0], 24),
         vtep_mac: peer_vtep_mac(),
         counters: n.peer.clone(),
     }];
@@ -228,10 +233,7 @@ pub const UNDERLAY1: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 /// Its `a` counters are R's, `peer` those of node 1.
 pub fn node2() -> Node {
     let n = Node {
-        dp: Datapath::new(NodeConfig::for_subnet(
-            "198.18.2.0/24".parse().unwrap(),
-            MTU,
-        )),
+        dp: Datapath::new(NodeConfig::for_subnet(cidr([198, 18, 2, 0], 24), MTU)),
         a: Arc::default(),
         b: Arc::default(),
         peer: Arc::default(),
@@ -245,7 +247,7 @@ pub fn node2() -> Node {
     let peers = vec![PeerEntry {
         id: PeerId::new(1),
         underlay: UNDERLAY1,
-        pod_cidr: "198.18.1.0/24".parse().unwrap(),
+        pod_cidr: cidr([198, 18, 1, 0], 24),
         vtep_mac: vtep_mac(),
         counters: n.peer.clone(),
     }];

@@ -24,7 +24,7 @@ pub fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
 /// Node 1's configuration with services and DNS, and at most `ct_max` connections.
 pub fn svc_config(ct_max: usize) -> NodeConfig {
     let mut c = config();
-    c.service_cidr = Some("198.19.96.0/20".parse().unwrap());
+    c.service_cidr = Some(cidr([198, 19, 96, 0], 20));
     c.dns_ip = Some(DNS_IP);
     c.ct_max = ct_max;
     c
@@ -72,7 +72,7 @@ impl Node {
         let peers = vec![PeerEntry {
             id: PEER,
             underlay: UNDERLAY,
-            pod_cidr: "198.18.2.0/24".parse().unwrap(),
+            pod_cidr: cidr([198, 18, 2, 0], 24),
             vtep_mac: peer_vtep_mac(),
             counters: self.peer.clone(),
         }];

@@ -1,6 +1,7 @@
 //! The one implementation of the shape checks of request values: names (pod, namespace, node,
-//! interface, label, DNS label, service, container id), IPv4 addresses, addresses with a
-//! prefix, CIDRs, unicast MACs, and a Service's port specs, endpoints and affinity.
+//! interface, label, DNS label and name, service, container id), IPv4 addresses, addresses
+//! with a prefix, CIDRs, unicast socket addresses, unicast MACs, rate limits, and a Service's
+//! port specs, endpoints and affinity.
 //!
 //! Contract:
 //! - Pure: every check looks at one value only, never at node state, reads no clock and
@@ -11,22 +12,26 @@
 //!   offending value in backticks.
 //! - Three clients run the same code: `vswitchd` on every request it decodes (it must not
 //!   trust its input, and stays the authority), `vswitchctl` before it sends anything (so a
-//!   malformed argument fails fast with exit code 2), and `vswitch-cni` on its environment.
+//!   malformed argument fails fast with exit code 2), and `vswitch-cni` on its environment;
+//!   the daemon's own flags (`--cluster-domain`, `--dns-upstream`, ...) go through it too.
 //!   The fuzz target `control` runs the name checks on whatever the decoder accepts.
 //! - Checks that need state (an address inside this node's subnet, a VIP inside the service
 //!   CIDR, a name not taken) are the daemon's, not here.
 
 mod name;
 mod net;
+mod rate;
 mod service;
 #[cfg(test)]
 mod tests;
 
 pub use ipnet::Ipv4Net;
 pub use name::{
-    container_id, dns_label, ifname, k8s_name, label, labels, node_name, selector, service_name,
+    container_id, dns_label, dns_name, ifname, k8s_name, label, labels, node_name, selector,
+    service_name, MAX_DNS_NAME_LEN,
 };
-pub use net::{cidr, ip_with_prefix, ipv4, mac};
+pub use net::{cidr, ip_with_prefix, ipv4, mac, socket_addr_v4};
+pub use rate::{rate_limit, RateSpec, MAX_BURST, MAX_RATE};
 pub use service::{
     affinity, endpoint, service_port, Endpoint, Protocol, ServicePort, DEFAULT_AFFINITY_SECONDS,
     MAX_AFFINITY_SECONDS,

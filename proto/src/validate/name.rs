@@ -1,5 +1,5 @@
-//! Names: Kubernetes object names, node names, interface names, labels, DNS labels, Service
-//! names, CNI container ids, and the `K=V` lists the CLI takes labels and selectors as.
+//! Names: Kubernetes object names, node names, interface names, labels, DNS labels and
+//! names (domains), Service names, CNI container ids, and the `K=V` lists the CLI takes labels and selectors as.
 
 use super::Invalid;
 use std::collections::BTreeMap;
@@ -95,10 +95,7 @@ pub fn dns_label(field: &'static str, s: &str) -> Result<(), Invalid> {
             format!("`{s}` must be 1-63 characters long"),
         ));
     }
-    let ok = s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !ok || s.starts_with('-') || s.ends_with('-') {
+    if !is_dns_label(s) {
         return Err(Invalid::new(
             field,
             format!(
@@ -108,6 +105,40 @@ pub fn dns_label(field: &'static str, s: &str) -> Result<(), Invalid> {
         ));
     }
     Ok(())
+}
+
+/// The longest [`dns_name`]: room is left for `SVC.NS.svc.` (two 63-character labels) in
+/// front of a cluster domain.
+pub const MAX_DNS_NAME_LEN: usize = 100;
+
+/// A DNS name such as a cluster domain (`cluster.local`): dot-separated [`dns_label`]s, at
+/// most [`MAX_DNS_NAME_LEN`] characters. Case and one trailing dot are forgiven: the name
+/// is returned lowercased, without the dot.
+pub fn dns_name(field: &'static str, s: &str) -> Result<String, Invalid> {
+    let d = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    if d.is_empty() || d.len() > MAX_DNS_NAME_LEN {
+        return Err(Invalid::new(
+            field,
+            format!("`{s}` must be 1-{MAX_DNS_NAME_LEN} characters long"),
+        ));
+    }
+    if !d.split('.').all(is_dns_label) {
+        return Err(Invalid::new(
+            field,
+            format!("`{s}` is not a DNS domain (labels of a-z, 0-9 and '-')"),
+        ));
+    }
+    Ok(d)
+}
+
+/// RFC 1123's label rule, the one [`dns_label`] and [`dns_name`] share.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// A Service name: an RFC 1035 label (what Kubernetes requires, since it is a DNS name), a

@@ -1,14 +1,44 @@
-//! Addresses: IPv4 addresses, addresses with a prefix length, CIDRs (network addresses) and
-//! unicast MAC addresses. Prefixes are [`ipnet::Ipv4Net`] values.
+//! Addresses: IPv4 addresses, addresses with a prefix length, CIDRs (network addresses),
+//! unicast socket addresses (`IP[:PORT]`) and unicast MAC addresses. Prefixes are [`ipnet::Ipv4Net`] values.
 
 use super::Invalid;
 use ipnet::Ipv4Net;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// A plain IPv4 address (dotted quad, nothing else).
 pub fn ipv4(field: &'static str, s: &str) -> Result<Ipv4Addr, Invalid> {
     s.parse::<Ipv4Addr>()
         .map_err(|_| Invalid::new(field, format!("`{s}` is not an IPv4 address")))
+}
+
+/// A unicast IPv4 socket address `IP[:PORT]` (a server to talk to, e.g. an upstream DNS
+/// resolver); `default_port` when no port is given. The unspecified, broadcast and multicast
+/// addresses and port 0 are refused.
+pub fn socket_addr_v4(
+    field: &'static str,
+    s: &str,
+    default_port: u16,
+) -> Result<SocketAddrV4, Invalid> {
+    let addr = match s.parse::<Ipv4Addr>() {
+        Ok(ip) => SocketAddrV4::new(ip, default_port),
+        Err(_) => s.parse::<SocketAddrV4>().map_err(|_| {
+            Invalid::new(
+                field,
+                format!("`{s}` is not IP[:PORT] (an IPv4 address, e.g. 198.18.0.53:53)"),
+            )
+        })?,
+    };
+    let ip = addr.ip();
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        return Err(Invalid::new(
+            field,
+            format!("`{s}`: {ip} is not a unicast address"),
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(Invalid::new(field, format!("`{s}`: port 0")));
+    }
+    Ok(addr)
 }
 
 /// `ADDR/PLEN`: an IPv4 address with a prefix length of at most 32. Host bits are kept (this

@@ -63,6 +63,109 @@ fn labels_and_dns_names() {
 }
 
 #[test]
+fn dns_names() {
+    assert_eq!(
+        dns_name("cluster_domain", "cluster.local").unwrap(),
+        "cluster.local"
+    );
+    assert_eq!(
+        dns_name("cluster_domain", "Cluster.Local.").unwrap(),
+        "cluster.local"
+    );
+    assert_eq!(dns_name("cluster_domain", "k8s").unwrap(), "k8s");
+    assert!(dns_name("d", &"a".repeat(63)).is_ok());
+    let long = format!("{}.{}", "a".repeat(63), "b".repeat(36));
+    assert_eq!(long.len(), MAX_DNS_NAME_LEN);
+    assert!(dns_name("d", &long).is_ok());
+    assert_eq!(
+        dns_name("cluster_domain", &format!("{long}c"))
+            .unwrap_err()
+            .to_string(),
+        format!("cluster_domain: `{long}c` must be 1-100 characters long")
+    );
+    assert_eq!(
+        dns_name("cluster_domain", "bad_domain")
+            .unwrap_err()
+            .to_string(),
+        "cluster_domain: `bad_domain` is not a DNS domain (labels of a-z, 0-9 and '-')"
+    );
+    for bad in [
+        "",
+        ".",
+        "a..b",
+        ".a",
+        "a-.b",
+        "-a.b",
+        "a b",
+        &"a".repeat(64),
+        "é.local",
+    ] {
+        assert_eq!(dns_name("d", bad).unwrap_err().field, "d", "{bad:?}");
+    }
+}
+
+#[test]
+fn socket_addresses() {
+    let sa = |s| socket_addr_v4("dns_upstream", s, 53);
+    assert_eq!(sa("198.18.0.53").unwrap().to_string(), "198.18.0.53:53");
+    assert_eq!(
+        sa("198.18.0.53:5353").unwrap().to_string(),
+        "198.18.0.53:5353"
+    );
+    assert_eq!(
+        socket_addr_v4("f", "127.0.0.1", 9).unwrap().to_string(),
+        "127.0.0.1:9"
+    );
+    assert_eq!(
+        sa("198.18.0.53:").unwrap_err().to_string(),
+        "dns_upstream: `198.18.0.53:` is not IP[:PORT] (an IPv4 address, e.g. 198.18.0.53:53)"
+    );
+    assert_eq!(
+        sa("0.0.0.0:53").unwrap_err().to_string(),
+        "dns_upstream: `0.0.0.0:53`: 0.0.0.0 is not a unicast address"
+    );
+    assert_eq!(
+        sa("198.18.0.53:0").unwrap_err().to_string(),
+        "dns_upstream: `198.18.0.53:0`: port 0"
+    );
+    for bad in [
+        "",
+        "x",
+        "255.255.255.255",
+        "224.0.0.1:53",
+        "198.18.0.53:65536",
+        "[::1]:53",
+    ] {
+        assert_eq!(sa(bad).unwrap_err().field, "dns_upstream", "{bad:?}");
+    }
+}
+
+#[test]
+fn rate_limits_name_what_is_wrong() {
+    let lim = |per_sec, burst| RateSpec { per_sec, burst };
+    assert_eq!(rate_limit("arp_limit", "100/200"), Ok(lim(100, 200)));
+    assert_eq!(rate_limit("arp_limit", "50"), Ok(lim(50, 100)));
+    assert_eq!(rate_limit("arp_limit", "0"), Ok(lim(0, 1)));
+    assert_eq!(
+        rate_limit("arp_limit", "1000000"),
+        Ok(lim(MAX_RATE, MAX_BURST))
+    );
+    for (bad, why) in [
+        ("x", "rate `x`"),
+        ("10/", "burst ``"),
+        ("10/0", "at least 1"),
+        ("0/5", "without a rate"),
+        ("2000000", "over 1000000"),
+        ("-1", "rate `-1`"),
+        ("10/2000000", "burst 2000000 is over"),
+    ] {
+        let e = rate_limit("arp_limit", bad).unwrap_err();
+        assert_eq!(e.field, "arp_limit", "{bad}");
+        assert!(e.message.contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn container_ids() {
     for good in ["abc123", "A1.b_c-d", "0"] {
         assert!(container_id("CNI_CONTAINERID", good).is_ok(), "{good}");
@@ -322,6 +425,9 @@ proptest! {
         if let Err(e) = ip_with_prefix("f", &s) { prop_assert_eq!(e.field, "f"); }
         if let Err(e) = cidr("f", &s) { prop_assert_eq!(e.field, "f"); }
         if let Err(e) = mac("f", &s) { prop_assert_eq!(e.field, "f"); }
+        if let Err(e) = dns_name("f", &s) { prop_assert_eq!(e.field, "f"); }
+        if let Err(e) = rate_limit("f", &s) { prop_assert_eq!(e.field, "f"); }
+        if let Err(e) = socket_addr_v4("f", &s, 53) { prop_assert_eq!(e.field, "f"); }
         if let Err(e) = service_port(&s) { prop_assert_eq!(e.field, "port"); }
         if let Err(e) = endpoint(&s) { prop_assert_eq!(e.field, "endpoint"); }
         if let Err(e) = affinity(&s) { prop_assert_eq!(e.field, "affinity"); }
@@ -340,6 +446,10 @@ proptest! {
         let _ = affinity(&s);
         let _ = cidr("f", &s);
         let _ = mac("f", &s);
+        if let Err(e) = dns_name("f", &s) { prop_assert!(e.message.contains(&quoted), "{}", e); }
+        if let Err(e) = socket_addr_v4("f", &s, 53) {
+            prop_assert!(e.message.contains(&quoted), "{}", e);
+        }
     }
 
     /// An address with a prefix prints back to what was parsed; its network is a CIDR.

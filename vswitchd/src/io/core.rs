@@ -379,7 +379,7 @@ mod tests {
     fn core(pool: usize) -> (Core<()>, Sender<Command>, LostRx) {
         let (tx, rx) = mpsc::channel();
         let (lost, lost_rx) = tokio::sync::mpsc::unbounded_channel();
-        let cidr = "198.18.1.0/24".parse().unwrap();
+        let cidr = crate::checked::cidr("cidr", "198.18.1.0/24").unwrap();
         let ctx = EngineCtx {
             datapath: Arc::new(Datapath::new(NodeConfig::for_subnet(cidr, 1450))),
             rx,

@@ -164,8 +164,9 @@ mod tests {
     const DNS: Ipv4Addr = Ipv4Addr::new(198, 19, 96, 10);
 
     fn datapath() -> Datapath {
-        let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
-        cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
+        let mut cfg =
+            NodeConfig::for_subnet(crate::checked::cidr("cidr", "198.18.1.0/24").unwrap(), 1450);
+        cfg.service_cidr = Some(crate::checked::cidr("cidr", "198.19.96.0/20").unwrap());
         cfg.dns_ip = Some(DNS);
         cfg.dns_forward = true;
         let dp = Datapath::new(cfg);

@@ -381,7 +381,7 @@ mod tests {
     }
 
     fn datapath() -> Datapath {
-        let cidr = "198.18.1.0/24".parse().unwrap();
+        let cidr = crate::checked::cidr("cidr", "198.18.1.0/24").unwrap();
         Datapath::new(vswitch_datapath::NodeConfig::for_subnet(cidr, 1450))
     }
 

@@ -6,8 +6,8 @@ const NETNS: &str = "/var/run/netns/test";
 
 /// A node `node1` owning `cidr`, underlay 198.18.255.1, service CIDR 198.19.0.0/16.
 fn state(cidr: &str) -> NodeState {
-    let mut cfg = NodeConfig::for_subnet(cidr.parse().unwrap(), 1450);
-    cfg.service_cidr = Some("198.19.0.0/16".parse().unwrap());
+    let mut cfg = NodeConfig::for_subnet(crate::checked::cidr("cidr", cidr).unwrap(), 1450);
+    cfg.service_cidr = Some(crate::checked::cidr("cidr", "198.19.0.0/16").unwrap());
     NodeState::new(
         cfg,
         "node1".into(),
@@ -95,7 +95,8 @@ fn allocation_goes_round_robin_and_reuses_a_freed_address_last() {
 
 #[test]
 fn allocation_resumes_from_the_persisted_cursor() {
-    let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
+    let mut cfg =
+        NodeConfig::for_subnet(crate::checked::cidr("cidr", "198.18.1.0/24").unwrap(), 1450);
     cfg.service_cidr = None;
     let mut st = NodeState::new(cfg, "node1".into(), None, Some(ip("198.18.1.9")));
     assert_eq!(add(&mut st, spec("a", None)).unwrap(), ip("198.18.1.10"));
@@ -440,7 +441,10 @@ fn the_snapshot_holds_the_attached_ports_and_every_peer() {
     let peers = t.peers();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].underlay, ip("198.18.255.2"));
-    assert_eq!(peers[0].pod_cidr, "198.18.2.0/24".parse().unwrap());
+    assert_eq!(
+        peers[0].pod_cidr,
+        crate::checked::cidr("cidr", "198.18.2.0/24").unwrap()
+    );
     assert_eq!(peers[0].vtep_mac, Mac::from_ipv4(ip("198.18.2.0")));
     assert_eq!(peers[0].id, st.peers["node2"].id);
     // Ports and peers share one id space.
