@@ -13,8 +13,11 @@ const NETNS: &str = "/var/run/netns/test";
 /// Node `node1` owning 198.18.1.0/24, service CIDR 198.19.96.0/20, cluster DNS 198.19.96.10,
 /// with a peer `node2` owning 198.18.2.0/24.
 fn state() -> NodeState {
-    let mut cfg = NodeConfig::for_subnet("198.18.1.0/24".parse().unwrap(), 1450);
-    cfg.service_cidr = Some("198.19.96.0/20".parse().unwrap());
+    let mut cfg = NodeConfig::for_subnet(
+        crate::checked::cidr("pod_cidr", "198.18.1.0/24").unwrap(),
+        1450,
+    );
+    cfg.service_cidr = Some(crate::checked::cidr("service_cidr", "198.19.96.0/20").unwrap());
     cfg.dns_ip = Some(ip("198.19.96.10"));
     let mut st = NodeState::new(cfg, "node1".into(), Some(ip("198.18.255.1")), None);
     let rec = st
