@@ -245,6 +245,35 @@ fn hairpin_snat_and_affinity_survive() {
     assert_eq!(addrs(b.1.frame()).0, sa(VIP, 80));
 }
 
+/// The shell's clock is a number the snapshot does not choose: at its very end an import
+/// saturates the lifetimes instead of overflowing (found by the `ct_import` fuzz target).
+#[test]
+fn import_at_the_end_of_the_clock_saturates() {
+    let eps = [sa(IP_A, 8080)];
+    let n_with = || {
+        svc_node(
+            16,
+            vec![svc(VIP, 80, L4Proto::Tcp, &eps, Some(60 * S))],
+            vec![],
+        )
+    };
+    let old = n_with();
+    Conn {
+        sport: 7,
+        remote: false,
+        tcp: true,
+        steps: 0,
+    }
+    .client(&old, SYN, b"", 0);
+    let snap = old.dp.export_conntrack(10);
+    assert_eq!((snap.conns.len(), snap.affinities.len()), (1, 1));
+    let new = n_with();
+    let r = new.dp.import_conntrack(&snap, 0, u64::MAX - 1);
+    assert_eq!((r.conns, r.affinities, r.skipped()), (1, 1, 0));
+    let back = new.dp.export_conntrack(u64::MAX - 1);
+    assert_eq!(back.affinities[0].expires_in_ms, 1);
+}
+
 /// A valid record: A:1 -> VIP:80 -> B:8080, established.
 fn good(sport: u16) -> ConnRecord {
     ConnRecord {

@@ -200,11 +200,13 @@ impl NatState<'_> {
         order.sort_by_key(|r| u64::MAX - r.expires_in_ms);
         for r in order {
             match self.check_pin(tables, r, age_ms) {
-                Ok((key, ep, left)) => match self.lb.restore((key, (ep, now_ms + left))) {
-                    Ok(()) => out.affinities += 1,
-                    Err(RestoreSkip::Duplicate) => out.duplicate += 1,
-                    Err(RestoreSkip::Full) => out.over_limit += 1,
-                },
+                Ok((key, ep, left)) => {
+                    match self.lb.restore((key, (ep, now_ms.saturating_add(left)))) {
+                        Ok(()) => out.affinities += 1,
+                        Err(RestoreSkip::Duplicate) => out.duplicate += 1,
+                        Err(RestoreSkip::Full) => out.over_limit += 1,
+                    }
+                }
                 Err(skip) => count(&mut out, skip),
             }
         }
