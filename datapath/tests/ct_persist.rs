@@ -202,18 +202,19 @@ fn lifetimes_go_on_from_where_they_were() {
     assert_eq!((r.conns, r.expired), (0, 1));
 }
 
+/// A node whose one Service (VIP:80, ClientIP affinity) has A itself as its only endpoint:
+/// hairpin, SNAT to the gateway.
+fn hairpin_node() -> Node {
+    svc_node(
+        16,
+        vec![svc(VIP, 80, L4Proto::Tcp, &[sa(IP_A, 8080)], Some(60 * S))],
+        vec![],
+    )
+}
+
 #[test]
 fn hairpin_snat_and_affinity_survive() {
-    // A's only endpoint is A itself: hairpin, SNAT to the gateway.
-    let eps = [sa(IP_A, 8080)];
-    let n_with = || {
-        svc_node(
-            16,
-            vec![svc(VIP, 80, L4Proto::Tcp, &eps, Some(60 * S))],
-            vec![],
-        )
-    };
-    let old = n_with();
+    let old = hairpin_node();
     let (v, f) = Conn {
         sport: 7,
         remote: false,
@@ -228,7 +229,7 @@ fn hairpin_snat_and_affinity_survive() {
     assert_eq!(snap.affinities.len(), 1);
     assert_eq!(snap.affinities[0].endpoint, dst);
     assert_eq!(snap.conns[0].reply_to, src);
-    let new = n_with();
+    let new = hairpin_node();
     let r = new.dp.import_conntrack(&snap, 0, 0);
     assert_eq!((r.conns, r.affinities, r.skipped()), (1, 1, 0));
     // A new connection from A goes to the pinned endpoint, on the old and the new one alike.
@@ -249,15 +250,7 @@ fn hairpin_snat_and_affinity_survive() {
 /// saturates the lifetimes instead of overflowing (found by the `ct_import` fuzz target).
 #[test]
 fn import_at_the_end_of_the_clock_saturates() {
-    let eps = [sa(IP_A, 8080)];
-    let n_with = || {
-        svc_node(
-            16,
-            vec![svc(VIP, 80, L4Proto::Tcp, &eps, Some(60 * S))],
-            vec![],
-        )
-    };
-    let old = n_with();
+    let old = hairpin_node();
     Conn {
         sport: 7,
         remote: false,
@@ -267,7 +260,7 @@ fn import_at_the_end_of_the_clock_saturates() {
     .client(&old, SYN, b"", 0);
     let snap = old.dp.export_conntrack(10);
     assert_eq!((snap.conns.len(), snap.affinities.len()), (1, 1));
-    let new = n_with();
+    let new = hairpin_node();
     let r = new.dp.import_conntrack(&snap, 0, u64::MAX - 1);
     assert_eq!((r.conns, r.affinities, r.skipped()), (1, 1, 0));
     let back = new.dp.export_conntrack(u64::MAX - 1);
