@@ -72,6 +72,10 @@ drop_reasons! {
     TunnelUnknownPeer => "tunnel_unknown_peer",
     /// A tunnel packet whose inner destination is not on this node (split horizon).
     TunnelNotOurs => "tunnel_not_ours",
+    /// A tunnel packet whose inner source address is not in the sending peer's pod subnet
+    /// (a spoofed peer claiming a local pod, the gateway, the DNS IP, a VIP or another
+    /// node's pod).
+    TunnelSpoofedSource => "tunnel_spoofed_source",
     /// The I/O shell could not write the frame (device down, queue full).
     TxError => "tx_error",
     /// A GSO super-frame of a kind the switch cannot segment for the tunnel yet (UDP/USO,

@@ -154,6 +154,42 @@ fn split_horizon_and_inner_classification() {
     );
 }
 
+/// A host that forges a peer's underlay address speaks only for that peer's pod subnet: an
+/// inner source of ours (a pod, the gateway, the VTEP), a VIP, the DNS IP or another node's
+/// subnet is dropped before conntrack, counted on the peer and node-wide.
+#[test]
+fn inner_sources_outside_the_peers_subnet_are_spoofed() {
+    let n = node();
+    let (pm, vm) = (peer_vtep_mac(), vtep_mac());
+    let forged = [
+        IP_A,
+        GW,
+        VTEP,
+        Ipv4Addr::new(198, 19, 96, 10),
+        Ipv4Addr::new(198, 19, 96, 1),
+        Ipv4Addr::new(198, 18, 3, 5),
+        Ipv4Addr::new(203, 0, 113, 1),
+    ];
+    for (i, src) in forged.iter().enumerate() {
+        let inner = udp_frame(pm, vm, *src, IP_B, 64, true, b"x");
+        assert_eq!(
+            n.tunnel(peer_src(), &vxlan(&inner)).0,
+            Verdict::Drop(DropReason::TunnelSpoofedSource),
+            "case {i}: {src}"
+        );
+    }
+    assert_eq!(get(&n.peer.rx_dropped), forged.len() as u64);
+    assert_eq!(
+        n.dp.counters().drops(DropReason::TunnelSpoofedSource),
+        forged.len() as u64
+    );
+    // The peer's own subnet, its VTEP address (.0) included, still gets through.
+    for src in [IP_R, Ipv4Addr::new(198, 18, 2, 0)] {
+        let inner = udp_frame(pm, vm, src, IP_B, 64, true, b"x");
+        assert_eq!(n.tunnel(peer_src(), &vxlan(&inner)).0, Verdict::ToPort(B));
+    }
+}
+
 #[test]
 fn echo_from_tunnel_to_our_vtep_is_answered_into_the_tunnel() {
     let n = node();

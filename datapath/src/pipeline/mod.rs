@@ -288,7 +288,8 @@ impl Datapath {
     /// - `src` must be a peer's underlay address ([`DropReason::TunnelUnknownPeer`]), the
     ///   VXLAN header well-formed ([`DropReason::TunnelMalformed`]) and its VNI ours
     ///   ([`DropReason::TunnelUnknownVni`]);
-    /// - the inner frame must be unicast IPv4 (inner ARP is [`DropReason::ArpIgnored`]);
+    /// - the inner frame must be unicast IPv4 (inner ARP is [`DropReason::ArpIgnored`]) from
+    ///   an address in that peer's pod subnet ([`DropReason::TunnelSpoofedSource`]);
     /// - to a local pod: MACs rewritten (router -> pod), TTL decremented, the VXLAN header
     ///   pulled and the vnet header reset: `ToPort(pod)`;
     /// - an ICMP echo request to our gateway or VTEP address: answered back into the tunnel
@@ -330,7 +331,7 @@ impl Datapath {
         now_ms: u64,
     ) -> Result<Verdict, DropReason> {
         // Stage::TunnelIngress
-        let ip = tunnel::decap(self, pkt)?;
+        let ip = tunnel::decap(self, peer, pkt)?;
         // Stage::Conntrack
         let from = Ingress::Tunnel;
         if let Some(v) = services::conntrack_packet(self, tables, from, pkt, &ip, now_ms) {

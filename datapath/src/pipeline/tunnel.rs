@@ -19,6 +19,13 @@
 //! MAC to ours. Peers are authenticated by their underlay address and the VNI; the inner
 //! destination MAC is only required to be unicast, so a peer with a stale view of our VTEP
 //! MAC still gets through.
+//!
+//! Anti-spoofing: a peer speaks only for its own pod subnet. An inner IPv4 source outside
+//! it (one of our pods, our gateway, the DNS IP, a VIP, another node's pod) is dropped as
+//! [`DropReason::TunnelSpoofedSource`] before connection tracking sees the packet, so a
+//! host that can forge a peer's underlay address can neither reach a pod as someone else
+//! nor have forged "endpoint replies" reverse-translated. A flannel node's own traffic
+//! leaves from its VTEP address, the `.0` of its subnet, which is inside it.
 
 use super::reject;
 use crate::counters::DropReason;
@@ -45,8 +52,12 @@ pub(super) enum TunnelRoute<'t> {
 
 /// Stage [`Stage::TunnelIngress`](super::Stage::TunnelIngress): checks the VXLAN header
 /// and the VNI, pulls the header, resets the vnet header, and checks that the inner frame is
-/// unicast IPv4 with a valid header.
-pub(super) fn decap(dp: &Datapath, pkt: &mut PacketBuf) -> Result<Ipv4Info, DropReason> {
+/// unicast IPv4 with a valid header from an address in `peer`'s pod subnet.
+pub(super) fn decap(
+    dp: &Datapath,
+    peer: &PeerEntry,
+    pkt: &mut PacketBuf,
+) -> Result<Ipv4Info, DropReason> {
     let vx = VxlanHdr::parse(pkt.frame())?;
     if vx.vni != dp.config.vni {
         return Err(DropReason::TunnelUnknownVni);
@@ -64,7 +75,11 @@ pub(super) fn decap(dp: &Datapath, pkt: &mut PacketBuf) -> Result<Ipv4Info, Drop
     if Mac(eth.destination()).is_multicast() {
         return Err(DropReason::Multicast);
     }
-    Ipv4Info::parse(frame, ETH_LEN).ok_or(DropReason::Malformed)
+    let ip = Ipv4Info::parse(frame, ETH_LEN).ok_or(DropReason::Malformed)?;
+    if !peer.pod_cidr.contains(ip.src) {
+        return Err(DropReason::TunnelSpoofedSource);
+    }
+    Ok(ip)
 }
 
 /// Where the decapsulated packet `ip` (in `frame`) goes. Split horizon: only to the host
