@@ -100,6 +100,9 @@ drop_reasons! {
     /// failing, or the pod gone when the response came. Counted by the shell (through
     /// [`crate::Datapath::count_drop`]) or by [`crate::Datapath::dns_upstream_reply`].
     DnsUpstreamFailed => "dns_upstream_failed",
+    /// A query for the upstream resolver dropped because its pod had its share of the
+    /// forwarder's pending table waiting, or forwarded its most queries this second.
+    DnsForwardLimited => "dns_forward_limited",
 }
 
 /// Node-wide drop counters.

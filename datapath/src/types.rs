@@ -151,13 +151,16 @@ pub struct NodeConfig {
     pub arp_limit: RateLimit,
     /// Per-port limit of broadcast/multicast frames other than ARP.
     pub broadcast_limit: RateLimit,
+    /// The key of the switch's unpredictable choices (hairpin SNAT source ports): the shell
+    /// fills it from the OS's random source at startup; tests choose it.
+    pub secret: [u8; 16],
 }
 
 impl NodeConfig {
     /// The configuration of a node owning `pod_cidr` with pods at `pod_mtu`: gateway `.1`,
     /// VTEP `.0`, router and VTEP MACs derived from those addresses, VNI 1, port 4789, no
     /// service CIDR nor DNS address, domain `cluster.local`, no DNS forwarding, 65536
-    /// connections, the default ARP and broadcast rate limits.
+    /// connections, the default ARP and broadcast rate limits, an all-zero secret.
     pub fn for_subnet(pod_cidr: Ipv4Cidr, pod_mtu: u16) -> NodeConfig {
         let gateway = pod_cidr.nth(1).unwrap_or(pod_cidr.network());
         let vtep_ip = pod_cidr.network();
@@ -177,6 +180,7 @@ impl NodeConfig {
             ct_max: 65536,
             arp_limit: RateLimit::ARP_DEFAULT,
             broadcast_limit: RateLimit::BROADCAST_DEFAULT,
+            secret: [0; 16],
         }
     }
 }

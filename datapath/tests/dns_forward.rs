@@ -12,10 +12,12 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use proptest::prelude::*;
 use std::collections::HashSet;
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use vswitch_datapath::buf::VNET_F_NEEDS_CSUM;
 use vswitch_datapath::dns_forward::{
-    Dest, Rejected, Transmit, MAX_PENDING, MAX_QUEUED, SWEEP_MS, TIMEOUT_MS,
+    Dest, Rejected, Transmit, MAX_PENDING, MAX_PENDING_PER_POD, MAX_QUERIES_PER_POD_PER_SEC,
+    MAX_QUEUED, SWEEP_MS, TIMEOUT_MS,
 };
 use vswitch_datapath::*;
 
@@ -264,7 +266,7 @@ fn query_payload_rejects_what_is_not_a_query_datagram() {
 
 // ---- The forwarder's state machine ----
 
-const SEED: u64 = 0x5eed;
+const SEED: [u8; 16] = [0x5e, 0xed, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// The upstream datagrams queued in `f`, as (id, payload).
 fn upstream_out(f: &mut DnsForwarder) -> Vec<(u16, Vec<u8>)> {
@@ -287,15 +289,15 @@ fn answered(q: &[u8]) -> Vec<u8> {
     r
 }
 
-/// The ids xorshift64* gives from `seed`, as the daemon always drew them.
-fn reference_ids(seed: u64, n: usize) -> Vec<u16> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
+/// The first ids drawn under `key`: the top 16 bits of SipHash-1-3(key, n), computed here
+/// from the siphasher crate directly.
+fn reference_ids(key: [u8; 16], n: usize) -> Vec<u16> {
+    use std::hash::Hasher;
+    (0..n as u64)
+        .map(|i| {
+            let mut h = siphasher::sip::SipHasher13::new_with_key(&key);
+            h.write_u64(i);
+            (h.finish() >> 48) as u16
         })
         .collect()
 }
@@ -317,7 +319,19 @@ fn forwarder_rewrites_the_id_and_restores_it_on_the_answer() {
     assert_eq!(
         vec![out[0].0, out[1].0],
         reference_ids(SEED, 2),
-        "the seeded generator"
+        "the keyed draw"
+    );
+    assert_eq!(
+        reference_ids(SEED, 2),
+        vec![
+            DnsForwarder::id_draw(&SEED, 0),
+            DnsForwarder::id_draw(&SEED, 1)
+        ]
+    );
+    assert_ne!(
+        reference_ids(SEED, 8),
+        reference_ids([1; 16], 8),
+        "another key"
     );
     assert_eq!(f.pending_len(), 2);
     // The upstream answers the second one.
@@ -348,7 +362,7 @@ fn forwarder_rewrites_the_id_and_restores_it_on_the_answer() {
 
 #[test]
 fn forwarder_answers_go_back_to_the_pod_that_asked() {
-    let mut f = DnsForwarder::new(7);
+    let mut f = DnsForwarder::new([7; 16]);
     let q = query("example.test", RecordType::A);
     let from_b = udp_dgram(mac_b(), router(), sa(IP_B, 5353), sa(DNS_IP, 53), &q, 64);
     f.handle(0, A, sa(IP_A, 40000), &query_frame(&q)).unwrap();
@@ -453,6 +467,92 @@ fn forwarder_expires_unanswered_queries() {
     assert_eq!(f.take_failed(), 1);
 }
 
+/// Pod number `i / 200` of many, each asking at most 200 times: under a pod's share and rate.
+fn many(i: usize) -> (PortId, SocketAddrV4) {
+    let k = u32::try_from(i / 200).unwrap();
+    (PortId::new(100 + k), sa(IP_A, (i % 200) as u16 + 1))
+}
+
+/// One pod asking for names nobody answers fills only its share of the table, and the
+/// others still get their queries through; a pod's rate is bounded per second.
+#[test]
+fn one_pod_gets_only_its_share_and_its_rate() {
+    let mut f = DnsForwarder::new(SEED);
+    let frame = query_frame(&query("never.answers.test", RecordType::A));
+    for _ in 0..MAX_PENDING_PER_POD {
+        f.handle(0, A, sa(IP_A, 1), &frame).unwrap();
+        upstream_out(&mut f);
+    }
+    assert_eq!(
+        f.handle(0, A, sa(IP_A, 1), &frame),
+        Err(Rejected::PodShareFull)
+    );
+    assert_eq!(f.pending_of(A), MAX_PENDING_PER_POD);
+    assert_eq!((f.take_limited(), f.take_failed()), (1, 0));
+    // Another pod is not affected.
+    assert_eq!(f.handle(0, B, sa(IP_B, 1), &frame), Ok(()));
+    upstream_out(&mut f);
+    // Expiry gives A its share back.
+    f.handle_timeout(TIMEOUT_MS + 1);
+    assert_eq!(f.pending_of(A), 0);
+    assert_eq!(f.take_failed(), MAX_PENDING_PER_POD as u64 + 1);
+    // The rate: a pod whose queries are answered at once still forwards at most
+    // MAX_QUERIES_PER_POD_PER_SEC a second.
+    let t0 = 2 * TIMEOUT_MS;
+    let q = query("example.test", RecordType::A);
+    let mut sent = 0;
+    for _ in 0..MAX_QUERIES_PER_POD_PER_SEC + 5 {
+        if f.handle(t0, A, sa(IP_A, 1), &query_frame(&q)).is_ok() {
+            sent += 1;
+        }
+        for (_, p) in upstream_out(&mut f) {
+            assert!(f.handle_upstream(t0, &answered(&p)));
+            f.poll_transmit().unwrap();
+        }
+    }
+    assert_eq!(sent, MAX_QUERIES_PER_POD_PER_SEC);
+    assert_eq!(f.take_limited(), 5);
+    assert_eq!(
+        f.handle(t0 + 999, A, sa(IP_A, 1), &query_frame(&q)),
+        Err(Rejected::PodRateLimited)
+    );
+    assert_eq!(
+        f.handle(t0 + 1000, A, sa(IP_A, 1), &query_frame(&q)),
+        Ok(())
+    );
+}
+
+/// A response must carry the pending id and the query's question (the name in any ASCII
+/// case): a spoofer who guessed the id but not the name, type or class is ignored.
+#[test]
+fn answers_must_match_the_question_too() {
+    let mut f = DnsForwarder::new(SEED);
+    let q = query("Example.Test", RecordType::A);
+    f.handle(0, A, sa(IP_A, 1), &query_frame(&q)).unwrap();
+    let (id, sent) = upstream_out(&mut f).pop().unwrap();
+    let forged = |name: &str, ty: RecordType| {
+        let mut r = answered(&query(name, ty));
+        r[..2].copy_from_slice(&id.to_be_bytes());
+        r
+    };
+    for r in [
+        forged("example.tesu", RecordType::A),
+        forged("example.test", RecordType::AAAA),
+        forged("www.example.test", RecordType::A),
+    ] {
+        assert!(!f.handle_upstream(0, &r));
+    }
+    // No question at all.
+    let mut bare = answered(&sent);
+    bare.truncate(12);
+    bare[4..6].copy_from_slice(&[0, 0]);
+    assert!(!f.handle_upstream(0, &bare));
+    assert_eq!(f.pending_len(), 1);
+    // The name in another case (a 0x20-style echo) matches.
+    assert!(f.handle_upstream(0, &forged("EXAMPLE.test", RecordType::A)));
+    assert_eq!(f.pending_len(), 0);
+}
+
 #[test]
 fn forwarder_table_and_queue_are_bounded() {
     let mut f = DnsForwarder::new(SEED);
@@ -472,15 +572,18 @@ fn forwarder_table_and_queue_are_bounded() {
         "the dropped one is not pending"
     );
     let mut ids: HashSet<u16> = upstream_out(&mut f).into_iter().map(|t| t.0).collect();
-    // The pending table.
+    // The pending table, filled by many pods (each under its share and rate).
+    let mut i = 0;
     while f.pending_len() < MAX_PENDING {
-        f.handle(0, A, sa(IP_A, 1), &frame).unwrap();
+        let (port, client) = many(i);
+        i += 1;
+        f.handle(0, port, client, &frame).unwrap();
         ids.extend(upstream_out(&mut f).into_iter().map(|t| t.0));
     }
     assert_eq!(ids.len(), MAX_PENDING, "no id used twice while pending");
     for _ in 0..10 {
         assert_eq!(
-            f.handle(1, A, sa(IP_A, 1), &frame),
+            f.handle(1, B, sa(IP_B, 1), &frame),
             Err(Rejected::TableFull)
         );
     }
@@ -507,7 +610,7 @@ fn forwarder_table_and_queue_are_bounded() {
 
 proptest! {
     /// Whatever the upstream sends, and whenever: no panic, and only a response carrying a
-    /// pending id (with QR, at least a header) is taken, once.
+    /// pending id and its question (with QR, at least a header) is taken, once.
     #[test]
     fn forwarder_survives_garbage_from_upstream(
         dgrams in proptest::collection::vec(
@@ -525,8 +628,12 @@ proptest! {
         let mut taken = HashSet::new();
         for (i, (mut d, use_id, dt)) in dgrams.into_iter().enumerate() {
             now += dt;
-            if use_id && d.len() >= 2 {
-                d[..2].copy_from_slice(&ids[i % ids.len()].to_be_bytes());
+            if use_id {
+                // A genuine answer to a pending id (its question), with garbage after it.
+                let mut r = answered(&q);
+                r[..2].copy_from_slice(&ids[i % ids.len()].to_be_bytes());
+                r.extend_from_slice(&d);
+                d = r;
             }
             let id = (d.len() >= 2).then(|| u16::from_be_bytes([d[0], d[1]]));
             let live = id.filter(|id| ids.contains(id) && !taken.contains(id));
@@ -535,9 +642,9 @@ proptest! {
             let took = f.handle_upstream(now, &d);
             prop_assert!(f.pending_len() <= before);
             if took {
-                prop_assert!(response && live.is_some());
+                prop_assert!(response && live.is_some() && use_id);
                 taken.insert(live.unwrap());
-            } else if response && live.is_some() {
+            } else if use_id && live.is_some() {
                 prop_assert!(now >= TIMEOUT_MS, "a live answer was ignored");
             }
             if took {

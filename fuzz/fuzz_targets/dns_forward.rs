@@ -1,5 +1,5 @@
 //! The upstream DNS forwarder's state machine (`dns_forward::DnsForwarder`) driven by the
-//! input, with a fresh forwarder per input: `[seed: 8 bytes LE]` then operations, each
+//! input, with a fresh forwarder per input: `[key: 16 bytes]` then operations, each
 //! `[op][arg]`:
 //! - op % 4 == 0: a pod query; `arg` bytes follow as the DNS message (from pod A, port 1).
 //! - op % 4 == 1: an upstream datagram; `arg` bytes follow; when op bit 2 is set, its first two
@@ -40,11 +40,11 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((seed, mut ops)) = data.split_first_chunk::<8>() else {
+    let Some((key, mut ops)) = data.split_first_chunk::<16>() else {
         return;
     };
     let client = SocketAddrV4::new(POD, 5353);
-    let mut f = DnsForwarder::new(u64::from_le_bytes(*seed));
+    let mut f = DnsForwarder::new(*key);
     let mut now = 0u64;
     let mut last_id = None;
     let mut last_query = Vec::new();
@@ -102,5 +102,6 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(f.pending_len() <= MAX_PENDING);
         let _ = f.take_failed();
+        let _ = f.take_limited();
     }
 });

@@ -216,6 +216,8 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     cfg.dns_forward = args.dns_upstream.is_some();
     cfg.arp_limit = args.arp_limit;
     cfg.broadcast_limit = args.broadcast_limit;
+    getrandom::fill(&mut cfg.secret)
+        .context("no random bytes from the OS for the node's secret")?;
     Ok(cfg)
 }
 

@@ -24,6 +24,8 @@ use crate::state::ct_state::State;
 use crate::wire::l4::{L4Proto, Tuple};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
@@ -99,7 +101,11 @@ struct CtRef {
 const EVICT_SCAN: usize = 4096;
 /// How many SNAT ports are tried for a unique reply tuple.
 const PORT_TRIES: usize = 64;
-/// SNAT source ports: 32768..=60999 (Linux's default ephemeral range).
+/// SNAT source ports: 32768..=60999 (Linux's default ephemeral range). The n-th port the
+/// allocator hands out is a keyed hash (SipHash-1-3 under the node's secret) of n, so an
+/// off-path host cannot predict the next one from those it saw (a sequential cursor let a
+/// forged "endpoint reply" guess the hairpin reply tuple); a port that clashes is simply
+/// followed by the next draw.
 const SNAT_PORT_MIN: u32 = 32768;
 const SNAT_PORT_COUNT: u32 = 61000 - 32768;
 
@@ -109,6 +115,8 @@ pub(crate) struct Conntrack {
     conns: AtomicUsize,
     max: usize,
     next_port: AtomicU32,
+    /// The key of the SNAT port draw.
+    key: [u8; 16],
     /// Moves with every creation, removal and state transition.
     generation: AtomicU64,
     /// Live (unexpired, unassured) connections evicted to make room.
@@ -116,12 +124,14 @@ pub(crate) struct Conntrack {
 }
 
 impl Conntrack {
-    pub(crate) fn new(max: usize) -> Conntrack {
+    /// A table of at most `max` connections whose SNAT ports are drawn under `key`.
+    pub(crate) fn new(max: usize, key: [u8; 16]) -> Conntrack {
         Conntrack {
             map: DashMap::new(),
             conns: AtomicUsize::new(0),
             max,
             next_port: AtomicU32::new(0),
+            key,
             generation: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
         }
@@ -380,8 +390,11 @@ impl Conntrack {
 
     fn alloc_port(&self) -> u16 {
         let n = self.next_port.fetch_add(1, Relaxed) % SNAT_PORT_COUNT;
+        let mut h = SipHasher13::new_with_key(&self.key);
+        h.write_u32(n);
+        let draw = h.finish() % u64::from(SNAT_PORT_COUNT);
         #[allow(clippy::cast_possible_truncation)] // below SNAT_PORT_MIN + SNAT_PORT_COUNT = 61000
-        let port = (SNAT_PORT_MIN + n) as u16;
+        let port = (u64::from(SNAT_PORT_MIN) + draw) as u16;
         port
     }
 
@@ -432,7 +445,7 @@ mod tests {
 
     #[test]
     fn both_directions_find_the_connection() {
-        let ct = Conntrack::new(8);
+        let ct = Conntrack::new(8, [0; 16]);
         let c = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
         assert_eq!(c.reply.dst, t(1).src);
         assert_eq!(c.reply.dport, 1);
@@ -451,7 +464,7 @@ mod tests {
 
     #[test]
     fn reply_tuple_clashes_get_a_snat_port() {
-        let ct = Conntrack::new(8);
+        let ct = Conntrack::new(8, [0; 16]);
         let a = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
         // Same client port, another VIP, same endpoint: the natural reply tuple is taken.
         let mut other = t(1);
@@ -468,9 +481,40 @@ mod tests {
         assert_eq!(ct.len(), 3);
     }
 
+    /// Hairpin SNAT ports are drawn under the key: not a run of consecutive ports, and
+    /// another key gives other ports.
+    #[test]
+    fn snat_ports_are_not_sequential_and_follow_the_key() {
+        let gw = Ipv4Addr::new(198, 18, 1, 1);
+        let ports = |key: [u8; 16]| -> Vec<u16> {
+            let ct = Conntrack::new(64, key);
+            (1..=32)
+                .map(|p| {
+                    ct.create(t(p), ep(), Some(gw), TCP_SYN, 0)
+                        .unwrap()
+                        .reply
+                        .dport
+                })
+                .collect()
+        };
+        let a = ports([0; 16]);
+        assert!(a.iter().all(|p| Conntrack::is_snat_port(*p)));
+        let steps_of_one = a
+            .windows(2)
+            .filter(|w| w[1] == w[0].wrapping_add(1))
+            .count();
+        assert!(steps_of_one < 3, "sequential: {a:?}");
+        assert_eq!(a, ports([0; 16]), "the same key draws the same ports");
+        let b = ports([7; 16]);
+        assert!(
+            a.iter().zip(&b).filter(|(x, y)| x == y).count() < 3,
+            "{a:?} {b:?}"
+        );
+    }
+
     #[test]
     fn a_full_table_evicts_unassured_connections_and_counts_them() {
-        let ct = Conntrack::new(4);
+        let ct = Conntrack::new(4, [0; 16]);
         let est = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
         est.seen(true, SA, 0);
         est.seen(false, TCP_ACK, 0);
@@ -487,7 +531,7 @@ mod tests {
 
     #[test]
     fn expire_and_flush_count_connections() {
-        let ct = Conntrack::new(8);
+        let ct = Conntrack::new(8, [0; 16]);
         let c = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
         ct.create(t(2), ep(), None, TCP_SYN, 0).unwrap();
         let g = ct.generation();

@@ -6,32 +6,47 @@
 //! ([`DnsForwarder::poll_transmit`]).
 //!
 //! Contract:
-//! - Each forwarded query gets a fresh random 16-bit id that no pending query uses (the pod's
-//!   id is restored on the response), so that queries of different pods cannot collide and an
-//!   off-path guess of the id is as hard as against the pod itself. The ids come from an
-//!   xorshift64* generator seeded by the shell ([`DnsForwarder::new`]).
-//! - The table of pending queries is bounded ([`MAX_PENDING`]); a query finding it full is
-//!   dropped, and so is one still unanswered after [`TIMEOUT_MS`] (the pod's resolver
-//!   retries). The table is swept for expired queries at most every [`SWEEP_MS`], on any call
-//!   that brings the time.
+//! - Each forwarded query gets a fresh 16-bit id that no pending query uses (the pod's id is
+//!   restored on the response), so that queries of different pods cannot collide. The ids
+//!   are unpredictable: SipHash-1-3 of a counter under a 128-bit key the shell takes from the
+//!   OS's random source ([`DnsForwarder::new`]), a keyed PRF; seeing earlier ids tells an
+//!   off-path host nothing about the next one.
+//! - A response is taken only when its id is pending *and* its question section (name, type,
+//!   class; the name compared without regard to ASCII case) is the query's: a spoofer must
+//!   guess the id and know the name. (The shell's connected socket adds the third check,
+//!   the upstream's address and port.)
+//! - The table of pending queries is bounded ([`MAX_PENDING`]), and so is each pod's share
+//!   of it ([`MAX_PENDING_PER_POD`]) and each pod's rate of forwarded queries
+//!   ([`MAX_QUERIES_PER_POD_PER_SEC`]): one pod asking for names whose servers never answer
+//!   cannot block forwarding for the others. A query over a limit is dropped; one still
+//!   unanswered after [`TIMEOUT_MS`] too (the pod's resolver retries). The table is swept for
+//!   expired queries at most every [`SWEEP_MS`], on any call that brings the time.
 //! - Responses that match no pending query (late, duplicated, shorter than a DNS header, not
-//!   a response) are ignored and never panic. A response is returned with the pod's port and
+//!   a response, another question) are ignored and never panic. A response is returned with the pod's port and
 //!   address ([`Dest::Pod`]); the shell turns it into the pod's frame with
 //!   [`crate::Datapath::dns_upstream_reply`], which counts its own failures.
 //! - Failures of the forwarder (malformed query, full table, expiry, a send the shell reports
 //!   failed with [`DnsForwarder::transmit_failed`]) are counted here and handed to the shell
-//!   by [`DnsForwarder::take_failed`], to count as [`crate::DropReason::DnsUpstreamFailed`].
+//!   by [`DnsForwarder::take_failed`], to count as [`crate::DropReason::DnsUpstreamFailed`];
+//!   queries over a pod's share or rate by [`DnsForwarder::take_limited`], to count as
+//!   [`crate::DropReason::DnsForwardLimited`].
 //! - No heap allocation per query once warm: the pending table is allocated up front, and
 //!   datagrams waiting in [`DnsForwarder::poll_transmit`]'s queue share one buffer (at most
 //!   [`MAX_QUEUED`] of them).
 
 use crate::state::tables::PortId;
 use crate::wire::dns::dns_query_payload;
+use siphasher::sip::SipHasher13;
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hasher;
 use std::net::SocketAddrV4;
 
 /// Most queries waiting for the upstream at once.
 pub const MAX_PENDING: usize = 4096;
+/// Most queries of one pod waiting for the upstream at once (a sixteenth of the table).
+pub const MAX_PENDING_PER_POD: usize = MAX_PENDING / 16;
+/// Most queries one pod may have forwarded per second (a fixed one-second window).
+pub const MAX_QUERIES_PER_POD_PER_SEC: u32 = 500;
 /// How long a forwarded query waits for its response, in milliseconds.
 pub const TIMEOUT_MS: u64 = 5000;
 /// How often, at most, the pending table is swept for expired queries (milliseconds).
@@ -49,6 +64,8 @@ struct Pending {
     client: SocketAddrV4,
     /// The pod's own query id.
     id: u16,
+    /// The keyed hash of the query's question section.
+    question: u64,
     /// When it expires, on the shell's clock.
     deadline_ms: u64,
 }
@@ -89,6 +106,18 @@ pub enum Rejected {
     TableFull,
     /// [`MAX_QUEUED`] datagrams wait for the shell.
     QueueFull,
+    /// The pod has [`MAX_PENDING_PER_POD`] queries waiting.
+    PodShareFull,
+    /// The pod forwarded [`MAX_QUERIES_PER_POD_PER_SEC`] queries in this second.
+    PodRateLimited,
+}
+
+/// What the forwarder keeps per pod: its queries pending, and its rate window.
+#[derive(Debug, Clone, Copy, Default)]
+struct PodUse {
+    pending: usize,
+    window_start_ms: u64,
+    in_window: u32,
 }
 
 /// A datagram in the transmit queue: its destination and its bytes in `out`.
@@ -103,8 +132,12 @@ struct Queued {
 #[derive(Debug)]
 pub struct DnsForwarder {
     pending: HashMap<u16, Pending>,
-    /// xorshift64* state, never zero.
-    rng: u64,
+    /// Per pod: its share of `pending` and its rate window (entries go when both are idle).
+    pods: HashMap<PortId, PodUse>,
+    /// The key of the id draw and of the question hashes.
+    key: [u8; 16],
+    /// Ids drawn so far (the PRF's input).
+    draws: u64,
     next_sweep_ms: u64,
     /// No pending query expires before this (a lower bound, exact after a sweep).
     earliest_ms: u64,
@@ -112,20 +145,24 @@ pub struct DnsForwarder {
     /// The bytes of the queued datagrams, cleared when the queue is empty.
     out: Vec<u8>,
     failed: u64,
+    limited: u64,
 }
 
 impl DnsForwarder {
-    /// A forwarder with no pending query; `seed` starts the id generator (the shell gives a
-    /// random one; zero is allowed).
-    pub fn new(seed: u64) -> DnsForwarder {
+    /// A forwarder with no pending query whose ids are drawn under `key` (the shell gives
+    /// random bytes; tests choose them).
+    pub fn new(key: [u8; 16]) -> DnsForwarder {
         DnsForwarder {
             pending: HashMap::with_capacity(MAX_PENDING),
-            rng: seed | 1,
+            pods: HashMap::new(),
+            key,
+            draws: 0,
             next_sweep_ms: 0,
             earliest_ms: u64::MAX,
             queue: VecDeque::with_capacity(MAX_QUEUED),
             out: Vec::new(),
             failed: 0,
+            limited: 0,
         }
     }
 
@@ -146,17 +183,90 @@ impl DnsForwarder {
         std::mem::take(&mut self.failed)
     }
 
-    /// A random id no pending query uses (xorshift64*; the table never holds all 65536).
+    /// Queries dropped since the last call because their pod was over its share of the
+    /// table or its rate; the shell adds them to [`crate::DropReason::DnsForwardLimited`].
+    pub fn take_limited(&mut self) -> u64 {
+        std::mem::take(&mut self.limited)
+    }
+
+    /// Queries of pod `port` waiting for the upstream.
+    pub fn pending_of(&self, port: PortId) -> usize {
+        self.pods.get(&port).map_or(0, |u| u.pending)
+    }
+
+    /// The `n`-th id of the key's sequence: the top 16 bits of SipHash-1-3(key, n).
+    pub fn id_draw(key: &[u8; 16], n: u64) -> u16 {
+        let mut h = SipHasher13::new_with_key(key);
+        h.write_u64(n);
+        let [a, b, ..] = h.finish().to_be_bytes();
+        u16::from_be_bytes([a, b])
+    }
+
+    /// A fresh id no pending query uses (the table never holds all 65536).
     fn fresh_id(&mut self) -> u16 {
         loop {
-            self.rng ^= self.rng >> 12;
-            self.rng ^= self.rng << 25;
-            self.rng ^= self.rng >> 27;
-            let [a, b, ..] = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d).to_be_bytes();
-            let id = u16::from_be_bytes([a, b]);
+            let id = Self::id_draw(&self.key, self.draws);
+            self.draws = self.draws.wrapping_add(1);
             if !self.pending.contains_key(&id) {
                 return id;
             }
+        }
+    }
+
+    /// The keyed hash of the question section of DNS message `msg` (QNAME lowercased,
+    /// QTYPE, QCLASS of the first question); `None` when the message has none.
+    fn question_hash(&self, msg: &[u8]) -> Option<u64> {
+        let count = u16::from_be_bytes([*msg.get(4)?, *msg.get(5)?]);
+        if count == 0 {
+            return None;
+        }
+        let mut h = SipHasher13::new_with_key(&self.key);
+        let mut at = DNS_HDR;
+        loop {
+            let len = usize::from(*msg.get(at)?);
+            if len == 0 {
+                break;
+            }
+            if len > 63 {
+                return None; // a compression pointer or a reserved label type
+            }
+            let label = msg.get(at + 1..at + 1 + len)?;
+            h.write_u8(len as u8);
+            for c in label {
+                h.write_u8(c.to_ascii_lowercase());
+            }
+            at += 1 + len;
+        }
+        h.write(msg.get(at..at + 5)?); // the root label, QTYPE, QCLASS
+        Some(h.finish())
+    }
+
+    /// Admits one more query of pod `port` at `now_ms` against its share and its rate.
+    fn admit_pod(&mut self, port: PortId, now_ms: u64) -> Result<(), Rejected> {
+        if self.pods.len() >= MAX_PENDING && !self.pods.contains_key(&port) {
+            // Bounded however many pods come and go between sweeps.
+            self.pods
+                .retain(|_, u| u.pending > 0 || now_ms.saturating_sub(u.window_start_ms) < 1000);
+        }
+        let u = self.pods.entry(port).or_default();
+        if u.pending >= MAX_PENDING_PER_POD {
+            return Err(Rejected::PodShareFull);
+        }
+        if now_ms.saturating_sub(u.window_start_ms) >= 1000 || u.in_window == 0 {
+            u.window_start_ms = now_ms;
+            u.in_window = 0;
+        }
+        if u.in_window >= MAX_QUERIES_PER_POD_PER_SEC {
+            return Err(Rejected::PodRateLimited);
+        }
+        u.in_window += 1;
+        Ok(())
+    }
+
+    /// A pending query of pod `port` has ended (answered, expired, failed).
+    fn pod_query_ended(pods: &mut HashMap<PortId, PodUse>, port: PortId) {
+        if let Some(u) = pods.get_mut(&port) {
+            u.pending = u.pending.saturating_sub(1);
         }
     }
 
@@ -193,8 +303,10 @@ impl DnsForwarder {
     ) -> Result<(), Rejected> {
         self.handle_timeout(now_ms);
         let result = self.forward(now_ms, port, client, frame);
-        if result.is_err() {
-            self.failed += 1;
+        match result {
+            Ok(()) => {}
+            Err(Rejected::PodShareFull | Rejected::PodRateLimited) => self.limited += 1,
+            Err(_) => self.failed += 1,
         }
         result
     }
@@ -213,12 +325,20 @@ impl DnsForwarder {
             [a, b, ..] => u16::from_be_bytes([*a, *b]),
             _ => return Err(Rejected::Malformed),
         };
+        let question = self.question_hash(q).ok_or(Rejected::Malformed)?;
         if self.pending.len() >= MAX_PENDING {
             return Err(Rejected::TableFull);
         }
+        if self.queue.len() >= MAX_QUEUED {
+            return Err(Rejected::QueueFull);
+        }
+        self.admit_pod(port, now_ms)?;
         let id = self.fresh_id();
         if !self.enqueue(Dest::Upstream { id }, q, id) {
             return Err(Rejected::QueueFull);
+        }
+        if let Some(u) = self.pods.get_mut(&port) {
+            u.pending += 1;
         }
         let deadline_ms = now_ms.saturating_add(TIMEOUT_MS);
         self.earliest_ms = self.earliest_ms.min(deadline_ms);
@@ -228,6 +348,7 @@ impl DnsForwarder {
                 port,
                 client,
                 id: orig,
+                question,
                 deadline_ms,
             },
         );
@@ -245,9 +366,14 @@ impl DnsForwarder {
             }
             _ => return false,
         };
-        let Some(p) = self.pending.remove(&id) else {
+        let Some(p) = self.pending.get(&id).copied() else {
             return false;
         };
+        if self.question_hash(datagram) != Some(p.question) {
+            return false;
+        }
+        self.pending.remove(&id);
+        Self::pod_query_ended(&mut self.pods, p.port);
         let dest = Dest::Pod {
             port: p.port,
             client: p.client,
@@ -261,7 +387,8 @@ impl DnsForwarder {
     /// The shell could not send the query with id `id` upstream: it is no longer pending,
     /// and counts as failed.
     pub fn transmit_failed(&mut self, id: u16) {
-        if self.pending.remove(&id).is_some() {
+        if let Some(p) = self.pending.remove(&id) {
+            Self::pod_query_ended(&mut self.pods, p.port);
             self.failed += 1;
         }
     }
@@ -296,13 +423,19 @@ impl DnsForwarder {
         self.next_sweep_ms = now_ms.saturating_add(SWEEP_MS);
         let before = self.pending.len();
         let mut earliest = u64::MAX;
+        let pods = &mut self.pods;
         self.pending.retain(|_, p| {
             let keep = p.deadline_ms > now_ms;
             if keep {
                 earliest = earliest.min(p.deadline_ms);
+            } else {
+                Self::pod_query_ended(pods, p.port);
             }
             keep
         });
+        // Pods with nothing pending and a window long past are forgotten.
+        self.pods
+            .retain(|_, u| u.pending > 0 || now_ms.saturating_sub(u.window_start_ms) < 1000);
         self.earliest_ms = earliest;
         let expired = before - self.pending.len();
         self.failed += expired as u64;

@@ -5,17 +5,16 @@
 //! node's network namespace, connected to the upstream; its responses come back to the pods.
 //!
 //! - This shell owns only the socket, the reads and writes, and the clock (the engine's,
-//!   passed in as `now_ms`); it seeds the id generator with a random value per forwarder.
+//!   passed in as `now_ms`); it keys the id draw with random bytes from the OS per forwarder.
 //! - Every failure the state machine counts, and a failed send, counts
-//!   [`DropReason::DnsUpstreamFailed`]. The connected socket only takes datagrams from the
+//!   [`DropReason::DnsUpstreamFailed`]; a query over its pod's share or rate counts
+//!   [`DropReason::DnsForwardLimited`]. The connected socket only takes datagrams from the
 //!   upstream's address.
 //! - The reply frame is built by the datapath ([`Datapath::dns_upstream_reply`]); the engine
 //!   writes it to the pod's TAP like any `ToPort`. Work per wakeup is bounded by the engine
 //!   ([`DNS_BATCH`] responses).
 
 use anyhow::{Context, Result};
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use vswitch_datapath::dns_forward::{self, Dest};
@@ -55,12 +54,12 @@ impl DnsForwarder {
         sock.connect(upstream)
             .with_context(|| format!("--dns-upstream: cannot reach {upstream}"))?;
         sock.set_nonblocking(true)?;
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(std::process::id().into());
+        let mut key = [0; 16];
+        getrandom::fill(&mut key).context("--dns-upstream: no random bytes from the OS")?;
         Ok(DnsForwarder {
             sock,
             upstream,
-            state: dns_forward::DnsForwarder::new(h.finish()),
+            state: dns_forward::DnsForwarder::new(key),
             now_ms: 0,
             scratch: vec![0; MAX_DGRAM],
         })
@@ -76,10 +75,13 @@ impl DnsForwarder {
         self.state.has_pending()
     }
 
-    /// Moves the state machine's failures to the datapath's counters.
+    /// Moves the state machine's failures and limited queries to the datapath's counters.
     fn count_failed(&mut self, dp: &Datapath) {
         for _ in 0..self.state.take_failed() {
             dp.count_drop(DropReason::DnsUpstreamFailed);
+        }
+        for _ in 0..self.state.take_limited() {
+            dp.count_drop(DropReason::DnsForwardLimited);
         }
     }
 
@@ -155,7 +157,7 @@ impl DnsForwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vswitch_datapath::dns_forward::{MAX_PENDING, SWEEP_MS, TIMEOUT_MS};
+    use vswitch_datapath::dns_forward::{MAX_PENDING, MAX_PENDING_PER_POD, SWEEP_MS, TIMEOUT_MS};
     use vswitch_datapath::{Mac, NodeConfig, PortEntry};
 
     const PORT: PortId = PortId::new(1);
@@ -251,8 +253,10 @@ mod tests {
         assert_eq!(dp.counters().drops(DropReason::DnsUpstreamFailed), 1);
     }
 
+    /// One pod holds at most its share of the pending table; the queries over it are
+    /// counted as limited, not as upstream failures.
     #[test]
-    fn the_pending_table_is_bounded() {
+    fn one_pods_share_of_the_pending_table_is_bounded() {
         let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
         let up = match upstream.local_addr().unwrap() {
             std::net::SocketAddr::V4(a) => a,
@@ -265,7 +269,11 @@ mod tests {
         for _ in 0..MAX_PENDING + 10 {
             fwd.forward(&dp, PORT, client, &frame(&q), 1);
         }
-        assert_eq!(fwd.state.pending_len(), MAX_PENDING);
-        assert_eq!(dp.counters().drops(DropReason::DnsUpstreamFailed), 10);
+        assert_eq!(fwd.state.pending_len(), MAX_PENDING_PER_POD);
+        assert_eq!(
+            dp.counters().drops(DropReason::DnsForwardLimited),
+            (MAX_PENDING + 10 - MAX_PENDING_PER_POD) as u64
+        );
+        assert_eq!(dp.counters().drops(DropReason::DnsUpstreamFailed), 0);
     }
 }
