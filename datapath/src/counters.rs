@@ -90,6 +90,9 @@ drop_reasons! {
     ServiceUnknownPort => "service_unknown_port",
     /// A new service connection while conntrack is full of established connections.
     ConntrackFull => "conntrack_full",
+    /// A new service connection from a pod that holds its share of the conntrack table
+    /// (`--conntrack-max-per-pod`).
+    ConntrackPodLimit => "conntrack_pod_limit",
     /// A packet to the cluster DNS address that is not a DNS query the switch can parse.
     DnsMalformed => "dns_malformed",
     /// A DNS query the switch does not serve (outside the cluster domain); it is answered

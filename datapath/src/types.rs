@@ -147,6 +147,8 @@ pub struct NodeConfig {
     pub dns_forward: bool,
     /// Most connections conntrack holds at once.
     pub ct_max: usize,
+    /// Most connections one client pod holds in conntrack (its share of `ct_max`).
+    pub ct_pod_max: usize,
     /// Per-port limit of ARP packets (requests are answered by the switch).
     pub arp_limit: RateLimit,
     /// Per-port limit of broadcast/multicast frames other than ARP.
@@ -160,7 +162,7 @@ impl NodeConfig {
     /// The configuration of a node owning `pod_cidr` with pods at `pod_mtu`: gateway `.1`,
     /// VTEP `.0`, router and VTEP MACs derived from those addresses, VNI 1, port 4789, no
     /// service CIDR nor DNS address, domain `cluster.local`, no DNS forwarding, 65536
-    /// connections, the default ARP and broadcast rate limits, an all-zero secret.
+    /// connections (4096 per pod), the default ARP and broadcast rate limits, an all-zero secret.
     pub fn for_subnet(pod_cidr: Ipv4Cidr, pod_mtu: u16) -> NodeConfig {
         let gateway = pod_cidr.nth(1).unwrap_or(pod_cidr.network());
         let vtep_ip = pod_cidr.network();
@@ -178,6 +180,7 @@ impl NodeConfig {
             cluster_domain: "cluster.local".to_string(),
             dns_forward: false,
             ct_max: 65536,
+            ct_pod_max: 65536 / 16,
             arp_limit: RateLimit::ARP_DEFAULT,
             broadcast_limit: RateLimit::BROADCAST_DEFAULT,
             secret: [0; 16],

@@ -18,8 +18,9 @@ enum Input {
     Segment(Vec<u8>, VnetHdr),
     /// Counted by the shell through `count_drop`.
     Shell,
-    /// From pod A on a node with services (see `svc_node`), at most `ct_max` connections.
-    Service(usize, Vec<u8>),
+    /// From pod A on a node with services (see `svc_node`), at most `ct_max` connections
+    /// (and at most `ct_pod_max` per pod).
+    Service(usize, usize, Vec<u8>),
     /// From pod A twice, on a node whose ARP and broadcast limits are 1/s with bursts of 1:
     /// the first one uses the budget up (and is counted as what it is), the second is the
     /// drop.
@@ -122,14 +123,28 @@ fn provoke(r: DropReason) -> Input {
                 csum_offset: 16,
             },
         ),
-        ServiceNoEndpoints => {
-            Input::Service(1, udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP2, 53), b"q", 64))
-        }
-        ServiceUnknownPort => {
-            Input::Service(1, udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP, 81), b"q", 64))
-        }
-        ConntrackFull => Input::Service(0, udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP, 80), b"q", 64)),
+        ServiceNoEndpoints => Input::Service(
+            1,
+            1,
+            udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP2, 53), b"q", 64),
+        ),
+        ServiceUnknownPort => Input::Service(
+            1,
+            1,
+            udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP, 81), b"q", 64),
+        ),
+        ConntrackFull => Input::Service(
+            0,
+            1,
+            udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP, 80), b"q", 64),
+        ),
+        ConntrackPodLimit => Input::Service(
+            1,
+            0,
+            udp_dgram(a, rt, sa(IP_A, 5000), sa(VIP, 80), b"q", 64),
+        ),
         DnsMalformed => Input::Service(
+            1,
             1,
             udp_dgram(a, rt, sa(IP_A, 5000), sa(DNS_IP, 53), b"q", 64),
         ),
@@ -139,7 +154,11 @@ fn provoke(r: DropReason) -> Input {
                 b"\x07example\x03com\x00\x00\x01\x00\x01",
             ]
             .concat();
-            Input::Service(1, udp_dgram(a, rt, sa(IP_A, 5000), sa(DNS_IP, 53), &q, 64))
+            Input::Service(
+                1,
+                1,
+                udp_dgram(a, rt, sa(IP_A, 5000), sa(DNS_IP, 53), &q, 64),
+            )
         }
     }
 }
@@ -155,14 +174,19 @@ fn every_drop_reason_is_counted() {
     for &r in DropReason::ALL {
         let input = provoke(r);
         let n = match &input {
-            Input::Service(ct_max, _) => svc_node(
-                *ct_max,
-                vec![
-                    svc(VIP, 80, L4Proto::Udp, &[sa(IP_B, 8080)], None),
-                    svc(VIP2, 53, L4Proto::Udp, &[], None),
-                ],
-                vec![],
-            ),
+            Input::Service(ct_max, ct_pod_max, _) => {
+                let mut cfg = svc_config(*ct_max);
+                cfg.ct_pod_max = *ct_pod_max;
+                let n = node_with(cfg);
+                n.set_services(
+                    vec![
+                        svc(VIP, 80, L4Proto::Udp, &[sa(IP_B, 8080)], None),
+                        svc(VIP2, 53, L4Proto::Udp, &[], None),
+                    ],
+                    vec![],
+                );
+                n
+            }
             Input::Limited(_) => {
                 let mut cfg = config();
                 cfg.arp_limit = RateLimit {
@@ -189,7 +213,7 @@ fn every_drop_reason_is_counted() {
         let total = |n: &Node| -> u64 { n.dp.counters().snapshot().iter().map(|(_, c)| c).sum() };
         let total_before = total(&n);
         let input = match input {
-            Input::Service(_, f) | Input::Limited(f) => Input::Port(A, f, VnetHdr::default()),
+            Input::Service(_, _, f) | Input::Limited(f) => Input::Port(A, f, VnetHdr::default()),
             i => i,
         };
         match input {

@@ -99,6 +99,11 @@ pub struct Args {
     /// Most connections tracked at once (Service NAT); new ones beyond it are dropped.
     #[arg(long = "conntrack-max", default_value_t = 65536)]
     pub conntrack_max: usize,
+    /// Most of those one pod may hold (its share); its new connections beyond it are
+    /// dropped (`conntrack_pod_limit`), the other pods' are not. Default: a sixteenth of
+    /// --conntrack-max (at least 1).
+    #[arg(long = "conntrack-max-per-pod")]
+    pub conntrack_max_per_pod: Option<usize>,
     /// Upstream resolver, `IP[:PORT]` (default port 53), that DNS queries for names outside
     /// the cluster are forwarded to (from the node's network namespace); without it they are
     /// answered REFUSED.
@@ -206,6 +211,15 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
             args.conntrack_max
         );
     }
+    let ct_pod_max = args
+        .conntrack_max_per_pod
+        .unwrap_or((args.conntrack_max / 16).max(1));
+    if !(1..=args.conntrack_max).contains(&ct_pod_max) {
+        bail!(
+            "--conntrack-max-per-pod: {ct_pod_max} is out of range (1-{}, the --conntrack-max)",
+            args.conntrack_max
+        );
+    }
     let mut cfg = NodeConfig::for_subnet(cidr, (args.mtu - 50) as u16);
     cfg.vni = args.vni;
     cfg.vxlan_port = args.vxlan_port;
@@ -213,6 +227,7 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
     cfg.dns_ip = Some(dns_ip);
     cfg.cluster_domain = domain;
     cfg.ct_max = args.conntrack_max;
+    cfg.ct_pod_max = ct_pod_max;
     cfg.dns_forward = args.dns_upstream.is_some();
     cfg.arp_limit = args.arp_limit;
     cfg.broadcast_limit = args.broadcast_limit;

@@ -123,7 +123,7 @@ impl Datapath {
     /// A datapath with empty tables.
     pub fn new(config: NodeConfig) -> Datapath {
         Datapath {
-            ct: Conntrack::new(config.ct_max, config.secret),
+            ct: Conntrack::new(config.ct_max, config.ct_pod_max, config.secret),
             lb: Balancer::new(config.ct_max),
             config,
             tables: ArcSwap::from_pointee(Tables::default()),

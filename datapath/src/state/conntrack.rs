@@ -8,10 +8,15 @@
 //!   timeout of the state it is in.
 //! - Expiry: [`Conntrack::expire`] (the shell's periodic call) removes idle connections; a
 //!   lookup that finds an expired one removes it and reports a miss.
-//! - Bounded: at most `max` connections. When full, a new connection evicts an expired or
-//!   not yet *assured* one (TCP not established, UDP never answered), scanning a bounded
-//!   part of the table; assured connections are never evicted, so a table full of them
-//!   refuses new connections ([`DropReason::ConntrackFull`]).
+//! - Bounded: at most `max` connections, and at most `pod_max` of them per client (the pod
+//!   that opened them: the original source); a client at its share gets its new
+//!   connections refused ([`DropReason::ConntrackPodLimit`]) and the others are untouched.
+//!   When the table is full, a new connection evicts an expired or not yet *assured* one
+//!   (TCP not established, UDP never answered), the oldest first, found in O(1) amortised
+//!   from a queue of the connections in creation order (each enters it once and leaves it
+//!   once; one still unassured is moved to the back when the queue is long); assured
+//!   connections are never evicted, so a table full of them refuses new connections
+//!   ([`DropReason::ConntrackFull`]).
 //! - Reply tuples are unique: when the natural one is taken (hairpin, or one client port
 //!   reaching the same endpoint through two VIPs), the source port is rewritten to one from
 //!   a per-datapath allocator (SNAT), as netfilter's NAT does.
@@ -25,12 +30,13 @@ use crate::wire::l4::{L4Proto, Tuple};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use siphasher::sip::SipHasher13;
+use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 /// One tracked connection.
 #[derive(Debug)]
@@ -42,9 +48,22 @@ pub(crate) struct Conn {
     state: AtomicU8,
     assured: AtomicBool,
     expires_ms: AtomicU64,
+    /// Set once, when the connection leaves the table.
+    removed: AtomicBool,
 }
 
 impl Conn {
+    fn new(orig: Tuple, reply: Tuple, state: State, assured: bool, expires_ms: u64) -> Conn {
+        Conn {
+            orig,
+            reply,
+            state: AtomicU8::new(state as u8),
+            assured: AtomicBool::new(assured),
+            expires_ms: AtomicU64::new(expires_ms),
+            removed: AtomicBool::new(false),
+        }
+    }
+
     /// The current state.
     pub(crate) fn state(&self) -> State {
         State::from_u8(self.state.load(Relaxed))
@@ -97,8 +116,14 @@ struct CtRef {
     conn: Arc<Conn>,
 }
 
-/// How many map entries a full table scans for an evictable connection.
-const EVICT_SCAN: usize = 4096;
+/// Queue entries tidied per new connection (see [`Conntrack::enqueue`]).
+const QUEUE_STEPS: usize = 4;
+/// When no unassured connection is left to evict, how many map entries are scanned for an
+/// expired (assured) one, and how often at most (ms of the datapath's clock): the shell's
+/// periodic [`Conntrack::expire`] removes those anyway; this only spares a new connection
+/// the wait for it.
+const EXPIRED_SCAN: usize = 4096;
+const EXPIRED_SCAN_EVERY_MS: u64 = 100;
 /// How many SNAT ports are tried for a unique reply tuple.
 const PORT_TRIES: usize = 64;
 /// SNAT source ports: 32768..=60999 (Linux's default ephemeral range). The n-th port the
@@ -114,6 +139,14 @@ pub(crate) struct Conntrack {
     map: DashMap<Tuple, CtRef>,
     conns: AtomicUsize,
     max: usize,
+    /// Connections per client address, and the most one client may hold.
+    per_client: DashMap<Ipv4Addr, usize>,
+    pod_max: usize,
+    /// Eviction candidates in creation order (see the module docs). A lock taken once per
+    /// new connection and per eviction, never per packet of a known connection.
+    queue: Mutex<VecDeque<Weak<Conn>>>,
+    /// When the last scan for an expired connection ran (see [`EXPIRED_SCAN`]).
+    last_scan_ms: AtomicU64,
     next_port: AtomicU32,
     /// The key of the SNAT port draw.
     key: [u8; 16],
@@ -124,12 +157,17 @@ pub(crate) struct Conntrack {
 }
 
 impl Conntrack {
-    /// A table of at most `max` connections whose SNAT ports are drawn under `key`.
-    pub(crate) fn new(max: usize, key: [u8; 16]) -> Conntrack {
+    /// A table of at most `max` connections, `pod_max` per client, whose SNAT ports are
+    /// drawn under `key`.
+    pub(crate) fn new(max: usize, pod_max: usize, key: [u8; 16]) -> Conntrack {
         Conntrack {
             map: DashMap::new(),
             conns: AtomicUsize::new(0),
             max,
+            per_client: DashMap::new(),
+            pod_max,
+            queue: Mutex::new(VecDeque::new()),
+            last_scan_ms: AtomicU64::new(0),
             next_port: AtomicU32::new(0),
             key,
             generation: AtomicU64::new(0),
@@ -202,13 +240,11 @@ impl Conntrack {
         {
             return Err(RestoreSkip::Full);
         }
-        let conn = Arc::new(Conn {
-            orig,
-            reply,
-            state: AtomicU8::new(state as u8),
-            assured: AtomicBool::new(assured),
-            expires_ms: AtomicU64::new(expires_ms),
-        });
+        if !self.take_client_slot(orig.src) {
+            self.conns.fetch_sub(1, Relaxed);
+            return Err(RestoreSkip::Full);
+        }
+        let conn = Arc::new(Conn::new(orig, reply, state, assured, expires_ms));
         let r = CtRef {
             reply: true,
             conn: conn.clone(),
@@ -216,7 +252,11 @@ impl Conntrack {
         if let Entry::Vacant(v) = self.map.entry(reply) {
             v.insert(r);
             if let Entry::Vacant(v) = self.map.entry(orig) {
-                v.insert(CtRef { reply: false, conn });
+                v.insert(CtRef {
+                    reply: false,
+                    conn: conn.clone(),
+                });
+                self.enqueue(&conn);
                 self.changed();
                 return Ok(());
             }
@@ -224,6 +264,7 @@ impl Conntrack {
                 .remove_if(&reply, |_, r| Arc::ptr_eq(&r.conn, &conn));
         }
         self.conns.fetch_sub(1, Relaxed);
+        self.give_client_slot(orig.src);
         Err(RestoreSkip::Duplicate)
     }
 
@@ -264,7 +305,11 @@ impl Conntrack {
         flags: u8,
         now_ms: u64,
     ) -> Result<Arc<Conn>, DropReason> {
+        if !self.take_client_slot(orig.src) {
+            return Err(DropReason::ConntrackPodLimit);
+        }
         if !self.reserve(now_ms) {
+            self.give_client_slot(orig.src);
             return Err(DropReason::ConntrackFull);
         }
         let state = State::initial(orig.proto, flags);
@@ -281,13 +326,8 @@ impl Conntrack {
                 reply.dport = self.alloc_port();
             }
             let _ = self.lookup(&reply, now_ms); // clears an expired holder
-            let c = Arc::new(Conn {
-                orig,
-                reply,
-                state: AtomicU8::new(state as u8),
-                assured: AtomicBool::new(state.assures()),
-                expires_ms: AtomicU64::new(now_ms.saturating_add(state.timeout_ms())),
-            });
+            let expires_ms = now_ms.saturating_add(state.timeout_ms());
+            let c = Arc::new(Conn::new(orig, reply, state, state.assures(), expires_ms));
             if let Entry::Vacant(v) = self.map.entry(reply) {
                 v.insert(CtRef {
                     reply: true,
@@ -299,6 +339,7 @@ impl Conntrack {
         }
         let Some(conn) = conn else {
             self.conns.fetch_sub(1, Relaxed);
+            self.give_client_slot(orig.src);
             return Err(DropReason::ConntrackFull);
         };
         let existing = match self.map.entry(orig) {
@@ -313,6 +354,7 @@ impl Conntrack {
         };
         match existing {
             None => {
+                self.enqueue(&conn);
                 self.changed();
                 Ok(conn)
             }
@@ -320,6 +362,7 @@ impl Conntrack {
                 self.map
                     .remove_if(&conn.reply, |_, r| Arc::ptr_eq(&r.conn, &conn));
                 self.conns.fetch_sub(1, Relaxed);
+                self.give_client_slot(orig.src);
                 Ok(other)
             }
         }
@@ -332,7 +375,9 @@ impl Conntrack {
             .remove_if(&c.orig, |_, r| Arc::ptr_eq(&r.conn, c))
             .is_some();
         if removed {
+            c.removed.store(true, Relaxed);
             self.conns.fetch_sub(1, Relaxed);
+            self.give_client_slot(c.orig.src);
             self.changed();
         }
         self.map.remove_if(&c.reply, |_, r| Arc::ptr_eq(&r.conn, c));
@@ -357,35 +402,109 @@ impl Conntrack {
         false
     }
 
-    /// Evicts an expired connection, else the unassured one closest to expiry, among the
-    /// first [`EVICT_SCAN`] entries. False when there is none.
+    /// Takes one of `client`'s [`Conntrack::pod_max`] slots; false when it has none left.
+    fn take_client_slot(&self, client: Ipv4Addr) -> bool {
+        let mut n = self.per_client.entry(client).or_insert(0);
+        if *n >= self.pod_max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives one of `client`'s slots back (its entry goes with its last connection).
+    fn give_client_slot(&self, client: Ipv4Addr) {
+        if let Entry::Occupied(mut o) = self.per_client.entry(client) {
+            *o.get_mut() = o.get().saturating_sub(1);
+            if *o.get() == 0 {
+                o.remove();
+            }
+        }
+    }
+
+    /// Connections `client` holds.
+    #[cfg(test)]
+    pub(crate) fn client_len(&self, client: Ipv4Addr) -> usize {
+        self.per_client.get(&client).map_or(0, |n| *n)
+    }
+
+    /// Queues a new connection as an eviction candidate, unless it is assured already, and
+    /// tidies the queue's head (dead or assured entries leave; a live unassured one moves
+    /// to the back once the queue is longer than the table), so the queue stays within
+    /// about twice the table.
+    fn enqueue(&self, c: &Arc<Conn>) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if !c.assured() {
+            q.push_back(Arc::downgrade(c));
+        }
+        for _ in 0..QUEUE_STEPS {
+            let Some(w) = q.pop_front() else { break };
+            match w.upgrade() {
+                Some(h) if !h.removed.load(Relaxed) && !h.assured() => {
+                    q.push_front(w);
+                    if q.len() <= self.max {
+                        break;
+                    }
+                    if let Some(w) = q.pop_front() {
+                        q.push_back(w);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Evicts the oldest connection that is expired or not assured, from the queue's head;
+    /// when the queue has none, an expired one found by a bounded scan (at most every
+    /// [`EXPIRED_SCAN_EVERY_MS`]). False when there is none (every connection is assured
+    /// and live).
     fn evict_one(&self, now_ms: u64) -> bool {
-        let mut victim: Option<Arc<Conn>> = None;
-        let mut live = true;
-        for r in self.map.iter().take(EVICT_SCAN) {
-            let c = &r.conn;
-            if r.reply {
+        loop {
+            let victim = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(w) = q.pop_front() else {
+                    drop(q);
+                    return self.evict_expired(now_ms);
+                };
+                w.upgrade()
+            };
+            let Some(c) = victim else { continue };
+            if c.removed.load(Relaxed) {
                 continue;
             }
-            if c.expired(now_ms) {
-                victim = Some(c.clone());
-                live = false;
-                break;
+            if !c.expired(now_ms) && c.assured() {
+                continue; // assured for good: never a candidate again
             }
-            let better = |v: &Arc<Conn>| c.expires_ms.load(Relaxed) < v.expires_ms.load(Relaxed);
-            if !c.assured() && victim.as_ref().is_none_or(better) {
-                victim = Some(c.clone());
+            let live = !c.expired(now_ms);
+            if self.remove(&c) && live {
+                self.evicted.fetch_add(1, Relaxed);
             }
+            return true;
         }
-        match victim {
-            Some(v) => {
-                if self.remove(&v) && live {
-                    self.evicted.fetch_add(1, Relaxed);
-                }
-                true
-            }
-            None => false,
+    }
+
+    /// Removes an expired connection found among the first [`EXPIRED_SCAN`] entries, if the
+    /// last such scan is [`EXPIRED_SCAN_EVERY_MS`] old.
+    fn evict_expired(&self, now_ms: u64) -> bool {
+        let last = self.last_scan_ms.load(Relaxed);
+        if now_ms < last.saturating_add(EXPIRED_SCAN_EVERY_MS)
+            || self
+                .last_scan_ms
+                .compare_exchange(last, now_ms, Relaxed, Relaxed)
+                .is_err()
+        {
+            return false;
         }
+        let victim = self
+            .map
+            .iter()
+            .take(EXPIRED_SCAN)
+            .find(|r| r.conn.expired(now_ms))
+            .map(|r| r.conn.clone());
+        victim.is_some_and(|c| {
+            self.remove(&c);
+            true
+        })
     }
 
     fn alloc_port(&self) -> u16 {
@@ -445,7 +564,7 @@ mod tests {
 
     #[test]
     fn both_directions_find_the_connection() {
-        let ct = Conntrack::new(8, [0; 16]);
+        let ct = Conntrack::new(8, 8, [0; 16]);
         let c = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
         assert_eq!(c.reply.dst, t(1).src);
         assert_eq!(c.reply.dport, 1);
@@ -464,7 +583,7 @@ mod tests {
 
     #[test]
     fn reply_tuple_clashes_get_a_snat_port() {
-        let ct = Conntrack::new(8, [0; 16]);
+        let ct = Conntrack::new(8, 8, [0; 16]);
         let a = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
         // Same client port, another VIP, same endpoint: the natural reply tuple is taken.
         let mut other = t(1);
@@ -487,7 +606,7 @@ mod tests {
     fn snat_ports_are_not_sequential_and_follow_the_key() {
         let gw = Ipv4Addr::new(198, 18, 1, 1);
         let ports = |key: [u8; 16]| -> Vec<u16> {
-            let ct = Conntrack::new(64, key);
+            let ct = Conntrack::new(64, 64, key);
             (1..=32)
                 .map(|p| {
                     ct.create(t(p), ep(), Some(gw), TCP_SYN, 0)
@@ -514,7 +633,7 @@ mod tests {
 
     #[test]
     fn a_full_table_evicts_unassured_connections_and_counts_them() {
-        let ct = Conntrack::new(4, [0; 16]);
+        let ct = Conntrack::new(4, usize::MAX, [0; 16]);
         let est = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
         est.seen(true, SA, 0);
         est.seen(false, TCP_ACK, 0);
@@ -529,9 +648,101 @@ mod tests {
         assert_eq!(ct.evicted(), 95);
     }
 
+    /// Client `c`'s tuple number `n`.
+    fn from(c: u8, n: u16) -> Tuple {
+        Tuple {
+            src: Ipv4Addr::new(198, 18, 1, c),
+            ..t(n)
+        }
+    }
+
+    fn assure(c: &Conn) {
+        c.seen(true, SA, 0);
+        c.seen(false, TCP_ACK, 0);
+    }
+
+    /// A pod at its share gets its new connections refused; the others are untouched, and
+    /// a closed connection gives its slot back.
+    #[test]
+    fn each_pod_holds_at_most_its_share() {
+        let ct = Conntrack::new(100, 3, [0; 16]);
+        let a: Vec<_> = (1..=3)
+            .map(|n| ct.create(from(2, n), ep(), None, TCP_SYN, 0).unwrap())
+            .collect();
+        for c in &a {
+            assure(c);
+        }
+        assert_eq!(
+            ct.create(from(2, 4), ep(), None, TCP_SYN, 0).unwrap_err(),
+            DropReason::ConntrackPodLimit
+        );
+        assert_eq!(ct.client_len(Ipv4Addr::new(198, 18, 1, 2)), 3);
+        for n in 1..=3 {
+            ct.create(from(5, n), ep(), None, TCP_SYN, 0).unwrap();
+        }
+        assert!(ct.remove(&a[0]));
+        ct.create(from(2, 4), ep(), None, TCP_SYN, 0).unwrap();
+        assert_eq!(ct.len(), 6);
+        // A client whose last connection goes leaves no entry behind.
+        ct.expire(u64::MAX);
+        assert_eq!((ct.len(), ct.per_client.len()), (0, 0));
+    }
+
+    /// A full table finds the evictable connection wherever it is, without scanning: 5,000
+    /// assured connections of many pods and one half-open one created last.
+    #[test]
+    fn eviction_finds_the_one_candidate_behind_thousands_of_assured() {
+        let n = 5000;
+        let ct = Conntrack::new(n, 64, [0; 16]);
+        for i in 0..n - 1 {
+            let c = u8::try_from(2 + i / 64).unwrap();
+            let conn = ct.create(from(c, (i % 64) as u16 + 1), ep(), None, TCP_SYN, 0);
+            assure(&conn.unwrap());
+        }
+        let half_open = ct.create(from(250, 1), ep(), None, TCP_SYN, 0).unwrap();
+        assert_eq!(ct.len(), n);
+        let newer = ct.create(from(251, 1), ep(), None, TCP_SYN, 0).unwrap();
+        assert!(
+            half_open.removed.load(Relaxed),
+            "the half-open one was evicted"
+        );
+        assert!(!newer.removed.load(Relaxed));
+        assert_eq!((ct.len(), ct.evicted()), (n, 1));
+        // The queue holds only what can still be evicted (the assured ones left it).
+        assert!(ct.queue.lock().unwrap().len() <= 2);
+        // Now only assured connections but `newer`: it goes, then nothing can.
+        ct.create(from(252, 1), ep(), None, TCP_SYN, 0).unwrap();
+        assure(&ct.lookup(&from(252, 1), 0).unwrap().1);
+        assert_eq!(
+            ct.create(from(253, 1), ep(), None, TCP_SYN, 0).unwrap_err(),
+            DropReason::ConntrackFull
+        );
+    }
+
+    /// The eviction queue stays bounded when connections come and go without the table
+    /// ever filling, and when a few never get assured.
+    #[test]
+    fn the_eviction_queue_stays_bounded() {
+        let ct = Conntrack::new(64, 64, [0; 16]);
+        let keep: Vec<_> = (1..=8)
+            .map(|n| ct.create(from(2, n), ep(), None, TCP_SYN, 0).unwrap())
+            .collect();
+        for i in 0..10_000u32 {
+            let c = ct
+                .create(from(3, (i % 60_000) as u16 + 1), ep(), None, TCP_SYN, 0)
+                .unwrap();
+            assert!(ct.remove(&c));
+        }
+        assert!(
+            ct.queue.lock().unwrap().len() <= 2 * 64,
+            "grew without bound"
+        );
+        assert!(keep.iter().all(|c| !c.removed.load(Relaxed)));
+    }
+
     #[test]
     fn expire_and_flush_count_connections() {
-        let ct = Conntrack::new(8, [0; 16]);
+        let ct = Conntrack::new(8, 8, [0; 16]);
         let c = ct.create(t(1), ep(), None, TCP_SYN, 0).unwrap();
         ct.create(t(2), ep(), None, TCP_SYN, 0).unwrap();
         let g = ct.generation();

@@ -223,7 +223,8 @@ impl DnsForwarder {
         let mut h = SipHasher13::new_with_key(&self.key);
         let mut at = DNS_HDR;
         loop {
-            let len = usize::from(*msg.get(at)?);
+            let len_byte = *msg.get(at)?;
+            let len = usize::from(len_byte);
             if len == 0 {
                 break;
             }
@@ -231,7 +232,7 @@ impl DnsForwarder {
                 return None; // a compression pointer or a reserved label type
             }
             let label = msg.get(at + 1..at + 1 + len)?;
-            h.write_u8(len as u8);
+            h.write_u8(len_byte);
             for c in label {
                 h.write_u8(c.to_ascii_lowercase());
             }
