@@ -214,7 +214,7 @@ pub(crate) fn request(cmd: &Command) -> Result<Request, Invalid> {
             Request::ServiceAdd(ServiceSpec {
                 name: a.name.clone(),
                 namespace: a.namespace.clone(),
-                vip: a.vip.clone(),
+                vip: Some(a.vip.clone()),
                 ports: a.ports.clone(),
                 selector,
                 endpoints: a.endpoints.clone(),
@@ -416,7 +416,7 @@ mod tests {
         let want = Request::ServiceAdd(ServiceSpec {
             name: "nginx-service".into(),
             namespace: "web".into(),
-            vip: "198.19.96.20".into(),
+            vip: Some("198.19.96.20".into()),
             ports: vec!["http:80:8080/tcp".into(), "53/udp".into()],
             selector: [("app".to_string(), "nginx".to_string())].into(),
             endpoints: vec!["198.18.2.5".into()],
