@@ -42,7 +42,10 @@ fn apply_the_tutorial_service_then_delete_it() {
     let file = file.to_str().expect("a UTF-8 path");
 
     let out = node.ctl_ok(&["apply", "-f", file]);
-    assert_eq!(out, "namespace/team-a created\nservice/nginx-service created\n");
+    assert_eq!(
+        out,
+        "namespace/team-a created\nservice/nginx-service created\n"
+    );
     let svc = node.service("nginx-service");
     let vip = svc["vip"].as_str().expect("a VIP").to_string();
     // Allocated above the lower band of 198.19.96.0/20 (256 addresses).
@@ -61,7 +64,10 @@ fn apply_the_tutorial_service_then_delete_it() {
     assert_eq!(node.service("nginx-service")["vip"], vip.as_str());
     let ns = node.ctl_json(&["namespace", "list"]);
     assert_eq!(ns[0]["name"], "team-a", "{ns}");
-    assert_eq!(ns[0]["labels"]["kubernetes.io/metadata.name"], "team-a", "{ns}");
+    assert_eq!(
+        ns[0]["labels"]["kubernetes.io/metadata.name"], "team-a",
+        "{ns}"
+    );
     assert_eq!(ns[0]["labels"]["team"], "a", "{ns}");
     let out = node.ctl_ok(&["apply", "-f", file]);
     assert_eq!(

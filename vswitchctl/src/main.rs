@@ -6,7 +6,10 @@
 //!   `error: FIELD: MESSAGE`, the daemon's state unchanged), or the daemon could not be reached or
 //!   answered badly or not within `--timeout` (`error: cannot connect to vswitchd at PATH: ...
 //!   (is vswitchd running?)`); `2` usage or local validation error, found before connecting
-//!   (stderr names the flag or `FIELD:`).
+//!   (stderr names the flag or `FIELD:`; for `apply`/`delete -f`, the document and its
+//!   field: `error: document 2 (Service web): spec.ports[0].port: ...`). `delete -f` exits 1
+//!   when an object it names does not exist (`error: services "x" not found`), after
+//!   deleting the others.
 //! - Results go to stdout, diagnostics to stderr. `-o json` prints the response data as pretty
 //!   JSON with the protocol's field names for every command (listings are arrays); `table` and
 //!   `wide` are for people and may gain columns.
@@ -14,8 +17,9 @@
 //! - It never hangs: every step waits at most `--timeout` seconds (default 10).
 //!
 //! It must never guess at daemon state: it checks only the shape of arguments (in
-//! [`commands`], with the daemon's own checks from [`vswitch_proto::validate`]) and leaves
-//! every decision to the daemon.
+//! [`commands`], with the daemon's own checks from [`vswitch_proto::validate`], and for
+//! `-f` files in [`apply`] with [`vswitch_proto::manifest`]) and leaves every decision to
+//! the daemon.
 
 #![forbid(unsafe_code)]
 

@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::info;
 use vswitch_proto::{Action, ErrorBody, Object, ObjectKey, ObjectResult, Response};
 
-/// Logs what changed.
-fn log(results: &[ObjectResult]) {
+/// Logs what `verb` (`apply`, `delete`) changed.
+fn log(verb: &str, results: &[ObjectResult]) {
     for r in results
         .iter()
         .filter(|r| !matches!(r.action, Action::Unchanged | Action::NotFound))
@@ -47,7 +47,7 @@ impl Node {
             }
             self.install(inner);
         }
-        log(&results);
+        log("apply", &results);
         Response::Objects(results)
     }
 
@@ -66,7 +66,7 @@ impl Node {
             }
             self.install(inner);
         }
-        log(&results);
+        log("delete", &results);
         Ok(Response::Objects(results))
     }
 }

@@ -7,7 +7,9 @@
 //!   local pods whose labels match its selector. An endpoint is *ready* (used) when it is a
 //!   Running local pod, or lies in a peer's subnet. The datapath DNATs to ready endpoints only
 //!   and rejects connections when there are none.
-//! - `service add` never replaces: an existing (namespace, name) is an `exists` error.
+//! - `service add` never replaces: an existing (namespace, name) is an `exists` error
+//!   (`apply` does replace: `state/apply.rs`). A Service given no VIP gets a free one
+//!   ([`NodeState::allocate_vip`]).
 //! - The effects (the pods' resolver files, the UDP conntrack flush, the requests' plumbing)
 //!   are `node/services.rs`'.
 
