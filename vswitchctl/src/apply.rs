@@ -2,13 +2,14 @@
 //! [`vswitch_proto::manifest`] before anything is sent, so one bad document means nothing is
 //! applied (exit 2, naming the document and the field). The daemon's answers are printed
 //! like kubectl's (`service/nginx-service created`, `service "nginx-service" deleted`), and
-//! a daemon error about `objects[I].FIELD` is told as the document it came from.
+//! a daemon error about `objects[I].FIELD` is told as the document it came from. And
+//! `namespace list`, the namespaces `apply` stored.
 
-use crate::output::Format;
+use crate::output::{labels, pretty, table, Format};
 use crate::Failure;
 use std::io::Read;
 use vswitch_proto::manifest::{self, Document};
-use vswitch_proto::{Action, ErrorBody, ObjectKey, ObjectResult, Request};
+use vswitch_proto::{Action, ErrorBody, NamespaceInfo, ObjectKey, ObjectResult, Request};
 
 /// Reads `file` (`-`: stdin) and converts it.
 pub(crate) fn documents(file: &str) -> Result<Vec<Document>, Failure> {
@@ -97,6 +98,37 @@ pub(crate) fn daemon_error(mut e: ErrorBody, docs: &[Document]) -> ErrorBody {
         e.message = message;
     }
     e
+}
+
+/// kubectl's AGE: seconds under 2 minutes, minutes under 2 hours, hours under 2 days,
+/// then days.
+pub fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// `namespace list`, like `kubectl get ns --show-labels`: NAME LABELS AGE (`now` in seconds
+/// since the epoch).
+pub fn namespaces(ns: &[NamespaceInfo], f: Format, now: u64) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(ns)),
+        _ => table(
+            &["NAME", "LABELS", "AGE"],
+            &ns.iter()
+                .map(|n| {
+                    vec![
+                        n.name.clone(),
+                        labels(&n.labels),
+                        age(now.saturating_sub(n.created_unix)),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +220,35 @@ mod tests {
                     key("web")
                 ]
             }
+        );
+    }
+
+    #[test]
+    fn namespace_list_like_kubectl_show_labels() {
+        let ns = vec![NamespaceInfo {
+            name: "team-a".into(),
+            labels: [
+                (
+                    "kubernetes.io/metadata.name".to_string(),
+                    "team-a".to_string(),
+                ),
+                ("team".to_string(), "a".to_string()),
+            ]
+            .into(),
+            created_unix: 1000,
+        }];
+        assert_eq!(
+            namespaces(&ns, Format::Table, 1000 + 3 * 3600),
+            "NAME    LABELS                                     AGE\n\
+             team-a  kubernetes.io/metadata.name=team-a,team=a  3h\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&namespaces(&ns, Format::Json, 0)).unwrap();
+        assert_eq!(json[0]["labels"]["team"], "a");
+        assert_eq!(json[0]["created_unix"], 1000);
+        assert_eq!(
+            [5, 119, 120, 7199, 7200, 172_799, 172_800].map(age),
+            ["5s", "119s", "2m", "119m", "2h", "47h", "2d"]
         );
     }
 }

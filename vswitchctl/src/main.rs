@@ -168,7 +168,7 @@ fn render(
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            output::namespaces(&ns, f, now)
+            apply::namespaces(&ns, f, now)
         }
         (Command::Node(_), Response::Node(n)) => output::node(&n, f),
         (Command::Port(PortCmd::Add(_)), Response::Port(p)) => output::port_added(&p, f),

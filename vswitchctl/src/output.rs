@@ -9,8 +9,7 @@
 
 use std::fmt::Write as _;
 use vswitch_proto::{
-    NamespaceInfo, NodeInfo, PeerInfo, PortInfo, PortKey, ServiceInfo, ServiceKey, ServicePortInfo,
-    StatsReport,
+    NodeInfo, PeerInfo, PortInfo, PortKey, ServiceInfo, ServiceKey, ServicePortInfo, StatsReport,
 };
 
 /// The `-o` formats.
@@ -49,13 +48,13 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn pretty(v: serde_json::Result<String>) -> String {
+pub(crate) fn pretty(v: serde_json::Result<String>) -> String {
     let mut s = v.expect("proto types always serialize");
     s.push('\n');
     s
 }
 
-fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
+pub(crate) fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
     if l.is_empty() {
         return "<none>".to_string();
     }
@@ -290,37 +289,6 @@ pub fn service_deleted(k: &ServiceKey, f: Format) -> String {
             "name": k.name, "namespace": k.namespace, "deleted": true
         }))),
         _ => format!("service {}/{} deleted\n", k.namespace, k.name),
-    }
-}
-
-/// kubectl's AGE: seconds under 2 minutes, minutes under 2 hours, hours under 2 days,
-/// then days.
-pub fn age(secs: u64) -> String {
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 2 * 3600 => format!("{}m", s / 60),
-        s if s < 2 * 86400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
-/// `namespace list`, like `kubectl get ns --show-labels`: NAME LABELS AGE (`now` in seconds
-/// since the epoch).
-pub fn namespaces(ns: &[NamespaceInfo], f: Format, now: u64) -> String {
-    match f {
-        Format::Json => pretty(serde_json::to_string_pretty(ns)),
-        _ => table(
-            &["NAME", "LABELS", "AGE"],
-            &ns.iter()
-                .map(|n| {
-                    vec![
-                        n.name.clone(),
-                        labels(&n.labels),
-                        age(now.saturating_sub(n.created_unix)),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        ),
     }
 }
 
@@ -751,35 +719,6 @@ dns            kube-system  198.19.96.53  dns:53->5353/UDP,dns-tcp:53/TCP  <none
         assert_eq!(
             v,
             serde_json::json!({"name":"x","namespace":"web","deleted":true})
-        );
-    }
-
-    #[test]
-    fn namespace_list_like_kubectl_show_labels() {
-        let ns = vec![NamespaceInfo {
-            name: "team-a".into(),
-            labels: [
-                (
-                    "kubernetes.io/metadata.name".to_string(),
-                    "team-a".to_string(),
-                ),
-                ("team".to_string(), "a".to_string()),
-            ]
-            .into(),
-            created_unix: 1000,
-        }];
-        assert_eq!(
-            namespaces(&ns, Format::Table, 1000 + 3 * 3600),
-            "NAME    LABELS                                     AGE\n\
-             team-a  kubernetes.io/metadata.name=team-a,team=a  3h\n"
-        );
-        let json: serde_json::Value =
-            serde_json::from_str(&namespaces(&ns, Format::Json, 0)).unwrap();
-        assert_eq!(json[0]["labels"]["team"], "a");
-        assert_eq!(json[0]["created_unix"], 1000);
-        assert_eq!(
-            [5, 119, 120, 7199, 7200, 172_799, 172_800].map(age),
-            ["5s", "119s", "2m", "119m", "2h", "47h", "2d"]
         );
     }
 

@@ -19,7 +19,7 @@ fn log(verb: &str, results: &[ObjectResult]) {
             kind = r.object.kind(),
             name = r.object.name(),
             action = r.action.as_str(),
-            "apply"
+            "{verb}"
         );
     }
 }
