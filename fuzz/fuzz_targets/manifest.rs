@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
             if e.document == 0 {
                 assert!(shown.starts_with("YAML: "), "{shown}");
             } else {
-                assert!(shown.starts_with(&format!("document {}", e.document)), "{shown}");
+                assert!(
+                    shown.starts_with(&format!("document {}", e.document)),
+                    "{shown}"
+                );
             }
             assert!(!e.message.is_empty(), "{shown}");
         }
