@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vswitch_proto::{
-    decode_request, decode_response, encode_request, encode_response, validate, ErrorKind,
+    decode_request, decode_response, encode_request, encode_response, validate, ErrorKind, Object,
     ProtoError, Request, Response, MAX_MESSAGE_LEN, PROTOCOL_VERSION,
 };
 
@@ -110,7 +110,29 @@ fn check_names(req: &Request) {
                 checks.push((p, validate::service_port(p).map(drop)));
             }
         }
+        Request::Apply { objects } => {
+            for o in objects {
+                match o {
+                    Object::Service(s) => {
+                        for (k, v) in &s.selector {
+                            checks.push((k, validate::label("selector", k, v)));
+                        }
+                        for p in &s.ports {
+                            checks.push((p, validate::service_port(p).map(drop)));
+                        }
+                    }
+                    Object::Namespace(n) => {
+                        checks.push((&n.name, validate::dns_label("name", &n.name)));
+                        for (k, v) in &n.labels {
+                            checks.push((k, validate::label("labels", k, v)));
+                        }
+                    }
+                }
+            }
+        }
         Request::ServiceDel(_)
+        | Request::Delete { .. }
+        | Request::NamespaceList
         | Request::NodeShow
         | Request::PortList
         | Request::PeerList

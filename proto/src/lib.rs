@@ -18,11 +18,15 @@
 //! This crate performs no I/O except in [`client`], a small blocking client with timeouts.
 //! [`validate`] is the one implementation of the shape checks of request values (names,
 //! addresses, CIDRs, MACs, Service ports, endpoints, affinity), pure functions that return the
-//! parsed value; the daemon, the CLI and the CNI plugin all call it.
+//! parsed value; the daemon, the CLI and the CNI plugin all call it. [`manifest`] (feature
+//! `manifest`, for the CLI and the fuzz target) turns Kubernetes YAML into [`Object`]s for
+//! `apply`/`delete`; the daemon never sees YAML, only those plain request values.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+#[cfg(feature = "manifest")]
+pub mod manifest;
 mod types;
 pub mod validate;
 
@@ -198,6 +202,46 @@ mod tests {
             let line = encode_request(&req);
             assert_eq!(decode_request(line.as_bytes()).unwrap(), req);
         }
+    }
+
+    #[test]
+    fn apply_and_delete_round_trip_tagged_by_kind() {
+        let svc = ServiceSpec {
+            name: "web".into(),
+            namespace: "default".into(),
+            vip: None,
+            ports: vec!["80:80/tcp".into()],
+            selector: [("app".to_string(), "web".to_string())].into(),
+            endpoints: vec![],
+            affinity: None,
+        };
+        let ns = NamespaceSpec {
+            name: "team-a".into(),
+            labels: Default::default(),
+        };
+        let req = Request::Apply {
+            objects: vec![Object::Service(svc.clone()), Object::Namespace(ns.clone())],
+        };
+        let line = encode_request(&req);
+        assert!(line.contains(r#""kind":"Service""#), "{line}");
+        assert!(!line.contains("vip"), "an absent VIP is left out: {line}");
+        assert_eq!(decode_request(line.as_bytes()).unwrap(), req);
+        let req = Request::Delete {
+            objects: vec![Object::Service(svc).key(), Object::Namespace(ns).key()],
+        };
+        assert_eq!(
+            decode_request(encode_request(&req).as_bytes()).unwrap(),
+            req
+        );
+        let resp = Response::Objects(vec![ObjectResult {
+            object: ObjectKey::Namespace {
+                name: "team-a".into(),
+            },
+            action: Action::NotFound,
+        }]);
+        let line = encode_response(&resp);
+        assert!(line.contains(r#""action":"not_found""#), "{line}");
+        assert_eq!(decode_response(line.as_bytes()).unwrap(), resp);
     }
 
     #[test]

@@ -53,6 +53,21 @@ pub enum Request {
     ServiceDel(ServiceKey),
     /// List Services with their endpoints.
     ServiceList,
+    /// Create or update objects (`apply -f`), all or nothing: each object is created, or
+    /// replaces the one of its name, or is left alone when it is the same; when one object
+    /// is refused, none is applied (the error's field is `objects[I].FIELD`).
+    Apply {
+        /// The objects, applied in order.
+        objects: Vec<Object>,
+    },
+    /// Remove objects (`delete -f`): each one that exists is removed; the others are
+    /// reported `not_found` in the answer, and do not stop the rest.
+    Delete {
+        /// The objects' names.
+        objects: Vec<ObjectKey>,
+    },
+    /// List the namespaces stored by `apply`.
+    NamespaceList,
     /// Counters: drops by reason, and per port (or for one port).
     Stats {
         /// Limit per-port counters to this port name.
@@ -365,8 +380,10 @@ pub struct ServiceSpec {
     /// The Service's namespace.
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// The virtual IP, inside the service CIDR.
-    pub vip: String,
+    /// The virtual IP, inside the service CIDR; when absent the daemon allocates a free one
+    /// (an `apply` of a Service that exists keeps the VIP it has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
     /// Port specs: `[NAME:]PORT[:TARGETPORT][/tcp|/udp]`.
     pub ports: Vec<String>,
     /// Label selector matched against local pods' labels.
@@ -378,6 +395,122 @@ pub struct ServiceSpec {
     /// `client-ip[:SECONDS]` session affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<String>,
+}
+
+/// A namespace as `apply` gives it: its name and labels (the daemon adds
+/// `kubernetes.io/metadata.name: NAME`, as Kubernetes does).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceSpec {
+    /// The namespace's name.
+    pub name: String,
+    /// Its labels (what NetworkPolicy namespace selectors will match).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A namespace as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    /// The namespace's name.
+    pub name: String,
+    /// Its labels, `kubernetes.io/metadata.name` included.
+    pub labels: BTreeMap<String, String>,
+    /// When it was first applied, in seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// An object of `apply`, tagged by its Kubernetes `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Object {
+    /// A v1 Service (type ClusterIP).
+    Service(ServiceSpec),
+    /// A v1 Namespace.
+    Namespace(NamespaceSpec),
+}
+
+impl Object {
+    /// The object's name.
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Object::Service(s) => ObjectKey::Service(ServiceKey {
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+            }),
+            Object::Namespace(n) => ObjectKey::Namespace {
+                name: n.name.clone(),
+            },
+        }
+    }
+}
+
+/// Names an object of `delete`, tagged by its Kubernetes `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum ObjectKey {
+    /// A Service.
+    Service(ServiceKey),
+    /// A Namespace.
+    Namespace {
+        /// Its name.
+        name: String,
+    },
+}
+
+impl ObjectKey {
+    /// `Service` or `Namespace`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ObjectKey::Service(_) => "Service",
+            ObjectKey::Namespace { .. } => "Namespace",
+        }
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ObjectKey::Service(k) => &k.name,
+            ObjectKey::Namespace { name } => name,
+        }
+    }
+}
+
+/// What `apply` or `delete` did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// It did not exist and was created.
+    Created,
+    /// It existed and was replaced by the new one.
+    Configured,
+    /// It existed just like this; nothing changed.
+    Unchanged,
+    /// It was removed.
+    Deleted,
+    /// `delete`: it does not exist.
+    NotFound,
+}
+
+impl Action {
+    /// The wire spelling, which is also kubectl's word (`not found` for [`Action::NotFound`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Deleted => "deleted",
+            Action::NotFound => "not found",
+        }
+    }
+}
+
+/// One object's outcome in the answer to `apply` or `delete`, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectResult {
+    /// Which object.
+    pub object: ObjectKey,
+    /// What happened to it.
+    pub action: Action,
 }
 
 /// One port of a Service.
@@ -461,6 +594,10 @@ pub enum Response {
     Services(Vec<ServiceInfo>),
     /// `stats`.
     Stats(StatsReport),
+    /// `apply` and `delete`: what happened to each object, in request order.
+    Objects(Vec<ObjectResult>),
+    /// `namespace list`.
+    Namespaces(Vec<NamespaceInfo>),
 }
 
 impl Response {

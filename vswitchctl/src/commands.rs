@@ -5,6 +5,7 @@
 //! looks at node state.
 
 use clap::{Args, Subcommand};
+use vswitch_proto::manifest::Document;
 use vswitch_proto::validate::{self, Invalid};
 use vswitch_proto::{PeerSpec, PortKey, PortSpec, Request, ServiceKey, ServiceSpec};
 
@@ -22,6 +23,13 @@ pub(crate) enum Command {
     /// Services: stable virtual IPs (and DNS names) load-balanced to pods
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// Create or update the objects of a Kubernetes YAML file (v1 Service, v1 Namespace)
+    Apply(ManifestArgs),
+    /// Delete the objects named in a Kubernetes YAML file
+    Delete(ManifestArgs),
+    /// Namespaces stored by `apply`
+    #[command(subcommand)]
+    Namespace(NamespaceCmd),
     /// Drop counters by reason, and per-port counters
     Stats {
         /// Only this port
@@ -30,6 +38,19 @@ pub(crate) enum Command {
         #[arg(long, requires = "port")]
         namespace: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManifestArgs {
+    /// The YAML file (documents separated by `---`), or `-` for stdin
+    #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
+    pub(crate) file: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NamespaceCmd {
+    /// List namespaces with their labels
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,9 +168,13 @@ pub(crate) struct ServiceAddArgs {
     pub(crate) affinity: Option<String>,
 }
 
-/// The request for a command, after the local shape checks.
-pub(crate) fn request(cmd: &Command) -> Result<Request, Invalid> {
+/// The request for a command, after the local shape checks; `docs` are the converted
+/// documents of `apply`/`delete -f` (read by the caller).
+pub(crate) fn request(cmd: &Command, docs: &[Document]) -> Result<Request, Invalid> {
     Ok(match cmd {
+        Command::Apply(_) => crate::apply::request(docs, false),
+        Command::Delete(_) => crate::apply::request(docs, true),
+        Command::Namespace(NamespaceCmd::List) => Request::NamespaceList,
         Command::Node(NodeCmd::Show) => Request::NodeShow,
         Command::Port(PortCmd::Add(a)) => {
             if let Some(ip) = &a.ip {
@@ -214,7 +239,7 @@ pub(crate) fn request(cmd: &Command) -> Result<Request, Invalid> {
             Request::ServiceAdd(ServiceSpec {
                 name: a.name.clone(),
                 namespace: a.namespace.clone(),
-                vip: a.vip.clone(),
+                vip: Some(a.vip.clone()),
                 ports: a.ports.clone(),
                 selector,
                 endpoints: a.endpoints.clone(),
@@ -242,7 +267,7 @@ mod tests {
     use vswitch_proto::Response;
 
     fn req(args: &[&str]) -> Result<Request, Invalid> {
-        request(&parse(args).command)
+        request(&parse(args).command, &[])
     }
 
     #[test]
@@ -416,7 +441,7 @@ mod tests {
         let want = Request::ServiceAdd(ServiceSpec {
             name: "nginx-service".into(),
             namespace: "web".into(),
-            vip: "198.19.96.20".into(),
+            vip: Some("198.19.96.20".into()),
             ports: vec!["http:80:8080/tcp".into(), "53/udp".into()],
             selector: [("app".to_string(), "nginx".to_string())].into(),
             endpoints: vec!["198.18.2.5".into()],
@@ -516,7 +541,7 @@ mod tests {
         assert_eq!(req(&["service", "list"]).unwrap(), Request::ServiceList);
         let cmd = parse(&["service", "del", "x"]).command;
         assert_eq!(
-            render(&cmd, Response::Done, Format::Table).unwrap(),
+            render(&cmd, Response::Done, Format::Table, &[]).unwrap(),
             "service default/x deleted
 "
         );
@@ -528,6 +553,7 @@ mod tests {
                 "no such service",
             ),
             Format::Table,
+            &[],
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "name: no such service");
@@ -552,5 +578,16 @@ mod tests {
         );
         // --namespace only makes sense with a port.
         assert_eq!(usage_error(&["stats", "--namespace", "ns"]).exit_code(), 2);
+    }
+
+    #[test]
+    fn apply_delete_and_namespace_parse() {
+        assert!(matches!(parse(&["apply", "-f", "-"]).command, Command::Apply(a) if a.file == "-"));
+        assert!(matches!(
+            parse(&["delete", "--filename", "x.yaml"]).command,
+            Command::Delete(a) if a.file == "x.yaml"
+        ));
+        assert_eq!(usage_error(&["apply"]).exit_code(), 2);
+        assert_eq!(req(&["namespace", "list"]).unwrap(), Request::NamespaceList);
     }
 }

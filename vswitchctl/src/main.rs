@@ -6,7 +6,10 @@
 //!   `error: FIELD: MESSAGE`, the daemon's state unchanged), or the daemon could not be reached or
 //!   answered badly or not within `--timeout` (`error: cannot connect to vswitchd at PATH: ...
 //!   (is vswitchd running?)`); `2` usage or local validation error, found before connecting
-//!   (stderr names the flag or `FIELD:`).
+//!   (stderr names the flag or `FIELD:`; for `apply`/`delete -f`, the document and its
+//!   field: `error: document 2 (Service web): spec.ports[0].port: ...`). `delete -f` exits 1
+//!   when an object it names does not exist (`error: services "x" not found`), after
+//!   deleting the others.
 //! - Results go to stdout, diagnostics to stderr. `-o json` prints the response data as pretty
 //!   JSON with the protocol's field names for every command (listings are arrays); `table` and
 //!   `wide` are for people and may gain columns.
@@ -14,16 +17,18 @@
 //! - It never hangs: every step waits at most `--timeout` seconds (default 10).
 //!
 //! It must never guess at daemon state: it checks only the shape of arguments (in
-//! [`commands`], with the daemon's own checks from [`vswitch_proto::validate`]) and leaves
-//! every decision to the daemon.
+//! [`commands`], with the daemon's own checks from [`vswitch_proto::validate`], and for
+//! `-f` files in [`apply`] with [`vswitch_proto::manifest`]) and leaves every decision to
+//! the daemon.
 
 #![forbid(unsafe_code)]
 
+mod apply;
 mod commands;
 mod output;
 
 use clap::Parser;
-use commands::{request, Command, PeerCmd, PortCmd, ServiceCmd};
+use commands::{request, Command, NamespaceCmd, PeerCmd, PortCmd, ServiceCmd};
 use output::Format;
 use std::ffi::OsString;
 use std::io::Write;
@@ -64,6 +69,13 @@ struct Cli {
 enum Failure {
     /// A malformed argument, caught before connecting (exit 2).
     Invalid(Invalid),
+    /// A bad `-f` file: unreadable (exit 2).
+    Usage(String),
+    /// A document of an `-f` file refused before connecting (exit 2).
+    Manifest(vswitch_proto::manifest::ManifestError),
+    /// `delete -f`: some objects did not exist; the others were deleted (exit 1). `printed`
+    /// goes to stdout, `message` to stderr.
+    NotFound { printed: String, message: String },
     /// The daemon refused (exit 1).
     Daemon(ErrorBody),
     /// The daemon could not be reached or did not answer properly (exit 1).
@@ -75,7 +87,7 @@ enum Failure {
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
-            Failure::Invalid(_) => 2,
+            Failure::Invalid(_) | Failure::Usage(_) | Failure::Manifest(_) => 2,
             _ => 1,
         }
     }
@@ -85,6 +97,9 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Invalid(e) => write!(f, "{e}"),
+            Failure::Usage(e) => f.write_str(e),
+            Failure::Manifest(e) => write!(f, "{e}"),
+            Failure::NotFound { message, .. } => f.write_str(message),
             Failure::Daemon(e) => write!(f, "{e}"),
             // ClientError's message already includes its cause.
             Failure::Client(e) => write!(f, "{e}"),
@@ -107,6 +122,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Failure::NotFound { printed, .. } = &e {
+                let _ = std::io::stdout().lock().write_all(printed.as_bytes());
+            }
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
         }
@@ -115,11 +133,15 @@ fn main() -> ExitCode {
 
 /// Validates, sends one request, and renders the answer.
 fn run(cli: &Cli) -> Result<String, Failure> {
-    let req = request(&cli.command).map_err(Failure::Invalid)?;
+    let docs = match &cli.command {
+        Command::Apply(a) | Command::Delete(a) => apply::documents(&a.file)?,
+        _ => Vec::new(),
+    };
+    let req = request(&cli.command, &docs).map_err(Failure::Invalid)?;
     let socket = socket_path(cli.socket.clone(), std::env::var_os("VSWITCH_SOCKET"));
     let resp =
         client::call(&socket, &req, Duration::from_secs(cli.timeout)).map_err(Failure::Client)?;
-    render(&cli.command, resp, cli.output)
+    render(&cli.command, resp, cli.output, &docs)
 }
 
 /// `--socket`, else a non-empty `$VSWITCH_SOCKET`, else the default.
@@ -128,10 +150,26 @@ fn socket_path(flag: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(vswitch_proto::DEFAULT_SOCKET))
 }
 
-/// Renders the daemon's answer to `cmd`, or the failure it reports.
-fn render(cmd: &Command, resp: Response, f: Format) -> Result<String, Failure> {
+/// Renders the daemon's answer to `cmd` (`docs`: the documents of `apply`/`delete -f`), or
+/// the failure it reports.
+fn render(
+    cmd: &Command,
+    resp: Response,
+    f: Format,
+    docs: &[vswitch_proto::manifest::Document],
+) -> Result<String, Failure> {
     Ok(match (cmd, resp) {
+        (Command::Apply(_), Response::Error(e)) => {
+            return Err(Failure::Daemon(apply::daemon_error(e, docs)))
+        }
         (_, Response::Error(e)) => return Err(Failure::Daemon(e)),
+        (Command::Apply(_) | Command::Delete(_), Response::Objects(rs)) => apply::results(&rs, f)?,
+        (Command::Namespace(NamespaceCmd::List), Response::Namespaces(ns)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            apply::namespaces(&ns, f, now)
+        }
         (Command::Node(_), Response::Node(n)) => output::node(&n, f),
         (Command::Port(PortCmd::Add(_)), Response::Port(p)) => output::port_added(&p, f),
         (Command::Port(PortCmd::Del { name, namespace }), Response::Done) => output::port_deleted(
@@ -249,7 +287,7 @@ mod tests {
     fn render_maps_answers_and_failures() {
         let cmd = parse(&["peer", "del", "node2"]).command;
         assert_eq!(
-            render(&cmd, Response::Done, Format::Table).unwrap(),
+            render(&cmd, Response::Done, Format::Table, &[]).unwrap(),
             "peer node2 deleted\n"
         );
         let err = render(
@@ -260,11 +298,12 @@ mod tests {
                 "no peer `node2`",
             ),
             Format::Table,
+            &[],
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "node: no peer `node2`");
         assert_eq!(err.exit_code(), 1);
-        let err = render(&cmd, Response::Ports(vec![]), Format::Table).unwrap_err();
+        let err = render(&cmd, Response::Ports(vec![]), Format::Table, &[]).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("unexpected answer from vswitchd"),

@@ -48,13 +48,13 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn pretty(v: serde_json::Result<String>) -> String {
+pub(crate) fn pretty(v: serde_json::Result<String>) -> String {
     let mut s = v.expect("proto types always serialize");
     s.push('\n');
     s
 }
 
-fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
+pub(crate) fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
     if l.is_empty() {
         return "<none>".to_string();
     }

@@ -61,6 +61,23 @@ fn fake_daemon(
     seen
 }
 
+/// A file under the temporary directory unique to this test, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(test: &str, text: &str) -> TempFile {
+        let p = std::env::temp_dir().join(format!("vswitchctl-{}-{test}.yaml", std::process::id()));
+        std::fs::write(&p, text).expect("write the manifest");
+        TempFile(p)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn vswitchctl(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vswitchctl"));
     cmd.args(args).env_remove("VSWITCH_SOCKET");
@@ -296,11 +313,13 @@ fn sample_service() -> vswitch_proto::ServiceInfo {
 fn service_commands_against_a_daemon() {
     let sock = SocketPath::new("service");
     let seen = fake_daemon(&sock.0, |req| match req {
-        Request::ServiceAdd(spec) if spec.vip == "198.19.0.9" => Response::Error(ErrorBody {
-            kind: vswitch_proto::ErrorKind::Invalid,
-            field: Some("vip".into()),
-            message: "198.19.0.9 is outside the service CIDR 198.19.96.0/20".into(),
-        }),
+        Request::ServiceAdd(spec) if spec.vip.as_deref() == Some("198.19.0.9") => {
+            Response::Error(ErrorBody {
+                kind: vswitch_proto::ErrorKind::Invalid,
+                field: Some("vip".into()),
+                message: "198.19.0.9 is outside the service CIDR 198.19.96.0/20".into(),
+            })
+        }
         Request::ServiceAdd(_) => Response::Service(sample_service()),
         Request::ServiceList => Response::Services(vec![sample_service()]),
         _ => Response::Done,
@@ -369,4 +388,129 @@ fn service_commands_against_a_daemon() {
         stderr(&out)
     );
     assert_eq!(seen.lock().unwrap().len(), n);
+}
+
+/// The tutorial's service.yaml.
+const SERVICE_YAML: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: nginx-service
+spec:
+  selector:
+    app: nginx
+  ports:
+    - protocol: TCP
+      port: 80
+      targetPort: 80
+";
+
+#[test]
+fn apply_of_a_bad_file_exits_2_naming_the_document_without_a_daemon() {
+    let bad = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n---\n{}",
+        SERVICE_YAML.replace("port: 80", "port: 70000")
+    );
+    let file = TempFile::new("bad", &bad);
+    // No daemon listens on this socket: the file is refused before any connection.
+    let sock = SocketPath::new("apply-bad");
+    for verb in ["apply", "delete"] {
+        let out = run_at(&sock.0, &[verb, "-f", file.0.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{verb}");
+        assert_eq!(
+            stderr(&out),
+            "error: document 2 (Service nginx-service): spec.ports[0].port: must be 1-65535 \
+             (got 70000)\n"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let out = run_at(&sock.0, &["apply", "-f", "/nonexistent/service.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: -f: cannot read /nonexistent/service.yaml: "),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn apply_and_delete_from_stdin_against_a_daemon() {
+    use vswitch_proto::{Action, ObjectKey, ObjectResult, ServiceKey};
+    let sock = SocketPath::new("apply");
+    let svc = ObjectKey::Service(ServiceKey {
+        name: "nginx-service".into(),
+        namespace: "default".into(),
+    });
+    let seen = fake_daemon(&sock.0, move |req| match req {
+        Request::Apply { objects } if objects.len() == 1 => Response::Objects(vec![ObjectResult {
+            object: objects[0].key(),
+            action: Action::Created,
+        }]),
+        Request::Apply { .. } => Response::Error(ErrorBody {
+            kind: vswitch_proto::ErrorKind::Exists,
+            field: Some("objects[1].spec.clusterIP".into()),
+            message: "Service nginx-service: 198.19.96.20 is already the VIP of service \
+                      default/web"
+                .into(),
+        }),
+        Request::Delete { objects } => Response::Objects(
+            objects
+                .iter()
+                .map(|o| ObjectResult {
+                    object: o.clone(),
+                    action: if o.name() == "nginx-service" {
+                        Action::Deleted
+                    } else {
+                        Action::NotFound
+                    },
+                })
+                .collect(),
+        ),
+        _ => Response::Done,
+    });
+    let with_stdin = |args: &[&str], text: &str| {
+        let mut cmd = vswitchctl(&["--socket", sock.0.to_str().unwrap()]);
+        let mut child = cmd
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = with_stdin(&["apply", "-f", "-"], SERVICE_YAML);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "service/nginx-service created\n");
+    // The daemon's error about an object is told as its document.
+    let two =
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n---\n{SERVICE_YAML}");
+    let out = with_stdin(&["apply", "-f", "-"], &two);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: document 2 (Service nginx-service): spec.clusterIP: 198.19.96.20 is already \
+         the VIP of service default/web\n"
+    );
+    let out = with_stdin(&["delete", "-f", "-"], &two);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "service \"nginx-service\" deleted\n");
+    assert_eq!(stderr(&out), "error: namespaces \"team-a\" not found\n");
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.last().unwrap(),
+        &Request::Delete {
+            objects: vec![
+                ObjectKey::Namespace {
+                    name: "team-a".into()
+                },
+                svc
+            ]
+        }
+    );
 }

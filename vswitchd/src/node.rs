@@ -1,4 +1,4 @@
-//! The control plane of one node: ports, peers, services, address allocation and the tables
+//! The control plane of one node: ports, peers, services, namespaces, address allocation and the tables
 //! it installs into the datapath. Every request validates first and changes state only when
 //! everything it needs has succeeded; the persisted state is saved before the answer.
 //!
@@ -25,6 +25,7 @@ use vswitch_proto::{
     PortStatus, Request, Response, StatsReport,
 };
 
+mod apply;
 mod cni;
 mod effects;
 mod lost;
@@ -119,6 +120,9 @@ impl Node {
                 inner.ports.insert(key, port);
             }
             node.recover_services(&mut inner, st.services);
+            for (name, why) in inner.recover_namespaces(st.namespaces) {
+                warn!(namespace = %name, "dropping persisted namespace: {why}");
+            }
             node.install(&mut inner);
             // Against the installed tables (stale entries are dropped), before any pod frame:
             // a reply of a Service connection must not reach its client untranslated.
@@ -161,6 +165,9 @@ impl Node {
             Request::ServiceAdd(spec) => self.service_add(&mut inner, spec),
             Request::ServiceDel(key) => self.service_del(&mut inner, key),
             Request::ServiceList => Ok(self.service_list(&inner)),
+            Request::Apply { objects } => Ok(self.apply(&mut inner, objects)),
+            Request::Delete { objects } => self.delete(&mut inner, objects),
+            Request::NamespaceList => Ok(Response::Namespaces(inner.namespace_infos())),
         };
         result.unwrap_or_else(Reject::into_response)
     }

@@ -1,5 +1,5 @@
 //! Persistent state: what the daemon must remember across restarts (ports with their
-//! addresses, peers, services, the allocator's cursor), written crash-safe, and the single-instance
+//! addresses, peers, services (with their VIPs, allocated or not), namespaces, the allocator's cursor), written crash-safe, and the single-instance
 //! lock on the state directory.
 
 use anyhow::{bail, Context, Result};
@@ -78,6 +78,18 @@ pub struct ServiceRecord {
     pub affinity_seconds: Option<u32>,
 }
 
+/// A namespace as persisted (stored by `apply`; its labels include
+/// `kubernetes.io/metadata.name`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When it was first applied, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub created_unix: u64,
+}
+
 /// Everything persisted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PersistedState {
@@ -90,6 +102,9 @@ pub struct PersistedState {
     /// Services (absent in state files written before Services existed).
     #[serde(default)]
     pub services: Vec<ServiceRecord>,
+    /// Namespaces stored by `apply` (absent in older state files).
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceRecord>,
 }
 
 /// The state directory, locked for this daemon's lifetime.
@@ -253,6 +268,11 @@ mod tests {
                     port: Some(80),
                 }],
                 affinity_seconds: Some(10800),
+            }],
+            namespaces: vec![NamespaceRecord {
+                name: "team-a".into(),
+                labels: [("team".to_string(), "a".to_string())].into(),
+                created_unix: 1_700_000_000,
             }],
         };
         store.save(&st).unwrap();

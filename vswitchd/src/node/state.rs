@@ -4,13 +4,14 @@
 //! snapshot) live in `node.rs`; a request goes: validate here, create what the pod needs,
 //! apply here ([`Undo`] back), save; when the save fails, [`NodeState::rollback`] and the
 //! state is as before the request. The services' part (validation, endpoints, the service
-//! and DNS tables) is `state/services.rs`.
+//! and DNS tables) is `state/services.rs`; `apply`/`delete` of Kubernetes objects and the
+//! namespace store are `state/apply.rs`.
 //!
 //! Error answers ([`Reject`]) carry the request field they blame; their messages are part of
 //! the contract (the CLI prints them, the tests match them).
 
 use crate::checked;
-use crate::state::{PeerRecord, PersistedState, PortRecord, ServiceRecord};
+use crate::state::{NamespaceRecord, PeerRecord, PersistedState, PortRecord, ServiceRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use vswitch_proto::{
     validate, CniAttach, ErrorKind, PeerSpec, PortKey, PortSpec, PortStatus, Response,
 };
 
+mod apply;
 mod services;
 
 pub(super) use services::{pod_dns, UdpBackend};
@@ -178,8 +180,15 @@ pub(super) enum Undo {
     PeerRemoved { peer: Peer },
     /// Service `key` was added.
     ServiceAdded { key: vswitch_proto::ServiceKey },
-    /// A service was removed.
+    /// A service was removed, or replaced (by `apply`): this was it.
     ServiceRemoved { rec: ServiceRecord },
+    /// Namespace `name` was added, or replaced `old`.
+    NamespaceSet {
+        name: String,
+        old: Option<NamespaceRecord>,
+    },
+    /// A namespace was removed.
+    NamespaceRemoved { rec: NamespaceRecord },
 }
 
 impl Undo {
@@ -202,6 +211,8 @@ pub(super) struct NodeState {
     pub ports: BTreeMap<PortKey, Port>,
     pub peers: BTreeMap<String, Peer>,
     pub services: BTreeMap<vswitch_proto::ServiceKey, ServiceRecord>,
+    /// Namespaces stored by `apply`, by name.
+    pub namespaces: BTreeMap<String, NamespaceRecord>,
     /// The UDP service backends of the installed snapshot (to flush those that leave).
     pub udp_backends: BTreeSet<UdpBackend>,
     next_id: u32,
@@ -223,6 +234,7 @@ impl NodeState {
             ports: BTreeMap::new(),
             peers: BTreeMap::new(),
             services: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
             udp_backends: BTreeSet::new(),
             next_id: 1,
             last_allocated,
@@ -245,6 +257,7 @@ impl NodeState {
             peers: self.peers.values().map(|p| p.rec.clone()).collect(),
             last_allocated: self.last_allocated,
             services: self.services.values().cloned().collect(),
+            namespaces: self.namespaces.values().cloned().collect(),
         }
     }
 
@@ -583,6 +596,24 @@ impl NodeState {
                 self.services.insert(key, rec);
                 None
             }
+            Undo::NamespaceSet { name, old } => {
+                self.namespaces.remove(&name);
+                if let Some(old) = old {
+                    self.namespaces.insert(name, old);
+                }
+                None
+            }
+            Undo::NamespaceRemoved { rec } => {
+                self.namespaces.insert(rec.name.clone(), rec);
+                None
+            }
+        }
+    }
+
+    /// Undoes several changes, the last one first.
+    pub fn rollback_all(&mut self, undos: Vec<Undo>) {
+        for undo in undos.into_iter().rev() {
+            let _ = self.rollback(undo);
         }
     }
 

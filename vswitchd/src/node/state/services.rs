@@ -7,7 +7,9 @@
 //!   local pods whose labels match its selector. An endpoint is *ready* (used) when it is a
 //!   Running local pod, or lies in a peer's subnet. The datapath DNATs to ready endpoints only
 //!   and rejects connections when there are none.
-//! - `service add` never replaces: an existing (namespace, name) is an `exists` error.
+//! - `service add` never replaces: an existing (namespace, name) is an `exists` error
+//!   (`apply` does replace: `state/apply.rs`). A Service given no VIP gets a free one
+//!   ([`NodeState::allocate_vip`]).
 //! - The effects (the pods' resolver files, the UDP conntrack flush, the requests' plumbing)
 //!   are `node/services.rs`'.
 
@@ -256,14 +258,48 @@ impl NodeState {
         (entries, dns, udp)
     }
 
-    /// Validates a `service add` into the record to store.
-    pub fn check_service(&self, spec: ServiceSpec) -> Result<ServiceRecord, Reject> {
+    /// The name checks of a Service: its key.
+    pub(super) fn service_key(spec: &ServiceSpec) -> Result<ServiceKey, Reject> {
         service_name(&spec.name).map_err(|e| reject("name", e))?;
         dns_label(&spec.namespace).map_err(|e| reject("namespace", e))?;
-        let key = ServiceKey {
+        Ok(ServiceKey {
             name: spec.name.clone(),
             namespace: spec.namespace.clone(),
-        };
+        })
+    }
+
+    /// A VIP asked for: an IPv4 address that [`NodeState::check_vip`] accepts for `key`.
+    pub(super) fn given_vip(&self, s: &str, key: &ServiceKey) -> Result<Ipv4Addr, Reject> {
+        let vip = validate::ipv4("vip", s).map_err(|e| reject(e.field, e.message))?;
+        self.check_vip(vip, key)?;
+        Ok(vip)
+    }
+
+    /// A free VIP of the service CIDR: not its network or broadcast address, not the DNS
+    /// address, not another service's. Like Kubernetes (KEP-3070) it looks above the lower
+    /// band first (the first min(max(16, size/16), 256) addresses), which is left for VIPs
+    /// given explicitly, and falls back to the band when the rest is used up.
+    pub(super) fn allocate_vip(&self) -> Result<Ipv4Addr, Reject> {
+        let (cidr, dns) = self.service_net();
+        let first = u32::from(cidr.network()).saturating_add(1);
+        let last = u32::from(cidr.broadcast()).saturating_sub(1);
+        let size = last.saturating_sub(first) + 1;
+        let band = (size / 16).clamp(16, 256).min(size.saturating_sub(1));
+        let used: BTreeSet<Ipv4Addr> = self.services.values().map(|s| s.vip).collect();
+        (first + band..=last)
+            .chain(first..first + band)
+            .map(Ipv4Addr::from)
+            .find(|ip| *ip != dns && !used.contains(ip))
+            .ok_or_else(|| Reject {
+                kind: vswitch_proto::ErrorKind::Exhausted,
+                field: Some("vip"),
+                msg: format!("no free VIP left in the service CIDR {cidr}"),
+            })
+    }
+
+    /// Validates a `service add` into the record to store; without a VIP, one is allocated.
+    pub fn check_service(&self, spec: ServiceSpec) -> Result<ServiceRecord, Reject> {
+        let key = Self::service_key(&spec)?;
         if self.services.contains_key(&key) {
             return Err(exists(
                 "name",
@@ -273,8 +309,20 @@ impl NodeState {
                 ),
             ));
         }
-        let vip = validate::ipv4("vip", &spec.vip).map_err(|e| reject(e.field, e.message))?;
-        self.check_vip(vip, &key)?;
+        let vip = match &spec.vip {
+            Some(s) => self.given_vip(s, &key)?,
+            None => self.allocate_vip()?,
+        };
+        self.service_record(spec, vip)
+    }
+
+    /// The checks of a Service but its name and VIP (ports, selector, endpoints, affinity):
+    /// the record to store, with `vip`.
+    pub(super) fn service_record(
+        &self,
+        spec: ServiceSpec,
+        vip: Ipv4Addr,
+    ) -> Result<ServiceRecord, Reject> {
         if spec.ports.is_empty() {
             return Err(reject("port", "a service needs at least one --port"));
         }

@@ -83,7 +83,7 @@ fn svc(name: &str, vip: &str, ports: &[&str]) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
         namespace: "default".into(),
-        vip: vip.into(),
+        vip: Some(vip.into()),
         ports: ports.iter().map(|p| p.to_string()).collect(),
         selector: BTreeMap::new(),
         endpoints: Vec::new(),
