@@ -36,6 +36,8 @@ pub(crate) enum Command {
 pub(crate) enum NodeCmd {
     /// Describe this node
     Show,
+    /// The cluster's nodes (from the datastore; this node alone without one)
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +153,7 @@ pub(crate) struct ServiceAddArgs {
 pub(crate) fn request(cmd: &Command) -> Result<Request, Invalid> {
     Ok(match cmd {
         Command::Node(NodeCmd::Show) => Request::NodeShow,
+        Command::Node(NodeCmd::List) => Request::NodeList,
         Command::Port(PortCmd::Add(a)) => {
             if let Some(ip) = &a.ip {
                 validate::ip_with_prefix("ip", ip)?;
@@ -248,6 +251,7 @@ mod tests {
     #[test]
     fn node_show() {
         assert_eq!(req(&["node", "show"]).unwrap(), Request::NodeShow);
+        assert_eq!(req(&["node", "list"]).unwrap(), Request::NodeList);
     }
 
     #[test]

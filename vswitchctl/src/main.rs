@@ -23,7 +23,7 @@ mod commands;
 mod output;
 
 use clap::Parser;
-use commands::{request, Command, PeerCmd, PortCmd, ServiceCmd};
+use commands::{request, Command, NodeCmd, PeerCmd, PortCmd, ServiceCmd};
 use output::Format;
 use std::ffi::OsString;
 use std::io::Write;
@@ -132,7 +132,10 @@ fn socket_path(flag: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
 fn render(cmd: &Command, resp: Response, f: Format) -> Result<String, Failure> {
     Ok(match (cmd, resp) {
         (_, Response::Error(e)) => return Err(Failure::Daemon(e)),
-        (Command::Node(_), Response::Node(n)) => output::node(&n, f),
+        (Command::Node(NodeCmd::Show), Response::Node(n)) => output::node(&n, f),
+        (Command::Node(NodeCmd::List), Response::Nodes(ns)) => {
+            output::nodes(&ns, output::unix_now(), f)
+        }
         (Command::Port(PortCmd::Add(_)), Response::Port(p)) => output::port_added(&p, f),
         (Command::Port(PortCmd::Del { name, namespace }), Response::Done) => output::port_deleted(
             &PortKey {

@@ -18,7 +18,7 @@ use vswitch_datapath::{
     Ipv4Cidr, LinkCounters, Mac, NodeConfig, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
 use vswitch_proto::{
-    validate, CniAttach, ErrorKind, PeerSpec, PortKey, PortSpec, PortStatus, Response,
+    validate, CniAttach, ErrorKind, PeerSource, PeerSpec, PortKey, PortSpec, PortStatus, Response,
 };
 
 mod services;
@@ -144,6 +144,20 @@ pub(super) struct Peer {
     pub cidr: Ipv4Cidr,
     pub mac: Mac,
     pub counters: Arc<LinkCounters>,
+    /// `peer add` or the datastore; only manual peers are persisted.
+    pub source: PeerSource,
+}
+
+impl Peer {
+    /// The peer as a `peer add` would give it (what the datastore's diff compares).
+    pub fn spec(&self) -> PeerSpec {
+        PeerSpec {
+            node: self.rec.node.clone(),
+            underlay: self.rec.underlay.to_string(),
+            pod_cidr: self.rec.pod_cidr.clone(),
+            vtep_mac: Some(self.rec.vtep_mac.clone()),
+        }
+    }
 }
 
 /// A `port add` that passed validation: what to create and record.
@@ -242,7 +256,13 @@ impl NodeState {
             version: 0,
             pod_cidr: self.cfg.pod_cidr.to_string(),
             ports: self.ports.values().map(|p| p.rec.clone()).collect(),
-            peers: self.peers.values().map(|p| p.rec.clone()).collect(),
+            // Datastore peers come back with the datastore's list.
+            peers: self
+                .peers
+                .values()
+                .filter(|p| p.source == PeerSource::Manual)
+                .map(|p| p.rec.clone())
+                .collect(),
             last_allocated: self.last_allocated,
             services: self.services.values().cloned().collect(),
         }
@@ -513,6 +533,7 @@ impl NodeState {
             cidr,
             mac,
             counters: Arc::default(),
+            source: PeerSource::Manual,
         })
     }
 
