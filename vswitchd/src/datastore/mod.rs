@@ -405,9 +405,8 @@ impl Datastore {
             if rev == 0 {
                 rev = self.relist(&mut c, node, leases).await?;
             }
-            let opts = WatchOptions::new()
-                .with_prefix()
-                .with_start_revision(rev + 1);
+            let w_from = rev + 1;
+            let opts = WatchOptions::new().with_prefix().with_start_revision(w_from);
             let mut w = t(c.watch(dir.clone(), Some(opts))).await?;
             self.connected.store(true, Relaxed);
             loop {
@@ -417,7 +416,7 @@ impl Datastore {
                             .ok_or_else(|| anyhow!("the watch stream ended"))?;
                         if m.compact_revision() > 0 {
                             info!(compacted = m.compact_revision(), "datastore: revision {} \
-                                  was compacted; listing again", rev + 1);
+                                  was compacted; listing again", w_from);
                             self.revision.store(0, Relaxed);
                             break;
                         }
@@ -446,9 +445,8 @@ impl Datastore {
                         if changed {
                             self.apply(node, leases).await;
                         }
-                        if let Some(h) = m.header() {
-                            rev = rev.max(h.revision());
-                        }
+                        // Only events move the revision seen: a response's header
+                        // revision (the store's) may be ahead of events not yet delivered.
                         self.revision.store(rev, Relaxed);
                     }
                     _ = tick.tick() => {
