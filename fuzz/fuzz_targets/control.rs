@@ -112,6 +112,7 @@ fn check_names(req: &Request) {
         }
         Request::ServiceDel(_)
         | Request::NodeShow
+        | Request::NodeList
         | Request::PortList
         | Request::PeerList
         | Request::ServiceList

@@ -99,6 +99,11 @@ impl Etcd {
         }
     }
 
+    /// Kills etcd (the datastore goes away; its data stays until the testbed is removed).
+    pub fn kill(self) {
+        drop(self.bg);
+    }
+
     /// `etcd://198.19.0.254:2379`, what `vswitchd --datastore` takes.
     pub fn datastore_url(&self) -> String {
         format!("etcd://{ETCD_ADDR}:2379")

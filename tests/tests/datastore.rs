@@ -3,7 +3,8 @@
 //! the leases and carry pod traffic both ways; `node list` shows them; the keys in etcd have
 //! flannel's exact JSON; a restarted daemon gets its subnet back; a lease value that does not
 //! parse is counted and skipped; a killed daemon turns NotReady within `--node-ttl` while its
-//! peer stays (fail-static). One test function: the scenarios share one cluster.
+//! peer stays (fail-static); with etcd gone, a restarted daemon starts on its saved subnet
+//! with its peers. One test function: the scenarios share one cluster.
 
 use serde_json::Value;
 use std::thread;
@@ -197,4 +198,21 @@ fn nodes_find_each_other_through_etcd() {
     assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
     assert_eq!(datastore_peers(&n2), ["198.18.1.0-24", "198.18.3.0-24"]);
     assert_ping(&busybox, nginx.ip);
+
+    // etcd gone: the nodes keep forwarding, and a restarted daemon starts on the subnet and
+    // the peers saved in its state directory (fail-static).
+    etcd.kill();
+    wait_for("n1 noticing etcd is gone", Duration::from_secs(15), || {
+        let ds = &n1.show()["datastore"];
+        match ds["connected"].as_bool() {
+            Some(false) => Ok(()),
+            _ => Err(ds.to_string()),
+        }
+    });
+    assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
+    assert_ping(&nginx, busybox.ip);
+    tb.restart_daemon(&n2);
+    assert_eq!(n2.show()["pod_cidr"], "198.18.2.0/24");
+    assert_eq!(datastore_peers(&n2), ["198.18.1.0-24", "198.18.3.0-24"]);
+    assert_wget_nginx(&busybox, nginx.ip);
 }

@@ -257,7 +257,7 @@ impl Node {
         let current = inner
             .peers
             .values()
-            .filter(|p| p.source == PeerSource::Datastore)
+            .filter(|p| p.rec.source == PeerSource::Datastore)
             .map(|p| (p.rec.node.clone(), p.spec()))
             .collect();
         let diff = crate::datastore::flannel::diff(desired, &current);
@@ -271,7 +271,7 @@ impl Node {
             if inner
                 .peers
                 .get(&spec.node)
-                .is_some_and(|p| p.source == PeerSource::Manual)
+                .is_some_and(|p| p.rec.source == PeerSource::Manual)
             {
                 refused.push((spec, "a manual peer has this name".to_string()));
                 continue;
@@ -377,10 +377,10 @@ impl Node {
         spec: PeerSpec,
         source: PeerSource,
     ) -> Result<Response, Reject> {
-        let rec = inner.check_peer(&spec)?;
+        let mut rec = inner.check_peer(&spec)?;
+        rec.source = source;
         let (underlay, cidr) = (rec.underlay, rec.pod_cidr.clone());
-        let mut peer = inner.peer_from_record(rec)?;
-        peer.source = source;
+        let peer = inner.peer_from_record(rec)?;
         let undo = inner.set_peer(peer);
         if let Err(e) = self.persist(inner) {
             inner.rollback(undo);
@@ -470,6 +470,6 @@ fn peer_info(p: &Peer) -> PeerInfo {
         tx_bytes: p.counters.tx_bytes.load(Relaxed),
         rx_packets: p.counters.rx_packets.load(Relaxed),
         rx_bytes: p.counters.rx_bytes.load(Relaxed),
-        source: p.source,
+        source: p.rec.source,
     }
 }

@@ -406,7 +406,9 @@ impl Datastore {
                 rev = self.relist(&mut c, node, leases).await?;
             }
             let w_from = rev + 1;
-            let opts = WatchOptions::new().with_prefix().with_start_revision(w_from);
+            let opts = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(w_from);
             let mut w = t(c.watch(dir.clone(), Some(opts))).await?;
             self.connected.store(true, Relaxed);
             loop {

@@ -144,8 +144,6 @@ pub(super) struct Peer {
     pub cidr: Ipv4Cidr,
     pub mac: Mac,
     pub counters: Arc<LinkCounters>,
-    /// `peer add` or the datastore; only manual peers are persisted.
-    pub source: PeerSource,
 }
 
 impl Peer {
@@ -256,13 +254,7 @@ impl NodeState {
             version: 0,
             pod_cidr: self.cfg.pod_cidr.to_string(),
             ports: self.ports.values().map(|p| p.rec.clone()).collect(),
-            // Datastore peers come back with the datastore's list.
-            peers: self
-                .peers
-                .values()
-                .filter(|p| p.source == PeerSource::Manual)
-                .map(|p| p.rec.clone())
-                .collect(),
+            peers: self.peers.values().map(|p| p.rec.clone()).collect(),
             last_allocated: self.last_allocated,
             services: self.services.values().cloned().collect(),
         }
@@ -520,6 +512,7 @@ impl NodeState {
             underlay,
             pod_cidr: cidr.to_string(),
             vtep_mac: vtep_mac.to_string(),
+            source: PeerSource::Manual,
         })
     }
 
@@ -533,7 +526,6 @@ impl NodeState {
             cidr,
             mac,
             counters: Arc::default(),
-            source: PeerSource::Manual,
         })
     }
 
