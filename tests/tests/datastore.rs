@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::thread;
 use std::time::{Duration, Instant};
 use vswitch_e2e::etcd::Etcd;
-use vswitch_e2e::{assert_ping, assert_wget_nginx, Node, NodeOpts, Testbed};
+use vswitch_e2e::{assert_ping, assert_wget_nginx, exec_in, Node, NodeOpts, OutputExt, Testbed};
 
 const CLUSTER_CIDR: &str = "198.18.0.0/16";
 const PREFIX: &str = "/coreos.com/network";
@@ -171,6 +171,31 @@ fn nodes_find_each_other_through_etcd() {
         }
     });
     assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
+
+    // A fourth node refuses to start, naming the flag, when it asks for a subnet another
+    // node holds or when its flags disagree with the cluster's config.
+    let n4 = tb.add_node(4, NodeOpts::no_daemon());
+    let vswitchd = tb.bin("vswitchd").display().to_string();
+    for (extra, want) in [
+        (
+            &["--pod-cidr", "198.18.1.0/24"][..],
+            "--pod-cidr: 198.18.1.0/24 is leased by 198.19.0.1",
+        ),
+        (&["--vni", "2"][..], "Backend.VNI is 1, --vni is 2"),
+    ] {
+        let opts = extra.iter().fold(
+            NodeOpts::default().datastore(&etcd.datastore_url(), CLUSTER_CIDR),
+            |o, a| o.arg(a),
+        );
+        let args = n4.vswitchd_args(&opts);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = exec_in(&n4.netns, Duration::from_secs(15), &vswitchd, &args);
+        assert!(
+            !out.status.success() && out.stderr_str().contains(want),
+            "vswitchd {extra:?} should refuse to start with `{want}`: {}",
+            out.describe()
+        );
+    }
 
     // A restarted daemon gets its subnet back; its pod keeps its address and path.
     tb.restart_daemon(&n3);
