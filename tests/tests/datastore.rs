@@ -172,6 +172,24 @@ fn nodes_find_each_other_through_etcd() {
     });
     assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
 
+    // `peer add` by hand still works beside the datastore (a node outside it), and the
+    // datastore's sync leaves the manual peer alone.
+    n1.ctl_ok(&[
+        "peer",
+        "add",
+        "outside",
+        "--underlay",
+        "198.19.0.200",
+        "--pod-cidr",
+        "198.18.200.0/24",
+    ]);
+    let manual = |n: &Node| {
+        n.peers()
+            .iter()
+            .any(|p| p["node"] == "outside" && p["source"] == "manual")
+    };
+    assert!(manual(&n1), "{:?}", n1.peers());
+
     // A fourth node refuses to start, naming the flag, when it asks for a subnet another
     // node holds or when its flags disagree with the cluster's config.
     let n4 = tb.add_node(4, NodeOpts::no_daemon());
@@ -222,6 +240,7 @@ fn nodes_find_each_other_through_etcd() {
     eprintln!("node 3 NotReady {:?} after SIGKILL", killed.elapsed());
     assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
     assert_eq!(datastore_peers(&n2), ["198.18.1.0-24", "198.18.3.0-24"]);
+    assert!(manual(&n1), "{:?}", n1.peers());
     assert_ping(&busybox, nginx.ip);
 
     // etcd gone: the nodes keep forwarding, and a restarted daemon starts on the subnet and
