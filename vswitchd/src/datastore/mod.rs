@@ -565,3 +565,81 @@ fn expect_alive<E: std::fmt::Display>(
         Err(e) => bail!("{what} keepalive: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(tls: Option<TlsFiles>) -> Settings {
+        let cidr = crate::checked::cidr("c", "198.18.0.0/16").unwrap();
+        Settings {
+            endpoints: vec!["198.19.0.254:2379".into(), "198.19.0.253:2379".into()],
+            prefix: "/coreos.com/network".into(),
+            tls,
+            node_ttl: 20,
+            net: Network {
+                cidr,
+                subnet_len: 24,
+                vni: 1,
+                port: 4789,
+            },
+            node: "node1".into(),
+            underlay: Ipv4Addr::new(198, 19, 0, 1),
+        }
+    }
+
+    #[test]
+    fn tls_files_switch_the_scheme_and_name_the_flag_when_unreadable() {
+        assert_eq!(
+            settings(None).urls(),
+            ["http://198.19.0.254:2379", "http://198.19.0.253:2379"]
+        );
+        let missing = |ca: bool| TlsFiles {
+            ca: ca.then(|| PathBuf::from("/nonexistent/vswitch-ca.pem")),
+            cert: (!ca).then(|| PathBuf::from("/nonexistent/vswitch-cert.pem")),
+            key: (!ca).then(|| PathBuf::from("/nonexistent/vswitch-key.pem")),
+        };
+        let s = settings(Some(missing(true)));
+        assert_eq!(s.urls()[0], "https://198.19.0.254:2379");
+        let e = format!("{:#}", missing(true).options().unwrap_err());
+        assert!(
+            e.starts_with("--etcd-cafile: reading /nonexistent/vswitch-ca.pem"),
+            "{e}"
+        );
+        let e = format!("{:#}", missing(false).options().unwrap_err());
+        assert!(e.starts_with("--etcd-certfile: reading"), "{e}");
+        // Readable PEM files are taken as given (checked by the TLS handshake).
+        let dir = std::env::temp_dir().join(format!("vswitchd-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.join(f), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        }
+        let ok = TlsFiles {
+            ca: Some(dir.join("ca.pem")),
+            cert: Some(dir.join("cert.pem")),
+            key: Some(dir.join("key.pem")),
+        };
+        assert!(ok.options().is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn acquire_without_etcd_starts_on_the_saved_subnet_or_refuses() {
+        // Nothing listens on loopback's port 9 (discard): the connection is refused at once.
+        let mut s = settings(None);
+        s.endpoints = vec!["127.0.0.1:9".into()];
+        let saved = crate::checked::cidr("c", "198.18.7.0/24").ok();
+        let ds = acquire(s.clone(), None, saved).await.unwrap();
+        assert_eq!(ds.subnet(), saved.unwrap());
+        assert!(!ds.status().connected);
+        let e = acquire(s, None, None)
+            .await
+            .err()
+            .expect("no subnet to start on");
+        let e = format!("{e:#}");
+        assert!(
+            e.starts_with("--datastore: ") && e.contains("no subnet is saved"),
+            "{e}"
+        );
+    }
+}
