@@ -19,6 +19,8 @@ pub struct RequestEnvelope {
 pub enum Request {
     /// Describe this node.
     NodeShow,
+    /// The cluster's nodes as the datastore knows them (just this node without one).
+    NodeList,
     /// Attach a pod: create its TAP in its network namespace and configure it.
     PortAdd(PortSpec),
     /// Detach a pod and free its address.
@@ -53,8 +55,6 @@ pub enum Request {
     ServiceDel(ServiceKey),
     /// List Services with their endpoints.
     ServiceList,
-    /// The cluster's nodes as the datastore knows them (just this node without one).
-    NodeList,
     /// Counters: drops by reason, and per port (or for one port).
     Stats {
         /// Limit per-port counters to this port name.
@@ -516,6 +516,8 @@ pub enum Response {
     Done,
     /// `node show`.
     Node(NodeInfo),
+    /// `node list`.
+    Nodes(Vec<ClusterNode>),
     /// `port add`.
     Port(PortInfo),
     /// `port list`.
@@ -530,8 +532,6 @@ pub enum Response {
     Services(Vec<ServiceInfo>),
     /// `stats`.
     Stats(StatsReport),
-    /// `node list`.
-    Nodes(Vec<ClusterNode>),
 }
 
 impl Response {
