@@ -40,8 +40,11 @@ E2E_MATRIX ?= epoll:on uring:off epoll:off
 E2E_MATRIX_SKIP ?= soak_
 
 # What the tests and the demo run: ip and bridge, nginx (nginx-light), busybox (wget, ping),
-# iperf3, ps, ping -M (iputils), python3 (transfer checks), ethtool (the interop node).
-DEB_PACKAGES := iproute2 nginx-light busybox iperf3 procps iputils-ping python3 ethtool
+# iperf3, ps, ping -M (iputils), python3 (transfer checks), ethtool (the interop node);
+# etcd (the datastore test's etcd and etcdctl); protoc and the well-known .proto files
+# (building the etcd-client crate).
+DEB_PACKAGES := iproute2 nginx-light busybox iperf3 procps iputils-ping python3 ethtool \
+	etcd-server etcd-client protobuf-compiler libprotobuf-dev
 # What the benchmark plots need on top.
 DEB_PACKAGES_BENCH := $(DEB_PACKAGES) python3-matplotlib
 

@@ -126,5 +126,6 @@ fn node() -> NodeInfo {
         service_cidr: "198.19.96.0/20".into(),
         dns_ip: "198.19.96.10".into(),
         cluster_domain: "cluster.local".into(),
+        datastore: None,
     }
 }

@@ -134,6 +134,7 @@ fn check_names(req: &Request) {
         | Request::Delete { .. }
         | Request::NamespaceList
         | Request::NodeShow
+        | Request::NodeList
         | Request::PortList
         | Request::PeerList
         | Request::ServiceList

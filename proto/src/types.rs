@@ -19,6 +19,8 @@ pub struct RequestEnvelope {
 pub enum Request {
     /// Describe this node.
     NodeShow,
+    /// The cluster's nodes as the datastore knows them (just this node without one).
+    NodeList,
     /// Attach a pod: create its TAP in its network namespace and configure it.
     PortAdd(PortSpec),
     /// Detach a pod and free its address.
@@ -252,6 +254,70 @@ pub struct PeerInfo {
     pub rx_packets: u64,
     /// Bytes received from the peer (inner frames).
     pub rx_bytes: u64,
+    /// Where the peer comes from: `manual` (`peer add`) or `datastore` (a subnet lease);
+    /// `manual` from older daemons.
+    #[serde(default)]
+    pub source: PeerSource,
+}
+
+/// Where a peer comes from; on the wire `manual` or `datastore`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerSource {
+    /// Added by hand (`peer add`), persisted in the node's state.
+    #[default]
+    Manual,
+    /// Another node's subnet lease in the datastore (not persisted: it comes back with the
+    /// datastore's list).
+    Datastore,
+}
+
+impl PeerSource {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerSource::Manual => "manual",
+            PeerSource::Datastore => "datastore",
+        }
+    }
+}
+
+/// The datastore's state in `node show`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatastoreStatus {
+    /// The etcd endpoints, `http(s)://HOST:PORT`.
+    pub endpoints: Vec<String>,
+    /// The key prefix (`--datastore-prefix`).
+    pub prefix: String,
+    /// Whether the daemon is connected and watching now.
+    pub connected: bool,
+    /// The last etcd revision seen (0: none yet).
+    pub revision: i64,
+    /// Unix time (seconds) of the last complete list of the cluster's keys, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<u64>,
+    /// Subnet leases skipped since start: a value that does not parse, another backend type,
+    /// another VNI, or a lease that conflicts with this node's peers.
+    pub skipped: u64,
+}
+
+/// One node of the cluster in `node list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// The node's name (its subnet's key, `A.B.C.D-LEN`, for a lease without a liveness
+    /// record, e.g. a flanneld node or a node that is down).
+    pub name: String,
+    /// Its pod subnet.
+    pub subnet: String,
+    /// Its underlay address (the lease's PublicIP).
+    pub underlay: String,
+    /// Its VTEP MAC.
+    pub vtep_mac: String,
+    /// `Ready` while its liveness record exists, `NotReady` when only its lease does.
+    pub status: String,
+    /// Unix time (seconds) its daemon started, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
 }
 
 /// `node show`.
@@ -294,6 +360,9 @@ pub struct NodeInfo {
     /// The cluster domain (`SVC.NS.svc.DOMAIN`); empty from older daemons.
     #[serde(default)]
     pub cluster_domain: String,
+    /// The datastore's state, when the node runs with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<DatastoreStatus>,
 }
 
 /// Counters of one port.
@@ -580,6 +649,8 @@ pub enum Response {
     Done,
     /// `node show`.
     Node(NodeInfo),
+    /// `node list`.
+    Nodes(Vec<ClusterNode>),
     /// `port add`.
     Port(PortInfo),
     /// `port list`.

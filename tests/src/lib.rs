@@ -17,7 +17,8 @@
 //! Beside the testbed, what several tests share lives here, once: [`checks`] (ping, nginx
 //! fetch, a rejected `vswitchctl` command changing nothing), [`traffic`] (the checked TCP
 //! transfer, iperf3 intervals), [`procfs`] (a daemon's pid, memory, descriptors and engine
-//! CPU time) and [`daemon`] (a daemon the test stops and starts itself; its command line is
+//! CPU time), [`etcd`] (a real etcd in the hub for the datastore tests) and [`daemon`] (a
+//! daemon the test stops and starts itself; its command line is
 //! [`Node::vswitchd_args`], the same as the testbed's daemons). Every `unsafe` block in this
 //! crate carries a `// SAFETY:` comment (`clippy::undocumented_unsafe_blocks` is denied in
 //! Cargo.toml); nix's safe wrappers are used where nix has one.
@@ -36,6 +37,7 @@
 pub mod checks;
 pub mod cmd;
 pub mod daemon;
+pub mod etcd;
 pub mod procfs;
 pub mod testbed;
 pub mod traffic;

@@ -214,6 +214,12 @@ impl Testbed {
         name.to_string()
     }
 
+    /// The underlay hub's netns (its bridge `<prefix>br` joins the nodes' underlays),
+    /// created when needed.
+    pub fn hub(&self) -> String {
+        self.ensure_hub()
+    }
+
     fn ensure_hub(&self) -> String {
         if let Some(hub) = self.sh.res().hub.clone() {
             return hub;
@@ -293,6 +299,9 @@ impl Testbed {
                 );
             }
             self.start_daemon(&node);
+            if opts.leased_subnet {
+                node.refresh_subnet();
+            }
         }
         node
     }

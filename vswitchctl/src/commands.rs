@@ -57,6 +57,8 @@ pub(crate) enum NamespaceCmd {
 pub(crate) enum NodeCmd {
     /// Describe this node
     Show,
+    /// The cluster's nodes (from the datastore; this node alone without one)
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +178,7 @@ pub(crate) fn request(cmd: &Command, docs: &[Document]) -> Result<Request, Inval
         Command::Delete(_) => crate::apply::request(docs, true),
         Command::Namespace(NamespaceCmd::List) => Request::NamespaceList,
         Command::Node(NodeCmd::Show) => Request::NodeShow,
+        Command::Node(NodeCmd::List) => Request::NodeList,
         Command::Port(PortCmd::Add(a)) => {
             if let Some(ip) = &a.ip {
                 validate::ip_with_prefix("ip", ip)?;
@@ -273,6 +276,7 @@ mod tests {
     #[test]
     fn node_show() {
         assert_eq!(req(&["node", "show"]).unwrap(), Request::NodeShow);
+        assert_eq!(req(&["node", "list"]).unwrap(), Request::NodeList);
     }
 
     #[test]

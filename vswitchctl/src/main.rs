@@ -28,7 +28,7 @@ mod commands;
 mod output;
 
 use clap::Parser;
-use commands::{request, Command, NamespaceCmd, PeerCmd, PortCmd, ServiceCmd};
+use commands::{request, Command, NamespaceCmd, NodeCmd, PeerCmd, PortCmd, ServiceCmd};
 use output::Format;
 use std::ffi::OsString;
 use std::io::Write;
@@ -165,12 +165,12 @@ fn render(
         (_, Response::Error(e)) => return Err(Failure::Daemon(e)),
         (Command::Apply(_) | Command::Delete(_), Response::Objects(rs)) => apply::results(&rs, f)?,
         (Command::Namespace(NamespaceCmd::List), Response::Namespaces(ns)) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            apply::namespaces(&ns, f, now)
+            apply::namespaces(&ns, f, output::unix_now())
         }
-        (Command::Node(_), Response::Node(n)) => output::node(&n, f),
+        (Command::Node(NodeCmd::Show), Response::Node(n)) => output::node(&n, f),
+        (Command::Node(NodeCmd::List), Response::Nodes(ns)) => {
+            output::nodes(&ns, output::unix_now(), f)
+        }
         (Command::Port(PortCmd::Add(_)), Response::Port(p)) => output::port_added(&p, f),
         (Command::Port(PortCmd::Del { name, namespace }), Response::Done) => output::port_deleted(
             &PortKey {

@@ -9,7 +9,8 @@
 
 use std::fmt::Write as _;
 use vswitch_proto::{
-    NodeInfo, PeerInfo, PortInfo, PortKey, ServiceInfo, ServiceKey, ServicePortInfo, StatsReport,
+    ClusterNode, NodeInfo, PeerInfo, PortInfo, PortKey, ServiceInfo, ServiceKey, ServicePortInfo,
+    StatsReport,
 };
 
 /// The `-o` formats.
@@ -135,8 +136,9 @@ pub fn port_deleted(k: &PortKey, f: Format) -> String {
     }
 }
 
-const PEER_HEADERS: [&str; 8] = [
+const PEER_HEADERS: [&str; 9] = [
     "NODE", "UNDERLAY", "POD-CIDR", "VTEP-MAC", "TX-PKTS", "TX-BYTES", "RX-PKTS", "RX-BYTES",
+    "SOURCE",
 ];
 
 fn peer_row(p: &PeerInfo) -> Vec<String> {
@@ -149,6 +151,7 @@ fn peer_row(p: &PeerInfo) -> Vec<String> {
         p.tx_bytes.to_string(),
         p.rx_packets.to_string(),
         p.rx_bytes.to_string(),
+        p.source.as_str().to_string(),
     ]
 }
 
@@ -292,6 +295,53 @@ pub fn service_deleted(k: &ServiceKey, f: Format) -> String {
     }
 }
 
+/// The wall clock in Unix seconds (for ages).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An age like kubectl prints it: `45s`, `12m`, `5h`, `3d`; `<unknown>` without a start.
+pub fn age(started_at: Option<u64>, now: u64) -> String {
+    let Some(t) = started_at else {
+        return "<unknown>".to_string();
+    };
+    let s = now.saturating_sub(t);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+const NODE_HEADERS: [&str; 6] = ["NAME", "SUBNET", "UNDERLAY", "VTEP-MAC", "STATUS", "AGE"];
+
+/// `node list`, like `kubectl get nodes` (`wide` is the same as `table`); `now` is the wall
+/// clock in Unix seconds.
+pub fn nodes(nodes: &[ClusterNode], now: u64, f: Format) -> String {
+    match f {
+        Format::Json => pretty(serde_json::to_string_pretty(nodes)),
+        _ => table(
+            &NODE_HEADERS,
+            &nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.name.clone(),
+                        n.subnet.clone(),
+                        n.underlay.clone(),
+                        n.vtep_mac.clone(),
+                        n.status.clone(),
+                        age(n.started_at, now),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
 /// `node show`: aligned `key: value` lines, or JSON.
 pub fn node(n: &NodeInfo, f: Format) -> String {
     if f == Format::Json {
@@ -326,6 +376,30 @@ pub fn node(n: &NodeInfo, f: Format) -> String {
         ("cluster_domain", or_none(&n.cluster_domain)),
         ("version", n.version.clone()),
     ];
+    let mut fields = fields.to_vec();
+    if let Some(d) = &n.datastore {
+        fields.extend([
+            ("datastore", d.endpoints.join(",")),
+            ("datastore_prefix", d.prefix.clone()),
+            (
+                "datastore_state",
+                if d.connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
+                .to_string(),
+            ),
+            ("datastore_revision", d.revision.to_string()),
+            (
+                "datastore_last_sync",
+                d.last_sync.map_or("<never>".to_string(), |t| {
+                    format!("{} ago", age(Some(t), unix_now()))
+                }),
+            ),
+            ("datastore_skipped", d.skipped.to_string()),
+        ]);
+    }
     let width = fields.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in fields {
@@ -536,20 +610,22 @@ bb            kube-system  198.18.1.10  0a:58:c6:12:01:0a  node1  Detached  bb  
             tx_bytes: 3456,
             rx_packets: 7,
             rx_bytes: 890,
+            source: vswitch_proto::PeerSource::Manual,
         }
     }
 
     #[test]
     fn peer_list_table_and_json() {
         let want = "\
-NODE   UNDERLAY       POD-CIDR       VTEP-MAC           TX-PKTS  TX-BYTES  RX-PKTS  RX-BYTES
-node2  192.168.56.12  198.18.2.0/24  0a:58:c6:12:02:00  12       3456      7        890
+NODE   UNDERLAY       POD-CIDR       VTEP-MAC           TX-PKTS  TX-BYTES  RX-PKTS  RX-BYTES  SOURCE
+node2  192.168.56.12  198.18.2.0/24  0a:58:c6:12:02:00  12       3456      7        890       manual
 ";
         assert_eq!(peers(&[sample_peer()], Format::Table), want);
         let v: serde_json::Value =
             serde_json::from_str(&peers(&[sample_peer()], Format::Json)).unwrap();
         assert_eq!(v[0]["pod_cidr"], "198.18.2.0/24");
         assert_eq!(v[0]["tx_bytes"], 3456);
+        assert_eq!(v[0]["source"], "manual");
         assert_eq!(peer_deleted("node2", Format::Table), "peer node2 deleted\n");
         assert_eq!(
             peer_added(&sample_peer(), Format::Table),
@@ -577,6 +653,7 @@ node2  192.168.56.12  198.18.2.0/24  0a:58:c6:12:02:00  12       3456      7    
             service_cidr: "198.19.96.0/20".into(),
             dns_ip: "198.19.96.10".into(),
             cluster_domain: "cluster.local".into(),
+            datastore: None,
         };
         let got = node(&n, Format::Table);
         assert!(got.starts_with("node:            node1\npod_cidr:        198.18.1.0/24\n"));
@@ -587,6 +664,78 @@ node2  192.168.56.12  198.18.2.0/24  0a:58:c6:12:02:00  12       3456      7    
         let v: serde_json::Value = serde_json::from_str(&node(&n, Format::Json)).unwrap();
         assert_eq!(v["underlay"], serde_json::Value::Null);
         assert_eq!(v["vni"], 1);
+    }
+
+    #[test]
+    fn node_show_reports_the_datastore_and_old_answers_still_parse() {
+        let mut n: NodeInfo = serde_json::from_str(
+            r#"{"node":"n1","pod_cidr":"198.18.1.0/24","gateway":"198.18.1.1",
+            "router_mac":"0a:58:c6:12:01:01","vtep_ip":"198.18.1.0","vtep_mac":"0a:58:c6:12:01:00",
+            "underlay":null,"vxlan_port":4789,"vni":1,"pod_mtu":1450,"datapath":"epoll",
+            "ports":0,"peers":0,"version":"0.1.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(n.datastore, None);
+        assert!(!node(&n, Format::Table).contains("datastore"));
+        n.datastore = Some(vswitch_proto::DatastoreStatus {
+            endpoints: vec!["http://198.19.0.254:2379".into()],
+            prefix: "/coreos.com/network".into(),
+            connected: true,
+            revision: 42,
+            last_sync: None,
+            skipped: 3,
+        });
+        let got = node(&n, Format::Table);
+        assert!(
+            got.contains("\ndatastore:            http://198.19.0.254:2379\n"),
+            "{got}"
+        );
+        assert!(got.contains("\ndatastore_state:      connected\n"), "{got}");
+        assert!(got.contains("\ndatastore_revision:   42\n"), "{got}");
+        assert!(got.contains("\ndatastore_last_sync:  <never>\n"), "{got}");
+        assert!(got.contains("\ndatastore_skipped:    3\n"), "{got}");
+        // A peer from an older daemon has no source: manual.
+        let p: PeerInfo = serde_json::from_str(
+            r#"{"node":"n2","underlay":"198.19.0.2","pod_cidr":"198.18.2.0/24",
+            "vtep_mac":"0a:58:c6:12:02:00","tx_packets":0,"tx_bytes":0,"rx_packets":0,"rx_bytes":0}"#,
+        )
+        .unwrap();
+        assert_eq!(p.source, vswitch_proto::PeerSource::Manual);
+    }
+
+    #[test]
+    fn node_list_is_like_kubectl_get_nodes() {
+        let ns = vec![
+            ClusterNode {
+                name: "node1".into(),
+                subnet: "198.18.1.0/24".into(),
+                underlay: "198.19.0.1".into(),
+                vtep_mac: "0a:58:c6:12:01:00".into(),
+                status: "Ready".into(),
+                started_at: Some(1_000),
+            },
+            ClusterNode {
+                name: "198.18.2.0-24".into(),
+                subnet: "198.18.2.0/24".into(),
+                underlay: "198.19.0.2".into(),
+                vtep_mac: "0a:58:c6:12:02:00".into(),
+                status: "NotReady".into(),
+                started_at: None,
+            },
+        ];
+        let want = "\
+NAME           SUBNET         UNDERLAY    VTEP-MAC           STATUS    AGE
+node1          198.18.1.0/24  198.19.0.1  0a:58:c6:12:01:00  Ready     3m
+198.18.2.0-24  198.18.2.0/24  198.19.0.2  0a:58:c6:12:02:00  NotReady  <unknown>
+";
+        assert_eq!(nodes(&ns, 1_000 + 200, Format::Table), want);
+        let v: serde_json::Value = serde_json::from_str(&nodes(&ns, 0, Format::Json)).unwrap();
+        assert_eq!(v[0]["status"], "Ready");
+        assert_eq!(v[0]["started_at"], 1_000);
+        assert_eq!(v[1].get("started_at"), None);
+        assert_eq!(age(Some(0), 59), "59s");
+        assert_eq!(age(Some(0), 7200), "2h");
+        assert_eq!(age(Some(0), 3 * 86400), "3d");
     }
 
     fn sample_services() -> Vec<ServiceInfo> {

@@ -17,6 +17,7 @@
 mod checked;
 mod control;
 mod ct_file;
+mod datastore;
 mod io;
 mod node;
 mod podnet;
@@ -57,9 +58,34 @@ pub struct Args {
     /// This node's name.
     #[arg(long)]
     pub node: String,
-    /// This node's pod subnet, e.g. 198.18.1.0/24.
+    /// This node's pod subnet, e.g. 198.18.1.0/24. Required without --datastore; with it,
+    /// optional: the subnet to lease (refused when another node holds it).
     #[arg(long = "pod-cidr")]
-    pub pod_cidr: String,
+    pub pod_cidr: Option<String>,
+    /// The cluster datastore, etcd://HOST:PORT[,HOST:PORT...] (etcd v3 API): the node leases
+    /// its subnet there (flannel's keys) and peers with every other node's lease.
+    #[arg(long)]
+    pub datastore: Option<String>,
+    /// The cluster's pod network, e.g. 198.18.0.0/16 (required with --datastore); each node
+    /// leases a subnet of it.
+    #[arg(long = "cluster-cidr")]
+    pub cluster_cidr: Option<String>,
+    /// The datastore's key prefix (flannel's by default, so flanneld nodes share it).
+    #[arg(long = "datastore-prefix", default_value = "/coreos.com/network")]
+    pub datastore_prefix: String,
+    /// CA certificate (PEM) checking etcd's server certificate (TLS).
+    #[arg(long = "etcd-cafile")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd (TLS; with --etcd-keyfile).
+    #[arg(long = "etcd-certfile")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Client key (PEM) for etcd (TLS; with --etcd-certfile).
+    #[arg(long = "etcd-keyfile")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Seconds this node's liveness record outlives its daemon (2-86400); `node list` shows
+    /// a node NotReady once it is gone.
+    #[arg(long = "node-ttl", default_value_t = 20)]
+    pub node_ttl: u64,
     /// Underlay IPv4 address the tunnel socket binds to (enables cross-node traffic).
     #[arg(long)]
     pub underlay: Option<std::net::Ipv4Addr>,
@@ -161,9 +187,92 @@ fn cluster_domain(s: &str) -> Result<String> {
         .map_err(|e| anyhow::anyhow!("--cluster-domain: {}", e.message))
 }
 
+/// `--pod-cidr`, when given.
+fn pod_cidr_flag(args: &Args) -> Result<Option<vswitch_datapath::Ipv4Cidr>> {
+    let Some(s) = &args.pod_cidr else {
+        return Ok(None);
+    };
+    checked::cidr("pod_cidr", s)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--pod-cidr: {}", e.message))
+}
+
+/// The datastore's settings from the flags (checked), `None` without `--datastore`.
+fn datastore_settings(args: &Args) -> Result<Option<datastore::Settings>> {
+    use vswitch_proto::validate;
+    let Some(url) = &args.datastore else {
+        for (flag, given) in [
+            ("--cluster-cidr", args.cluster_cidr.is_some()),
+            ("--etcd-cafile", args.etcd_cafile.is_some()),
+            ("--etcd-certfile", args.etcd_certfile.is_some()),
+            ("--etcd-keyfile", args.etcd_keyfile.is_some()),
+        ] {
+            if given {
+                bail!("{flag}: only meaningful with --datastore");
+            }
+        }
+        return Ok(None);
+    };
+    let endpoints = validate::datastore_url("datastore", url)
+        .map_err(|e| anyhow::anyhow!("--datastore: {}", e.message))?;
+    let prefix = validate::datastore_prefix("datastore_prefix", &args.datastore_prefix)
+        .map_err(|e| anyhow::anyhow!("--datastore-prefix: {}", e.message))?;
+    let cc = args.cluster_cidr.as_deref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--cluster-cidr: required with --datastore (the cluster's pod network, e.g. 198.18.0.0/16)"
+        )
+    })?;
+    let cidr = checked::cidr("cluster_cidr", cc)
+        .map_err(|e| anyhow::anyhow!("--cluster-cidr: {}", e.message))?;
+    if cidr.prefix_len() > 28 {
+        bail!("--cluster-cidr: {cidr} is too small for a cluster (at most /28)");
+    }
+    let svc = checked::cidr("service_cidr", &args.service_cidr)
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {}", e.message))?;
+    if svc.overlaps(&cidr) {
+        bail!("--service-cidr: {svc} overlaps the cluster CIDR {cidr}");
+    }
+    let underlay = args.underlay.ok_or_else(|| {
+        anyhow::anyhow!("--underlay: required with --datastore (the node's PublicIP in its lease)")
+    })?;
+    if !(2..=86400).contains(&args.node_ttl) {
+        bail!("--node-ttl: {} is out of range (2-86400)", args.node_ttl);
+    }
+    if args.etcd_certfile.is_some() != args.etcd_keyfile.is_some() {
+        bail!("--etcd-certfile: --etcd-certfile and --etcd-keyfile go together");
+    }
+    let tls =
+        (args.etcd_cafile.is_some() || args.etcd_certfile.is_some()).then(|| datastore::TlsFiles {
+            ca: args.etcd_cafile.clone(),
+            cert: args.etcd_certfile.clone(),
+            key: args.etcd_keyfile.clone(),
+        });
+    Ok(Some(datastore::Settings {
+        endpoints,
+        prefix,
+        tls,
+        node_ttl: args.node_ttl,
+        net: datastore::flannel::Network {
+            cidr,
+            subnet_len: datastore::flannel::default_subnet_len(cidr),
+            vni: args.vni,
+            port: args.vxlan_port,
+        },
+        node: args.node.clone(),
+        underlay,
+    }))
+}
+
+/// The node's configuration with `--pod-cidr` (tests; the daemon uses [`node_config_for`]).
+#[cfg(test)]
 fn node_config(args: &Args) -> Result<NodeConfig> {
-    let cidr = checked::cidr("pod_cidr", &args.pod_cidr)
-        .map_err(|e| anyhow::anyhow!("--pod-cidr: {}", e.message))?;
+    let cidr = pod_cidr_flag(args)?
+        .ok_or_else(|| anyhow::anyhow!("--pod-cidr: required without --datastore"))?;
+    node_config_for(args, cidr)
+}
+
+/// The node's configuration for pod subnet `cidr`; checks every flag but the datastore's.
+fn node_config_for(args: &Args, cidr: vswitch_datapath::Ipv4Cidr) -> Result<NodeConfig> {
     if cidr.prefix_len() > 30 {
         bail!("--pod-cidr: {cidr} is too small for a node subnet (at most /30)");
     }
@@ -246,9 +355,35 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let cfg = node_config(&args)?;
+    let ds_settings = datastore_settings(&args)?;
+    let wanted = pod_cidr_flag(&args)?;
+    // Every flag is checked before etcd is touched (a stand-in subnet with a datastore).
+    let stand_in = match (&ds_settings, wanted) {
+        (_, Some(c)) => c,
+        (Some(s), None) => vswitch_datapath::Ipv4Cidr::new(s.net.cidr.network(), s.net.subnet_len)
+            .expect("a subnet length of at most 30"),
+        (None, None) => bail!(
+            "--pod-cidr: required without --datastore (this node's pod subnet, e.g. 198.18.1.0/24)"
+        ),
+    };
+    node_config_for(&args, stand_in)?;
     let socket_gid = control::socket_gid(args.socket_group.as_deref())?;
     let store = state::Store::open(&args.state_dir, &args.socket)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the control-plane runtime")?;
+    let (cidr, ds) = match ds_settings {
+        None => (stand_in, None),
+        Some(s) => {
+            // The subnet saved in the state directory (fail-static: used when etcd is down).
+            let saved = checked::cidr("pod_cidr", &store.load()?.pod_cidr).ok();
+            let ds = rt.block_on(datastore::acquire(s, wanted, saved))?;
+            (ds.subnet(), Some(Arc::new(ds)))
+        }
+    };
+    let cfg = node_config_for(&args, cidr)?;
+    let cfg_pod_cidr = cfg.pod_cidr;
     let datapath = Arc::new(Datapath::new(cfg));
     let io = io::start(
         datapath.clone(),
@@ -264,16 +399,12 @@ fn main() -> Result<()> {
         },
     )?;
     info!(
-        node = %args.node, pod_cidr = %args.pod_cidr, datapath = io.kind(),
+        node = %args.node, pod_cidr = %cfg_pod_cidr, datapath = io.kind(),
         service_cidr = %args.service_cidr, dns_ip = ?datapath.config().dns_ip,
         dns_upstream = ?args.dns_upstream, poll_us = args.poll_us, workers = args.workers,
         arp_limit = %args.arp_limit, broadcast_limit = %args.broadcast_limit,
         "vswitchd {} starting", env!("CARGO_PKG_VERSION")
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the control-plane runtime")?;
     let ck = Arc::new(ct_file::Checkpointer::new(
         store.dir().to_path_buf(),
         datapath.clone(),
@@ -281,12 +412,17 @@ fn main() -> Result<()> {
     ));
     let result = rt.block_on(async {
         let lost = io.take_lost().expect("taken once");
-        let node = node::Node::recover(args.clone(), datapath, io, store, ck.clone()).await?;
+        let node =
+            node::Node::recover(args.clone(), datapath, io, store, ck.clone(), ds.clone()).await?;
         let expiry = tokio::spawn(ct_file::run(ck));
         let watch = tokio::spawn(node.clone().watch_lost(lost));
+        let sync = ds.map(|ds| tokio::spawn(ds.run(node.clone())));
         let served = control::serve(&args, socket_gid, node).await;
         expiry.abort();
         watch.abort();
+        if let Some(sync) = sync {
+            sync.abort();
+        }
         served
     });
     info!("vswitchd stopped");
@@ -331,6 +467,110 @@ mod tests {
                 "{flag} {bad}: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn datastore_flags_are_checked_and_name_the_flag() {
+        let ds = |extra: &[&str]| {
+            let base = ["vswitchd", "--node", "n1", "--underlay", "198.19.0.1"];
+            let a = Args::try_parse_from(base.iter().chain(extra)).unwrap();
+            datastore_settings(&a).map(|s| s.map(|s| (s.endpoints, s.net, s.prefix, s.node_ttl)))
+        };
+        assert!(ds(&[]).unwrap().is_none());
+        let url = ["--datastore", "etcd://198.19.0.254:2379"];
+        let (eps, net, prefix, ttl) =
+            ds(&[&url[..], &["--cluster-cidr", "198.18.0.0/16"]].concat())
+                .unwrap()
+                .unwrap();
+        assert_eq!(eps, ["198.19.0.254:2379"]);
+        assert_eq!((net.subnet_len, net.vni, net.port), (24, 1, 4789));
+        assert_eq!((prefix.as_str(), ttl), ("/coreos.com/network", 20));
+        for (extra, flag) in [
+            (&url[..], "--cluster-cidr: required with --datastore"),
+            (
+                &[
+                    "--datastore",
+                    "http://x:1",
+                    "--cluster-cidr",
+                    "198.18.0.0/16",
+                ][..],
+                "--datastore: ",
+            ),
+            (
+                &["--cluster-cidr", "198.18.0.0/16"][..],
+                "--cluster-cidr: only meaningful",
+            ),
+            (
+                &[
+                    "--datastore",
+                    "etcd://h:1",
+                    "--cluster-cidr",
+                    "198.18.0.0/16",
+                    "--node-ttl",
+                    "1",
+                ][..],
+                "--node-ttl: 1 is out of range",
+            ),
+            (
+                &[
+                    "--datastore",
+                    "etcd://h:1",
+                    "--cluster-cidr",
+                    "198.19.96.0/19",
+                ][..],
+                "--service-cidr: 198.19.96.0/20 overlaps the cluster CIDR",
+            ),
+            (
+                &[
+                    "--datastore",
+                    "etcd://h:1",
+                    "--cluster-cidr",
+                    "198.18.0.0/16",
+                    "--datastore-prefix",
+                    "x",
+                ][..],
+                "--datastore-prefix: ",
+            ),
+            (
+                &[
+                    "--datastore",
+                    "etcd://h:1",
+                    "--cluster-cidr",
+                    "198.18.0.0/16",
+                    "--etcd-certfile",
+                    "/c",
+                ][..],
+                "--etcd-certfile: ",
+            ),
+        ] {
+            let e = ds(extra).unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{extra:?}: {e}");
+        }
+        // Without --underlay: the lease's PublicIP is missing.
+        let a = Args::try_parse_from(
+            [
+                "vswitchd",
+                "--node",
+                "n1",
+                "--cluster-cidr",
+                "198.18.0.0/16",
+            ]
+            .iter()
+            .chain(&url),
+        )
+        .unwrap();
+        let e = datastore_settings(&a).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--underlay: required with --datastore"),
+            "{e}"
+        );
+        // Without --datastore, --pod-cidr stays required.
+        let a = Args::try_parse_from(["vswitchd", "--node", "n1"]).unwrap();
+        assert_eq!(pod_cidr_flag(&a).unwrap(), None);
+        assert!(node_config(&a)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--pod-cidr: required"));
     }
 
     #[test]

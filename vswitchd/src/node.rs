@@ -21,8 +21,8 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 use vswitch_datapath::Datapath;
 use vswitch_proto::{
-    ConntrackStats, NodeInfo, PeerInfo, PeerSpec, PortInfo, PortKey, PortSpec, PortStats,
-    PortStatus, Request, Response, StatsReport,
+    ClusterNode, ConntrackStats, NodeInfo, PeerInfo, PeerSource, PeerSpec, PortInfo, PortKey,
+    PortSpec, PortStats, PortStatus, Request, Response, StatsReport,
 };
 
 mod apply;
@@ -49,6 +49,10 @@ pub struct Node {
     inner: Mutex<Inner>,
     /// Ports removed because their TAP died under us (`lost.rs`).
     ports_lost: std::sync::atomic::AtomicU64,
+    /// The cluster datastore, when the node runs with one (`--datastore`).
+    datastore: Option<Arc<crate::datastore::Datastore>>,
+    /// Unix time (seconds) the daemon started.
+    started: u64,
 }
 
 impl Node {
@@ -60,6 +64,7 @@ impl Node {
         io: IoHandle,
         store: Store,
         ck: Arc<crate::ct_file::Checkpointer>,
+        datastore: Option<Arc<crate::datastore::Datastore>>,
     ) -> Result<Arc<Node>> {
         let st = store.load()?;
         let cfg = datapath.config();
@@ -85,6 +90,10 @@ impl Node {
             ck,
             inner: Mutex::new(state),
             ports_lost: Default::default(),
+            datastore,
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         });
         {
             let mut inner = node.inner.lock().await;
@@ -144,6 +153,10 @@ impl Node {
 
     /// Answers one request.
     pub async fn handle(&self, req: Request) -> Response {
+        if req == Request::NodeList {
+            // Waits for etcd: not under the lock.
+            return self.node_list().await.unwrap_or_else(Reject::into_response);
+        }
         let mut inner = self.inner.lock().await;
         let result = match req {
             Request::NodeShow => Ok(Response::Node(self.node_info(&inner))),
@@ -156,7 +169,7 @@ impl Node {
             Request::PortList => Ok(Response::Ports(
                 inner.ports.values().map(|p| self.port_info(p)).collect(),
             )),
-            Request::PeerAdd(spec) => self.peer_add(&mut inner, spec),
+            Request::PeerAdd(spec) => self.peer_set(&mut inner, spec, PeerSource::Manual),
             Request::PeerDel { node } => self.peer_del(&mut inner, &node),
             Request::PeerList => Ok(Response::Peers(
                 inner.peers.values().map(peer_info).collect(),
@@ -168,6 +181,8 @@ impl Node {
             Request::Apply { objects } => Ok(self.apply(&mut inner, objects)),
             Request::Delete { objects } => self.delete(&mut inner, objects),
             Request::NamespaceList => Ok(Response::Namespaces(inner.namespace_infos())),
+            // Answered above, without the lock.
+            Request::NodeList => Err(Reject::other("node list is answered without the lock")),
         };
         result.unwrap_or_else(Reject::into_response)
     }
@@ -206,7 +221,77 @@ impl Node {
             service_cidr: cfg.service_cidr.map(|c| c.to_string()).unwrap_or_default(),
             dns_ip: cfg.dns_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             cluster_domain: cfg.cluster_domain.clone(),
+            datastore: self.datastore.as_ref().map(|d| d.status()),
         }
+    }
+
+    /// `node list`: the cluster's nodes from the datastore, or this node alone without one.
+    async fn node_list(&self) -> Result<Response, Reject> {
+        let Some(ds) = &self.datastore else {
+            let cfg = self.datapath.config();
+            return Ok(Response::Nodes(vec![ClusterNode {
+                name: self.args.node.clone(),
+                subnet: cfg.pod_cidr.to_string(),
+                underlay: self
+                    .args
+                    .underlay
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+                vtep_mac: cfg.vtep_mac.to_string(),
+                status: "Ready".into(),
+                started_at: Some(self.started),
+            }]));
+        };
+        ds.node_list()
+            .await
+            .map(Response::Nodes)
+            .map_err(|e| Reject {
+                kind: vswitch_proto::ErrorKind::Unavailable,
+                field: None,
+                msg: format!("reading the datastore: {e:#}"),
+            })
+    }
+
+    /// Brings the peers from the datastore in line with `desired` (by name): adds or
+    /// replaces what differs, removes the datastore peers not in it, through the same
+    /// checks and steps as `peer add` and `peer del`. Manual peers are left alone; a lease
+    /// that conflicts with one (or with this node) is refused: returned with the reason.
+    pub async fn sync_datastore_peers(
+        &self,
+        desired: &std::collections::BTreeMap<String, PeerSpec>,
+    ) -> Vec<(PeerSpec, String)> {
+        let mut inner = self.inner.lock().await;
+        let current = inner
+            .peers
+            .values()
+            .filter(|p| p.rec.source == PeerSource::Datastore)
+            .map(|p| (p.rec.node.clone(), p.spec()))
+            .collect();
+        let diff = crate::datastore::flannel::diff(desired, &current);
+        let mut refused = Vec::new();
+        for name in diff.del {
+            if let Err(r) = self.peer_del(&mut inner, &name) {
+                warn!(peer = %name, "removing a datastore peer: {}", r.msg);
+            }
+        }
+        for spec in diff.set {
+            if inner
+                .peers
+                .get(&spec.node)
+                .is_some_and(|p| p.rec.source == PeerSource::Manual)
+            {
+                refused.push((spec, "a manual peer has this name".to_string()));
+                continue;
+            }
+            if let Err(r) = self.peer_set(&mut inner, spec.clone(), PeerSource::Datastore) {
+                let msg = match r.field {
+                    Some(f) => format!("{f}: {}", r.msg),
+                    None => r.msg,
+                };
+                refused.push((spec, msg));
+            }
+        }
+        refused
     }
 
     fn port_info(&self, p: &Port) -> PortInfo {
@@ -292,8 +377,15 @@ impl Node {
         Ok(Response::Done)
     }
 
-    fn peer_add(&self, inner: &mut Inner, spec: PeerSpec) -> Result<Response, Reject> {
-        let rec = inner.check_peer(&spec)?;
+    /// Adds or replaces a peer: `peer add` (a manual peer) and a lease from the datastore.
+    fn peer_set(
+        &self,
+        inner: &mut Inner,
+        spec: PeerSpec,
+        source: PeerSource,
+    ) -> Result<Response, Reject> {
+        let mut rec = inner.check_peer(&spec)?;
+        rec.source = source;
         let (underlay, cidr) = (rec.underlay, rec.pod_cidr.clone());
         let peer = inner.peer_from_record(rec)?;
         let undo = inner.set_peer(peer);
@@ -302,7 +394,7 @@ impl Node {
             return Err(save_failed(e));
         }
         self.install(inner);
-        info!(peer = %spec.node, %underlay, pod_cidr = %cidr, "peer added");
+        info!(peer = %spec.node, %underlay, pod_cidr = %cidr, source = source.as_str(), "peer added");
         Ok(Response::Peer(peer_info(&inner.peers[&spec.node])))
     }
 
@@ -385,5 +477,6 @@ fn peer_info(p: &Peer) -> PeerInfo {
         tx_bytes: p.counters.tx_bytes.load(Relaxed),
         rx_packets: p.counters.rx_packets.load(Relaxed),
         rx_bytes: p.counters.rx_bytes.load(Relaxed),
+        source: p.rec.source,
     }
 }

@@ -39,6 +39,15 @@ pub struct PeerRecord {
     pub underlay: Ipv4Addr,
     pub pod_cidr: String,
     pub vtep_mac: String,
+    /// `peer add` (absent in the file) or the datastore. Datastore peers are saved too, so
+    /// that a restart while etcd is down keeps them (fail-static); the first list after it
+    /// removes those whose lease is gone.
+    #[serde(default, skip_serializing_if = "is_manual")]
+    pub source: vswitch_proto::PeerSource,
+}
+
+fn is_manual(s: &vswitch_proto::PeerSource) -> bool {
+    *s == vswitch_proto::PeerSource::Manual
 }
 
 /// One port of a Service as persisted.

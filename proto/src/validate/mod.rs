@@ -18,6 +18,7 @@
 //! - Checks that need state (an address inside this node's subnet, a VIP inside the service
 //!   CIDR, a name not taken) are the daemon's, not here.
 
+mod datastore;
 mod name;
 mod net;
 mod rate;
@@ -25,6 +26,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use datastore::{datastore_prefix, datastore_url, ETCD_SCHEME};
 pub use ipnet::Ipv4Net;
 pub use name::{
     container_id, dns_label, dns_name, ifname, k8s_name, label, labels, node_name, selector,

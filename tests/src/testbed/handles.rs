@@ -161,16 +161,16 @@ impl Node {
     /// underlay MTU and `opts`' extra arguments. The one place a daemon's command line is
     /// built: the testbed's daemons and the ones tests run themselves ([`crate::daemon`]).
     pub fn vswitchd_args(&self, opts: &NodeOpts) -> Vec<String> {
-        let mut argv = vec![
-            "--node".to_string(),
-            self.name.clone(),
-            "--pod-cidr".into(),
-            self.pod_cidr.clone(),
+        let mut argv = vec!["--node".to_string(), self.name.clone()];
+        if !opts.leased_subnet {
+            argv.extend(["--pod-cidr".into(), self.pod_cidr.clone()]);
+        }
+        argv.extend([
             "--socket".into(),
             self.socket.display().to_string(),
             "--state-dir".into(),
             self.state_dir.display().to_string(),
-        ];
+        ]);
         if let Some(addr) = self.underlay {
             argv.extend(["--underlay".into(), addr.to_string()]);
         }
@@ -180,6 +180,16 @@ impl Node {
         }
         argv.extend(opts.extra_args.iter().cloned());
         argv
+    }
+
+    /// Takes the node's `pod_cidr` and `gateway` from its daemon's `node show` (a node whose
+    /// daemon leased its subnet from a datastore).
+    pub fn refresh_subnet(&mut self) {
+        let show = self.show();
+        let cidr = show["pod_cidr"].as_str().expect("node show has pod_cidr");
+        let gw = show["gateway"].as_str().and_then(|g| g.parse().ok());
+        self.pod_cidr = cidr.to_string();
+        self.gateway = gw.expect("node show has a gateway");
     }
 
     /// `service list -o json`.

@@ -37,6 +37,9 @@ pub struct NodeOpts {
     pub start_daemon: bool,
     /// More `vswitchd` arguments.
     pub extra_args: Vec<String>,
+    /// The daemon leases its subnet from a datastore: no `--pod-cidr`; the node's
+    /// `pod_cidr` and `gateway` are read from `node show` once it runs.
+    pub leased_subnet: bool,
 }
 
 impl Default for NodeOpts {
@@ -48,6 +51,7 @@ impl Default for NodeOpts {
             mtu: None,
             start_daemon: true,
             extra_args: Vec::new(),
+            leased_subnet: false,
         }
     }
 }
@@ -84,6 +88,19 @@ impl NodeOpts {
     /// With this underlay MTU.
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
+        self
+    }
+
+    /// A node of the cluster in datastore `url` (`--datastore URL --cluster-cidr CIDR`,
+    /// no `--pod-cidr`: the daemon leases its subnet).
+    pub fn datastore(mut self, url: &str, cluster_cidr: &str) -> Self {
+        self.extra_args.extend([
+            "--datastore".to_string(),
+            url.to_string(),
+            "--cluster-cidr".to_string(),
+            cluster_cidr.to_string(),
+        ]);
+        self.leased_subnet = true;
         self
     }
 

@@ -19,7 +19,7 @@ use vswitch_datapath::{
     Ipv4Cidr, LinkCounters, Mac, NodeConfig, PeerEntry, PeerId, PortEntry, PortId, Tables,
 };
 use vswitch_proto::{
-    validate, CniAttach, ErrorKind, PeerSpec, PortKey, PortSpec, PortStatus, Response,
+    validate, CniAttach, ErrorKind, PeerSource, PeerSpec, PortKey, PortSpec, PortStatus, Response,
 };
 
 mod apply;
@@ -146,6 +146,18 @@ pub(super) struct Peer {
     pub cidr: Ipv4Cidr,
     pub mac: Mac,
     pub counters: Arc<LinkCounters>,
+}
+
+impl Peer {
+    /// The peer as a `peer add` would give it (what the datastore's diff compares).
+    pub fn spec(&self) -> PeerSpec {
+        PeerSpec {
+            node: self.rec.node.clone(),
+            underlay: self.rec.underlay.to_string(),
+            pod_cidr: self.rec.pod_cidr.clone(),
+            vtep_mac: Some(self.rec.vtep_mac.clone()),
+        }
+    }
 }
 
 /// A `port add` that passed validation: what to create and record.
@@ -513,6 +525,7 @@ impl NodeState {
             underlay,
             pod_cidr: cidr.to_string(),
             vtep_mac: vtep_mac.to_string(),
+            source: PeerSource::Manual,
         })
     }
 

@@ -507,3 +507,38 @@ fn a_cni_add_needs_a_container_id_and_an_interface_of_the_plugin_s_shape() {
         (ErrorKind::Invalid, Some("ifname"), want.message)
     );
 }
+
+#[test]
+fn datastore_peers_are_persisted_with_their_source() {
+    let mut st = state("198.18.1.0/24");
+    add_peer(&mut st, peer_spec("node2", "198.18.255.2", "198.18.2.0/24")).unwrap();
+    let mut rec = st
+        .check_peer(&peer_spec("198.18.3.0-24", "198.18.255.3", "198.18.3.0/24"))
+        .unwrap();
+    rec.source = PeerSource::Datastore;
+    let peer = st.peer_from_record(rec).unwrap();
+    let _ = st.set_peer(peer);
+    assert_eq!(st.tables(vec![], vec![]).peers().len(), 2);
+    let saved: Vec<(String, PeerSource)> = st
+        .persisted()
+        .peers
+        .into_iter()
+        .map(|p| (p.node, p.source))
+        .collect();
+    assert_eq!(
+        saved,
+        [
+            ("198.18.3.0-24".to_string(), PeerSource::Datastore),
+            ("node2".to_string(), PeerSource::Manual)
+        ]
+    );
+    // A manual peer's record is written as before (no `source`), and read back as manual.
+    let json = serde_json::to_value(&st.peers["node2"].rec).unwrap();
+    assert_eq!(json.get("source"), None);
+    let json = serde_json::to_value(&st.peers["198.18.3.0-24"].rec).unwrap();
+    assert_eq!(json["source"], "datastore");
+    // The datastore's diff compares peers as specs: the derived VTEP MAC is filled in.
+    let spec = st.peers["198.18.3.0-24"].spec();
+    assert_eq!(spec.vtep_mac.as_deref(), Some("0a:58:c6:12:03:00"));
+    assert_eq!(spec.pod_cidr, "198.18.3.0/24");
+}

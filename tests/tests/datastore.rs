@@ -1,0 +1,262 @@
+//! The cluster through a real etcd: three vswitchd nodes started with `--datastore` and no
+//! `--pod-cidr` and no `peer add` lease their subnets the flannel way, find each other through
+//! the leases and carry pod traffic both ways; `node list` shows them; the keys in etcd have
+//! flannel's exact JSON; a restarted daemon gets its subnet back; a lease value that does not
+//! parse is counted and skipped; a killed daemon turns NotReady within `--node-ttl` while its
+//! peer stays (fail-static); with etcd gone, a restarted daemon starts on its saved subnet
+//! with its peers. One test function: the scenarios share one cluster.
+
+use serde_json::Value;
+use std::thread;
+use std::time::{Duration, Instant};
+use vswitch_e2e::etcd::Etcd;
+use vswitch_e2e::{assert_ping, assert_wget_nginx, exec_in, Node, NodeOpts, OutputExt, Testbed};
+
+const CLUSTER_CIDR: &str = "198.18.0.0/16";
+const PREFIX: &str = "/coreos.com/network";
+/// `--node-ttl` of the nodes (short: the NotReady check waits for it).
+const NODE_TTL: u64 = 3;
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `within`; panics with `what`
+/// and the last value seen otherwise.
+fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last seen: {last}")
+            }
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn array(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a,
+        other => panic!("not a JSON array: {other}"),
+    }
+}
+
+/// The names of `node`'s peers from the datastore, sorted.
+fn datastore_peers(node: &Node) -> Vec<String> {
+    let mut v: Vec<String> = node
+        .peers()
+        .iter()
+        .filter(|p| p["source"] == "datastore")
+        .filter_map(|p| p["node"].as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_peers(node: &Node, want: &[&str]) {
+    wait_for(
+        &format!("{}'s datastore peers {want:?}", node.name),
+        Duration::from_secs(10),
+        || {
+            let got = datastore_peers(node);
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+}
+
+#[test]
+fn nodes_find_each_other_through_etcd() {
+    let Some(tb) = Testbed::new("nodes_find_each_other_through_etcd") else {
+        return;
+    };
+    let etcd = Etcd::start(&tb);
+    let opts = NodeOpts::default()
+        .datastore(&etcd.datastore_url(), CLUSTER_CIDR)
+        .arg("--node-ttl")
+        .arg(&NODE_TTL.to_string());
+    let n1 = tb.add_node(1, opts.clone());
+    let n2 = tb.add_node(2, opts.clone());
+    let n3 = tb.add_node(3, opts);
+    // The lowest free subnets in start order; the cluster CIDR's first one is skipped.
+    assert_eq!(
+        [&n1.pod_cidr, &n2.pod_cidr, &n3.pod_cidr],
+        ["198.18.1.0/24", "198.18.2.0/24", "198.18.3.0/24"]
+    );
+    wait_peers(&n1, &["198.18.2.0-24", "198.18.3.0-24"]);
+    wait_peers(&n2, &["198.18.1.0-24", "198.18.3.0-24"]);
+    wait_peers(&n3, &["198.18.1.0-24", "198.18.2.0-24"]);
+
+    // Pod traffic both ways across nodes, with no `peer add` anywhere.
+    let nginx = tb.add_pod(&n1, "nginx-server", &[("app", "nginx")]);
+    let busybox = tb.add_pod(&n2, "busybox-client", &[]);
+    let third = tb.add_pod(&n3, "busybox-third", &[]);
+    let _web = tb.start_nginx(&nginx);
+    assert_wget_nginx(&busybox, nginx.ip);
+    assert_ping(&nginx, busybox.ip);
+    assert_ping(&third, busybox.ip);
+
+    // `node list` on one node: three Ready nodes with their subnets.
+    let nodes = array(n2.ctl_json(&["node", "list"]));
+    let got: Vec<(String, String, String, String)> = nodes
+        .iter()
+        .map(|n| {
+            let s = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+            (s("name"), s("subnet"), s("underlay"), s("status"))
+        })
+        .collect();
+    let want: Vec<(String, String, String, String)> = (1..=3)
+        .map(|i| {
+            (
+                format!("node{i}"),
+                format!("198.18.{i}.0/24"),
+                format!("198.19.0.{i}"),
+                "Ready".to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "node list: {nodes:?}");
+    let table = n2.ctl_ok(&["node", "list"]);
+    assert!(
+        table.starts_with("NAME   SUBNET         UNDERLAY    VTEP-MAC           STATUS  AGE\n"),
+        "{table}"
+    );
+
+    // The keys in etcd, exactly as flannel writes them.
+    let kvs = etcd.get_prefix(&format!("{PREFIX}/"));
+    let get = |k: &str| {
+        kvs.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} missing from etcd: {kvs:?}"))
+    };
+    assert_eq!(
+        get(&format!("{PREFIX}/config")),
+        r#"{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":4789}}"#
+    );
+    for n in [&n1, &n2, &n3] {
+        let mac = n.show()["vtep_mac"].as_str().unwrap().to_string();
+        assert_eq!(
+            get(&format!("{PREFIX}/subnets/198.18.{}.0-24", n.n)),
+            format!(
+                r#"{{"PublicIP":"198.19.0.{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#,
+                n.n
+            )
+        );
+        let rec: Value = serde_json::from_str(&get(&format!("{PREFIX}/vswitch/nodes/{}", n.name)))
+            .expect("a node record is JSON");
+        assert_eq!(rec["subnet"], n.pod_cidr);
+        assert_eq!(rec["vtep_mac"], mac.as_str());
+    }
+    let ds = &n1.show()["datastore"];
+    assert_eq!(ds["connected"], true, "{ds}");
+    assert!(ds["revision"].as_i64().unwrap_or(0) > 0, "{ds}");
+    assert!(ds["last_sync"].as_u64().is_some(), "{ds}");
+    assert_eq!(ds["skipped"], 0, "{ds}");
+
+    // A lease value that does not parse: counted and skipped, nothing else changes.
+    let out = etcd.ctl(&[
+        "put",
+        &format!("{PREFIX}/subnets/198.18.9.0-24"),
+        "{not json",
+    ]);
+    assert!(out.status.success(), "etcdctl put: {out:?}");
+    wait_for("n1 counting the bad lease", Duration::from_secs(10), || {
+        let skipped = n1.show()["datastore"]["skipped"].as_u64().unwrap_or(0);
+        if skipped == 1 {
+            Ok(())
+        } else {
+            Err(format!("skipped {skipped}"))
+        }
+    });
+    assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
+
+    // `peer add` by hand still works beside the datastore (a node outside it), and the
+    // datastore's sync leaves the manual peer alone.
+    n1.ctl_ok(&[
+        "peer",
+        "add",
+        "outside",
+        "--underlay",
+        "198.19.0.200",
+        "--pod-cidr",
+        "198.18.200.0/24",
+    ]);
+    let manual = |n: &Node| {
+        n.peers()
+            .iter()
+            .any(|p| p["node"] == "outside" && p["source"] == "manual")
+    };
+    assert!(manual(&n1), "{:?}", n1.peers());
+
+    // A fourth node refuses to start, naming the flag, when it asks for a subnet another
+    // node holds or when its flags disagree with the cluster's config.
+    let n4 = tb.add_node(4, NodeOpts::no_daemon());
+    let vswitchd = tb.bin("vswitchd").display().to_string();
+    for (extra, want) in [
+        (
+            &["--pod-cidr", "198.18.1.0/24"][..],
+            "--pod-cidr: 198.18.1.0/24 is leased by 198.19.0.1",
+        ),
+        (&["--vni", "2"][..], "Backend.VNI is 1, --vni is 2"),
+    ] {
+        let opts = extra.iter().fold(
+            NodeOpts::default().datastore(&etcd.datastore_url(), CLUSTER_CIDR),
+            |o, a| o.arg(a),
+        );
+        let args = n4.vswitchd_args(&opts);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = exec_in(&n4.netns, Duration::from_secs(15), &vswitchd, &args);
+        assert!(
+            !out.status.success() && out.stderr_str().contains(want),
+            "vswitchd {extra:?} should refuse to start with `{want}`: {}",
+            out.describe()
+        );
+    }
+
+    // A restarted daemon gets its subnet back; its pod keeps its address and path.
+    tb.restart_daemon(&n3);
+    assert_eq!(n3.show()["pod_cidr"], "198.18.3.0/24");
+    wait_peers(&n3, &["198.18.1.0-24", "198.18.2.0-24"]);
+    assert_wget_nginx(&third, nginx.ip);
+
+    // A killed daemon: NotReady within --node-ttl (plus etcd's expiry check), and its peer
+    // stays on the other nodes (its subnet lease lives 24 h; fail-static).
+    tb.kill_daemon(&n3);
+    let killed = Instant::now();
+    wait_for(
+        "node 3 NotReady in n1's node list",
+        Duration::from_secs(NODE_TTL + 5),
+        || {
+            let nodes = array(n1.ctl_json(&["node", "list"]));
+            let n3 = nodes.iter().find(|n| n["subnet"] == "198.18.3.0/24");
+            match n3 {
+                Some(n) if n["status"] == "NotReady" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    eprintln!("node 3 NotReady {:?} after SIGKILL", killed.elapsed());
+    assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
+    assert_eq!(datastore_peers(&n2), ["198.18.1.0-24", "198.18.3.0-24"]);
+    assert!(manual(&n1), "{:?}", n1.peers());
+    assert_ping(&busybox, nginx.ip);
+
+    // etcd gone: the nodes keep forwarding, and a restarted daemon starts on the subnet and
+    // the peers saved in its state directory (fail-static).
+    etcd.kill();
+    wait_for("n1 noticing etcd is gone", Duration::from_secs(15), || {
+        let ds = &n1.show()["datastore"];
+        match ds["connected"].as_bool() {
+            Some(false) => Ok(()),
+            _ => Err(ds.to_string()),
+        }
+    });
+    assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
+    assert_ping(&nginx, busybox.ip);
+    tb.restart_daemon(&n2);
+    assert_eq!(n2.show()["pod_cidr"], "198.18.2.0/24");
+    assert_eq!(datastore_peers(&n2), ["198.18.1.0-24", "198.18.3.0-24"]);
+    assert_wget_nginx(&busybox, nginx.ip);
+}
