@@ -8,25 +8,15 @@ use std::fs;
 use vswitch_e2e::{NodeOpts, OutputExt, Testbed};
 
 /// A Namespace, then the tutorial's service.yaml as it is.
-const MANIFEST: &str = "apiVersion: v1
+const NAMESPACE: &str = "apiVersion: v1
 kind: Namespace
 metadata:
   name: team-a
   labels:
     team: a
 ---
-apiVersion: v1
-kind: Service
-metadata:
-  name: nginx-service
-spec:
-  selector:
-    app: nginx
-  ports:
-    - protocol: TCP
-      port: 80
-      targetPort: 80
 ";
+const SERVICE_YAML: &str = include_str!("../../examples/service.yaml");
 
 #[test]
 fn apply_the_tutorial_service_then_delete_it() {
@@ -38,7 +28,7 @@ fn apply_the_tutorial_service_then_delete_it() {
     let client = tb.add_pod(&node, "busybox-client", &[]);
     let _server = tb.start_nginx(&nginx);
     let file = tb.dir().join("service.yaml");
-    fs::write(&file, MANIFEST).expect("writing service.yaml");
+    fs::write(&file, format!("{NAMESPACE}{SERVICE_YAML}")).expect("writing service.yaml");
     let file = file.to_str().expect("a UTF-8 path");
 
     let out = node.ctl_ok(&["apply", "-f", file]);

@@ -391,18 +391,7 @@ fn service_commands_against_a_daemon() {
 }
 
 /// The tutorial's service.yaml.
-const SERVICE_YAML: &str = "apiVersion: v1
-kind: Service
-metadata:
-  name: nginx-service
-spec:
-  selector:
-    app: nginx
-  ports:
-    - protocol: TCP
-      port: 80
-      targetPort: 80
-";
+const SERVICE_YAML: &str = include_str!("../../examples/service.yaml");
 
 #[test]
 fn apply_of_a_bad_file_exits_2_naming_the_document_without_a_daemon() {

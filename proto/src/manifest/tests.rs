@@ -5,19 +5,8 @@
 use super::*;
 use crate::ServiceKey;
 
-/// The tutorial's service.yaml, byte for byte.
-const TUTORIAL: &str = "apiVersion: v1
-kind: Service
-metadata:
-  name: nginx-service
-spec:
-  selector:
-    app: nginx
-  ports:
-    - protocol: TCP
-      port: 80
-      targetPort: 80
-";
+/// The tutorial's service.yaml, byte for byte (shared/tutorial.md).
+const TUTORIAL: &str = include_str!("../../../examples/service.yaml");
 
 fn one(text: &str) -> Object {
     let mut docs = parse(text).unwrap_or_else(|e| panic!("{e}"));
