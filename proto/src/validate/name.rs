@@ -36,7 +36,8 @@ pub fn node_name(field: &'static str, s: &str) -> Result<(), Invalid> {
 }
 
 /// An interface name (the CNI spec's rule, which Linux enforces): 1-15 bytes, not `.` or
-/// `..`, no '/', ':', whitespace or control characters.
+/// `..`, no '/', ':', whitespace or control characters; and no '%', which the kernel takes
+/// as a pattern (`eth%d`) and replaces with a name of its choosing.
 pub fn ifname(field: &'static str, s: &str) -> Result<(), Invalid> {
     if s.is_empty() || s.len() > 15 {
         return Err(Invalid::new(
@@ -45,14 +46,14 @@ pub fn ifname(field: &'static str, s: &str) -> Result<(), Invalid> {
         ));
     }
     if s.chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        .any(|c| c == '/' || c == ':' || c == '%' || c.is_whitespace() || c.is_control())
         || s == "."
         || s == ".."
     {
         return Err(Invalid::new(
             field,
             format!(
-                "`{s}` is not a valid interface name (not `.` or `..`, no '/', ':' or whitespace)"
+                "`{s}` is not a valid interface name (not `.` or `..`, no '/', ':', '%' or whitespace)"
             ),
         ));
     }

@@ -33,6 +33,10 @@ fn ifnames() {
         "a:b",
         "a b",
         "a\tb",
+        // The kernel takes `%d` as a pattern and picks the name itself: the stored record
+        // would not match the interface, which then leaks on delete.
+        "eth%d",
+        "%",
         "sixteen-chars-xx",
         "averyveryverylongname",
     ] {
