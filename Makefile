@@ -35,9 +35,10 @@ TEST_THREADS ?= 2
 # tests in, on top of the default one of the workspace tests (auto = io_uring, offloads on).
 # Each sets VSWITCH_E2E_DATAPATH and VSWITCH_E2E_OFFLOAD for the nodes whose test pins neither.
 E2E_MATRIX ?= epoll:on uring:off epoll:off
-# Tests the matrix leaves out (cargo test --skip filters): the soak test is a 2-minute
-# duration test of the control plane's churn, run once in the workspace run.
-E2E_MATRIX_SKIP ?= soak_
+# Tests the matrix leaves out (cargo test --skip filters), each run once in the workspace
+# run: the soak test (a 2-minute duration test of the control plane's churn), and the
+# datastore and apply -f tests (control plane only: the engine under them does not matter).
+E2E_MATRIX_SKIP ?= soak_ nodes_find_each_other_through_etcd apply_the_tutorial_service
 
 # What the tests and the demo run: ip and bridge, nginx (nginx-light), busybox (wget, ping),
 # iperf3, ps, ping -M (iputils), python3 (transfer checks), ethtool (the interop node);
