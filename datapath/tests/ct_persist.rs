@@ -171,6 +171,54 @@ proptest! {
     }
 }
 
+/// A restarting shell restores against the tables it is about to install, then installs
+/// them: the first frame to meet the tables (a reply from the tunnel, served from the
+/// start) meets its connection too and reaches the client from the VIP. Restored against
+/// the empty tables installed at that moment, the same record would be stale.
+#[test]
+fn restored_before_the_tables_are_installed() {
+    let old = node_with(16);
+    let c = Conn {
+        sport: 1000,
+        remote: true,
+        tcp: true,
+        steps: 2,
+    };
+    c.drive(&old, 0);
+    let snap = old.dp.export_conntrack(0);
+    let fresh = || Node {
+        dp: Datapath::new(svc_config(16)),
+        a: Default::default(),
+        b: Default::default(),
+        peer: Default::default(),
+    };
+    let new = fresh();
+    let r = new.dp.import_conntrack(&snap, 0, 0);
+    assert_eq!(
+        (r.conns, r.stale),
+        (0, 1),
+        "against the empty tables: {r:?}"
+    );
+    let new = fresh();
+    let tables = new.tables_with(services(), vec![]);
+    let r = new.dp.import_conntrack_for(&tables, &snap, 0, 0);
+    assert_eq!(
+        r,
+        CtImport {
+            conns: 1,
+            ..Default::default()
+        }
+    );
+    new.dp.install(tables);
+    let (v, out) = c.reply(&new, 1000, ACK, b"data", 1);
+    assert!(matches!(v, Verdict::ToPort(A)), "{v:?}");
+    assert_eq!(
+        out[26..30],
+        c.vip().ip().octets(),
+        "the reply comes from the VIP"
+    );
+}
+
 #[test]
 fn lifetimes_go_on_from_where_they_were() {
     let old = node_with(16);

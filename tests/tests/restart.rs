@@ -61,12 +61,22 @@ struct Restart {
     ready: f64,
     /// How many conntrack entries the new daemon restored (from its log).
     restored: Option<usize>,
+    /// The rest of that log line: what was skipped and why.
+    restore_detail: String,
 }
 
 /// The number in the daemon's log line `conntrack: restored N connections`.
 fn restored(log: &str) -> Option<usize> {
     let (_, rest) = log.rsplit_once("conntrack: restored ")?;
     rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The skip counts of that log line (`invalid=.. stale=.. ...`), for the report.
+fn restore_detail(log: &str) -> String {
+    log.rsplit_once("conntrack: restored ")
+        .and_then(|(_, rest)| rest.lines().next())
+        .and_then(|l| l.split_once("invalid="))
+        .map_or_else(String::new, |(_, d)| format!("invalid={d}"))
 }
 
 /// One wget attempt of the loop.
@@ -215,6 +225,7 @@ fn restarts_under_load(tb: &Testbed, opts: NodeOpts, via_service: bool) {
                 signal,
                 ready,
                 restored: restored(&d.output()),
+                restore_detail: restore_detail(&d.output()),
             });
         }
         let iperf = iperf.join().expect("iperf3 thread");
@@ -229,12 +240,13 @@ fn restarts_under_load(tb: &Testbed, opts: NodeOpts, via_service: bool) {
         let _ = writeln!(
             report,
             "  {} {:?}: signal at {:.3}, answering again after {:.0} ms, {:?} conntrack \
-             entries restored",
+             entries restored ({})",
             r.node,
             r.how,
             r.signal - t0,
             (r.ready - r.signal) * 1000.0,
-            r.restored
+            r.restored,
+            r.restore_detail
         );
     }
     let json: Value = serde_json::from_slice(&iperf.stdout).unwrap_or(Value::Null);
@@ -316,10 +328,16 @@ fn restarts_under_load(tb: &Testbed, opts: NodeOpts, via_service: bool) {
     let _ = std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes());
 
     // ----- assertions -----
+    // Not iperf.describe(): the JSON of 220 intervals would push iperf3's own error (at its
+    // end) out of a CI log's excerpt.
     assert!(
         iperf.status.success() && json.get("error").is_none(),
-        "iperf3 (the TCP connection across the restarts) failed: {}\n{report}",
-        iperf.describe()
+        "iperf3 (the TCP connection across the restarts) failed: exit {:?}, error {}, last \
+         interval ending at {:?} s; stderr: {}\n{report}",
+        iperf.code(),
+        json.get("error").unwrap_or(&Value::Null),
+        intervals.last().map(|i| i.1),
+        iperf.stderr_str().trim_end()
     );
     let last_ready = restarts.iter().map(|r| r.ready).fold(0.0, f64::max);
     let after: u64 = intervals

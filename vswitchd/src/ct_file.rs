@@ -6,10 +6,11 @@
 //!   blocking task (never on the packet thread, never blocking the control plane) when the
 //!   datapath's conntrack generation moved, or every [`REFRESH`] to keep the lifetimes
 //!   current. A SIGKILL loses at most the last second's new connections and state changes.
-//! - Read at start, once the recovered tables are installed and before the pods' TAPs are
-//!   served: the datapath validates every record against them (entries whose client, service
-//!   port or endpoint is gone are dropped) and the file's age on the wall clock is taken off
-//!   every lifetime. A file that does not parse is set aside as `conntrack.json.bad` and
+//! - Read at start, against the recovered tables before they are installed (the tunnel is
+//!   served from the start: a reply must meet its connection as soon as it meets its
+//!   client's port) and before the pods' TAPs are served: the datapath validates every
+//!   record against them (entries whose client, service port or endpoint is gone are
+//!   dropped) and the file's age on the wall clock is taken off every lifetime. A file that does not parse is set aside as `conntrack.json.bad` and
 //!   nothing is restored; a record that does not parse is skipped and counted.
 
 use crate::state::write_atomic;
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
-use vswitch_datapath::{AffinityRecord, ConnRecord, CtImport, CtSnapshot, Datapath};
+use vswitch_datapath::{AffinityRecord, ConnRecord, CtImport, CtSnapshot, Datapath, Tables};
 
 /// The file's name in the state directory.
 pub const FILE: &str = "conntrack.json";
@@ -143,8 +144,9 @@ impl Checkpointer {
         }
     }
 
-    /// Restores the saved state into the datapath (its tables installed); logs one line.
-    pub fn restore(&self) -> CtImport {
+    /// Restores the saved state into the datapath, checked against `tables` (the snapshot
+    /// about to be installed: restore, then install); logs one line.
+    pub fn restore(&self, tables: &Tables) -> CtImport {
         let path = self.dir.join(FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -184,7 +186,7 @@ impl Checkpointer {
         let age_ms = unix_ms().saturating_sub(file.saved_unix_ms);
         let mut r = self
             .datapath
-            .import_conntrack(&snapshot, age_ms, self.now_ms());
+            .import_conntrack_for(tables, &snapshot, age_ms, self.now_ms());
         r.invalid += unparsed;
         info!(
             connections = r.conns,
@@ -283,12 +285,24 @@ mod tests {
     fn bad_files_and_records_restore_nothing_bad() {
         let d = tempdir("bad");
         let ck = checkpointer(&d);
-        assert_eq!(ck.restore(), CtImport::default(), "no file");
+        assert_eq!(
+            ck.restore(&Tables::default()),
+            CtImport::default(),
+            "no file"
+        );
         std::fs::write(d.join(FILE), b"{\"version\":1,\"saved_unix_ms\":").unwrap();
-        assert_eq!(ck.restore(), CtImport::default(), "truncated");
+        assert_eq!(
+            ck.restore(&Tables::default()),
+            CtImport::default(),
+            "truncated"
+        );
         assert!(d.join(format!("{FILE}.bad")).exists(), "set aside");
         std::fs::write(d.join(FILE), br#"{"version":9,"saved_unix_ms":0}"#).unwrap();
-        assert_eq!(ck.restore(), CtImport::default(), "another version");
+        assert_eq!(
+            ck.restore(&Tables::default()),
+            CtImport::default(),
+            "another version"
+        );
         // Records of the wrong shape are counted; the datapath rejects the rest (no tables).
         let file = format!(
             r#"{{"version":1,"saved_unix_ms":{},"snat_cursor":7,"conns":[
@@ -300,7 +314,7 @@ mod tests {
             unix_ms()
         );
         std::fs::write(d.join(FILE), file).unwrap();
-        let r = ck.restore();
+        let r = ck.restore(&Tables::default());
         assert_eq!((r.conns, r.invalid, r.stale), (0, 3, 1), "{r:?}");
         assert_eq!(ck.datapath.conntrack_len(), 0);
         std::fs::remove_dir_all(&d).unwrap();

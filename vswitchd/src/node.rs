@@ -132,13 +132,17 @@ impl Node {
             for (name, why) in inner.recover_namespaces(st.namespaces) {
                 warn!(namespace = %name, "dropping persisted namespace: {why}");
             }
-            node.install(&mut inner);
-            // Against the installed tables (stale entries are dropped), before any pod frame:
-            // a reply of a Service connection must not reach its client untranslated.
+            // The conntrack table first, against the tables about to be installed (stale
+            // entries are dropped), then the tables: the tunnel is served already, and a
+            // reply of a Service connection that met its client's port before its
+            // connection would reach the client untranslated (and be answered with a RST).
+            let (services, dns, _) = inner.service_tables();
+            let tables = inner.tables(services, dns);
             let ck = node.ck.clone();
-            tokio::task::spawn_blocking(move || ck.restore())
+            tokio::task::spawn_blocking(move || ck.restore(&tables))
                 .await
                 .map_err(|e| anyhow::anyhow!("conntrack restore task failed: {e}"))?;
+            node.install(&mut inner);
             // Served only now that the tables hold every port and service: a frame read
             // before (a pod's ARP request, say) would be dropped as from an unknown port, and
             // the pod would ask again only after its ARP retransmission time (1 s).

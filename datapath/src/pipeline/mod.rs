@@ -203,6 +203,21 @@ impl Datapath {
         self.nat_state().import(&tables, snap, age_ms, now_ms)
     }
 
+    /// [`Datapath::import_conntrack`] checked against `tables`, the snapshot about to be
+    /// installed rather than the one installed. A restarting shell restores first and
+    /// installs after: a frame that meets the tables (one from the tunnel, which is served
+    /// from the start) then meets the connections too, and a Service reply never reaches
+    /// its client untranslated (which the client answers with a RST).
+    pub fn import_conntrack_for(
+        &self,
+        tables: &Tables,
+        snap: &CtSnapshot,
+        age_ms: u64,
+        now_ms: u64,
+    ) -> CtImport {
+        self.nat_state().import(tables, snap, age_ms, now_ms)
+    }
+
     fn nat_state(&self) -> NatState<'_> {
         NatState {
             config: &self.config,

@@ -62,6 +62,11 @@ pub fn svc(
 impl Node {
     /// Installs the usual ports and peer with `services`.
     pub fn set_services(&self, services: Vec<ServiceEntry>, dns: Vec<DnsEntry>) {
+        self.dp.install(self.tables_with(services, dns));
+    }
+
+    /// The usual ports and peer with `services`, as a snapshot not installed.
+    pub fn tables_with(&self, services: Vec<ServiceEntry>, dns: Vec<DnsEntry>) -> Tables {
         let port = |id, ip, counters: &Arc<LinkCounters>| PortEntry {
             id,
             mac: Mac::from_ipv4(ip),
@@ -76,8 +81,7 @@ impl Node {
             vtep_mac: peer_vtep_mac(),
             counters: self.peer.clone(),
         }];
-        self.dp
-            .install(Tables::new(ports, peers).with_services(services, dns));
+        Tables::new(ports, peers).with_services(services, dns)
     }
 
     /// `from_port` at time `now`.
