@@ -136,6 +136,7 @@ fn check_names(req: &Request) {
         | Request::NodeShow
         | Request::NodeList
         | Request::PortList
+        | Request::PortListAll
         | Request::PeerList
         | Request::ServiceList
         | Request::Stats { .. } => {}

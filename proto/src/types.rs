@@ -27,6 +27,9 @@ pub enum Request {
     PortDel(PortKey),
     /// List the pods attached to this node.
     PortList,
+    /// List the pods of every node: this node's ports and, with a datastore, the pods the
+    /// other nodes published (like `kubectl get pods -o wide`).
+    PortListAll,
     /// Add (or replace) a peer node reached through the tunnel.
     PeerAdd(PeerSpec),
     /// Remove a peer node.

@@ -4,7 +4,10 @@
 //! flannel's exact JSON; a restarted daemon gets its subnet back; a lease value that does not
 //! parse is counted and skipped; a killed daemon turns NotReady within `--node-ttl` while its
 //! peer stays (fail-static); with etcd gone, a restarted daemon starts on its saved subnet
-//! with its peers. One test function: the scenarios share one cluster.
+//! with its peers. The cluster's objects: the tutorial's Service applied once reaches every
+//! node, its selector finds pods on every node (a pod added later too), `port list
+//! --all-nodes` lists them all, a killed node's pods leave the endpoints, bad values are
+//! counted and skipped. One test function: the scenarios share one cluster.
 
 use serde_json::Value;
 use std::thread;
@@ -13,6 +16,7 @@ use vswitch_e2e::etcd::Etcd;
 use vswitch_e2e::{assert_ping, assert_wget_nginx, exec_in, Node, NodeOpts, OutputExt, Testbed};
 
 const CLUSTER_CIDR: &str = "198.18.0.0/16";
+const SERVICE_YAML: &str = include_str!("../../examples/service.yaml");
 const PREFIX: &str = "/coreos.com/network";
 /// `--node-ttl` of the nodes (short: the NotReady check waits for it).
 const NODE_TTL: u64 = 3;
@@ -123,6 +127,100 @@ fn nodes_find_each_other_through_etcd() {
         "{table}"
     );
 
+    // The cluster's objects: the tutorial's Service applied once, on node 1, reaches every
+    // node; its selector finds the nginx pods of two nodes; a pod added later on a third
+    // node with the label joins on every node; `port list --all-nodes` shows every pod.
+    let nginx3 = tb.add_pod(&n3, "nginx-third", &[("app", "nginx")]);
+    let _web3 = tb.start_nginx(&nginx3);
+    let file = tb.dir().join("service.yaml");
+    std::fs::write(&file, SERVICE_YAML).expect("writing service.yaml");
+    let out = n1.ctl_ok(&["apply", "-f", file.to_str().expect("UTF-8")]);
+    assert_eq!(out, "service/nginx-service created\n");
+    let vip = n1.service("nginx-service")["vip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wait_endpoints = |want: &[std::net::Ipv4Addr]| {
+        let mut want: Vec<String> = want.iter().map(ToString::to_string).collect();
+        want.sort();
+        for n in [&n1, &n2, &n3] {
+            wait_for(
+                &format!("{}'s endpoints of nginx-service", n.name),
+                Duration::from_secs(10),
+                || {
+                    let mut got = n.endpoints("nginx-service");
+                    got.sort();
+                    if got == want {
+                        Ok(())
+                    } else {
+                        Err(format!("{got:?}"))
+                    }
+                },
+            );
+            assert_eq!(n.service("nginx-service")["vip"], vip.as_str());
+        }
+    };
+    wait_endpoints(&[nginx.ip, nginx3.ip]);
+    for pod in [&nginx, &busybox, &third] {
+        let page = pod.wget("http://nginx-service/");
+        assert!(
+            page.status.success() && page.stdout_str().contains("Welcome to nginx"),
+            "wget nginx-service from {}: {}",
+            pod.name,
+            page.describe()
+        );
+    }
+    let late = tb.add_pod(&n2, "nginx-late", &[("app", "nginx")]);
+    let _web_late = tb.start_nginx(&late);
+    wait_endpoints(&[nginx.ip, nginx3.ip, late.ip]);
+    let mut all: Vec<(String, String)> = array(n3.ctl_json(&["port", "list", "--all-nodes"]))
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            (s("name"), s("node"))
+        })
+        .collect();
+    all.sort();
+    let want: Vec<(String, String)> = [
+        ("busybox-client", "node2"),
+        ("busybox-third", "node3"),
+        ("nginx-late", "node2"),
+        ("nginx-server", "node1"),
+        ("nginx-third", "node3"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(all, want);
+    // Bad values under the prefix are counted (once each) and skipped; nothing else changes.
+    let skipped0 = n1.show()["datastore"]["skipped"].as_u64().unwrap_or(0);
+    for (key, value) in [
+        ("vswitch/services/default/junk", "{not json"),
+        ("vswitch/pods/node9/default/x", r#"{"name":"y"}"#),
+    ] {
+        let out = etcd.ctl(&["put", &format!("{PREFIX}/{key}"), value]);
+        assert!(out.status.success(), "etcdctl put: {out:?}");
+    }
+    wait_for(
+        "n1 counting the bad values",
+        Duration::from_secs(10),
+        || {
+            let skipped = n1.show()["datastore"]["skipped"].as_u64().unwrap_or(0);
+            if skipped == skipped0 + 2 {
+                Ok(())
+            } else {
+                Err(format!("skipped {skipped}"))
+            }
+        },
+    );
+    for key in [
+        "vswitch/services/default/junk",
+        "vswitch/pods/node9/default/x",
+    ] {
+        etcd.ctl(&["del", &format!("{PREFIX}/{key}")]);
+    }
+    assert_eq!(n1.endpoints("nginx-service").len(), 3);
+
     // The keys in etcd, exactly as flannel writes them.
     let kvs = etcd.get_prefix(&format!("{PREFIX}/"));
     let get = |k: &str| {
@@ -153,7 +251,7 @@ fn nodes_find_each_other_through_etcd() {
     assert_eq!(ds["connected"], true, "{ds}");
     assert!(ds["revision"].as_i64().unwrap_or(0) > 0, "{ds}");
     assert!(ds["last_sync"].as_u64().is_some(), "{ds}");
-    assert_eq!(ds["skipped"], 0, "{ds}");
+    let skipped_before = ds["skipped"].as_u64().unwrap_or(0);
 
     // A lease value that does not parse: counted and skipped, nothing else changes.
     let out = etcd.ctl(&[
@@ -164,7 +262,7 @@ fn nodes_find_each_other_through_etcd() {
     assert!(out.status.success(), "etcdctl put: {out:?}");
     wait_for("n1 counting the bad lease", Duration::from_secs(10), || {
         let skipped = n1.show()["datastore"]["skipped"].as_u64().unwrap_or(0);
-        if skipped == 1 {
+        if skipped == skipped_before + 1 {
             Ok(())
         } else {
             Err(format!("skipped {skipped}"))
@@ -238,6 +336,27 @@ fn nodes_find_each_other_through_etcd() {
         },
     );
     eprintln!("node 3 NotReady {:?} after SIGKILL", killed.elapsed());
+    // Its pod left the Service's endpoints everywhere; the Service answers from the others.
+    for n in [&n1, &n2] {
+        wait_for(
+            &format!("{}: node 3's pod out of nginx-service", n.name),
+            Duration::from_secs(5),
+            || {
+                let got = n.endpoints("nginx-service");
+                if got.contains(&nginx3.ip.to_string()) || got.len() != 2 {
+                    Err(format!("{got:?}"))
+                } else {
+                    Ok(())
+                }
+            },
+        );
+    }
+    let page = busybox.wget("http://nginx-service/");
+    assert!(
+        page.status.success(),
+        "wget nginx-service: {}",
+        page.describe()
+    );
     assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
     assert_eq!(datastore_peers(&n2), ["198.18.1.0-24", "198.18.3.0-24"]);
     assert!(manual(&n1), "{:?}", n1.peers());
@@ -259,4 +378,12 @@ fn nodes_find_each_other_through_etcd() {
     assert_eq!(n2.show()["pod_cidr"], "198.18.2.0/24");
     assert_eq!(datastore_peers(&n2), ["198.18.1.0-24", "198.18.3.0-24"]);
     assert_wget_nginx(&busybox, nginx.ip);
+    // The datastore's Service too, with the endpoints it had.
+    assert_eq!(n2.service("nginx-service")["vip"], vip.as_str());
+    let page = busybox.wget("http://nginx-service/");
+    assert!(
+        page.status.success(),
+        "wget nginx-service: {}",
+        page.describe()
+    );
 }

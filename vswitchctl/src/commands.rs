@@ -74,7 +74,11 @@ pub(crate) enum PortCmd {
         namespace: String,
     },
     /// List attached pods
-    List,
+    List {
+        /// Every node's pods (with a datastore), with the node of each
+        #[arg(long)]
+        all_nodes: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -200,7 +204,8 @@ pub(crate) fn request(cmd: &Command, docs: &[Document]) -> Result<Request, Inval
             name: name.clone(),
             namespace: namespace.clone(),
         }),
-        Command::Port(PortCmd::List) => Request::PortList,
+        Command::Port(PortCmd::List { all_nodes: false }) => Request::PortList,
+        Command::Port(PortCmd::List { all_nodes: true }) => Request::PortListAll,
         Command::Peer(PeerCmd::Add {
             node,
             underlay,
@@ -359,6 +364,10 @@ mod tests {
             })
         );
         assert_eq!(req(&["port", "list"]).unwrap(), Request::PortList);
+        assert_eq!(
+            req(&["port", "list", "--all-nodes"]).unwrap(),
+            Request::PortListAll
+        );
     }
 
     #[test]

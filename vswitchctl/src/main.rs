@@ -179,8 +179,10 @@ fn render(
             },
             f,
         ),
-        (Command::Port(PortCmd::List), Response::Ports(mut ps)) => {
-            ps.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        (Command::Port(PortCmd::List { .. }), Response::Ports(mut ps)) => {
+            ps.sort_by(|a, b| {
+                (&a.namespace, &a.name, &a.node).cmp(&(&b.namespace, &b.name, &b.node))
+            });
             output::ports(&ps, f)
         }
         (Command::Peer(PeerCmd::Add { .. }), Response::Peer(p)) => output::peer_added(&p, f),

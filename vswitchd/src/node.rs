@@ -26,6 +26,7 @@ use vswitch_proto::{
 };
 
 mod apply;
+pub mod cluster;
 mod cni;
 mod effects;
 mod lost;
@@ -51,6 +52,9 @@ pub struct Node {
     ports_lost: std::sync::atomic::AtomicU64,
     /// The cluster datastore, when the node runs with one (`--datastore`).
     datastore: Option<Arc<crate::datastore::Datastore>>,
+    /// Notified whenever the state is saved: the datastore task publishes the node's pods
+    /// again (it writes only what changed).
+    pub pods_changed: tokio::sync::Notify,
     /// Unix time (seconds) the daemon started.
     started: u64,
 }
@@ -76,12 +80,13 @@ impl Node {
                 st.pod_cidr
             );
         }
-        let state = NodeState::new(
+        let mut state = NodeState::new(
             cfg.clone(),
             args.node.clone(),
             args.underlay,
             st.last_allocated,
         );
+        state.datastore = datastore.is_some();
         let node = Arc::new(Node {
             args,
             datapath,
@@ -91,6 +96,7 @@ impl Node {
             inner: Mutex::new(state),
             ports_lost: Default::default(),
             datastore,
+            pods_changed: tokio::sync::Notify::new(),
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -157,9 +163,18 @@ impl Node {
 
     /// Answers one request.
     pub async fn handle(&self, req: Request) -> Response {
-        if req == Request::NodeList {
-            // Waits for etcd: not under the lock.
-            return self.node_list().await.unwrap_or_else(Reject::into_response);
+        // These wait for etcd: not under the lock.
+        match req {
+            Request::NodeList => {
+                return self.node_list().await.unwrap_or_else(Reject::into_response);
+            }
+            Request::Apply { objects } if self.datastore.is_some() => {
+                return self.apply_cluster(objects).await;
+            }
+            Request::Delete { objects } if self.datastore.is_some() => {
+                return self.delete_cluster(objects).await;
+            }
+            _ => {}
         }
         let mut inner = self.inner.lock().await;
         let result = match req {
@@ -173,6 +188,7 @@ impl Node {
             Request::PortList => Ok(Response::Ports(
                 inner.ports.values().map(|p| self.port_info(p)).collect(),
             )),
+            Request::PortListAll => Ok(Response::Ports(self.port_list_all(&inner))),
             Request::PeerAdd(spec) => self.peer_set(&mut inner, spec, PeerSource::Manual),
             Request::PeerDel { node } => self.peer_del(&mut inner, &node),
             Request::PeerList => Ok(Response::Peers(

@@ -85,6 +85,10 @@ pub struct ServiceRecord {
     /// ClientIP affinity timeout, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_seconds: Option<u32>,
+    /// Stored in the datastore (by an `apply` on any node) rather than on this node only.
+    /// Saved too, so that a restart while etcd is down keeps it (fail-static).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub from_datastore: bool,
 }
 
 /// A namespace as persisted (stored by `apply`; its labels include
@@ -97,6 +101,13 @@ pub struct NamespaceRecord {
     /// When it was first applied, in seconds since the Unix epoch.
     #[serde(default)]
     pub created_unix: u64,
+    /// Stored in the datastore rather than on this node only (see [`ServiceRecord`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub from_datastore: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Everything persisted.
@@ -277,11 +288,13 @@ mod tests {
                     port: Some(80),
                 }],
                 affinity_seconds: Some(10800),
+                from_datastore: true,
             }],
             namespaces: vec![NamespaceRecord {
                 name: "team-a".into(),
                 labels: [("team".to_string(), "a".to_string())].into(),
                 created_unix: 1_700_000_000,
+                from_datastore: false,
             }],
         };
         store.save(&st).unwrap();

@@ -20,6 +20,7 @@
 //!   it waits for etcd.
 
 pub mod flannel;
+pub mod objects;
 
 use crate::node::Node;
 use anyhow::{anyhow, bail, Context, Result};
@@ -29,6 +30,7 @@ use etcd_client::{
     WatchOptions,
 };
 use flannel::{LeaseUse, Network};
+use objects::{Kind, Objects};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -155,6 +157,8 @@ pub struct Datastore {
     /// Lease specs the node refused (they conflict with its peers): not retried until
     /// their value changes or the next full list.
     rejected: Mutex<BTreeMap<String, PeerSpec>>,
+    /// The cluster objects skipped by the last sync, with why (each counted once).
+    skipped_objects: Mutex<BTreeMap<String, String>>,
     connected: AtomicBool,
     revision: AtomicI64,
     last_sync: AtomicU64,
@@ -266,6 +270,7 @@ impl Datastore {
             client: Mutex::new(None),
             leases: Mutex::new(None),
             rejected: Mutex::new(BTreeMap::new()),
+            skipped_objects: Mutex::new(BTreeMap::new()),
             connected: AtomicBool::new(false),
             revision: AtomicI64::new(0),
             last_sync: AtomicU64::new(0),
@@ -369,11 +374,11 @@ impl Datastore {
     /// on an error, the next one starts after a backoff.
     pub async fn run(self: std::sync::Arc<Self>, node: std::sync::Arc<Node>) {
         let mut backoff = BACKOFF_MIN;
-        // Lease names (after `subnets/`) to values, as of `self.revision`.
-        let mut leases: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // Everything the watch follows, as of `self.revision`.
+        let mut objs = Objects::default();
         loop {
             let started = Instant::now();
-            let Err(e) = self.session(&node, &mut leases).await;
+            let Err(e) = self.session(&node, &mut objs).await;
             self.connected.store(false, Relaxed);
             *self.client.lock().expect("not poisoned") = None;
             if started.elapsed() > Duration::from_secs(30) {
@@ -386,11 +391,7 @@ impl Datastore {
     }
 
     /// One connection's life; returns only on an error.
-    async fn session(
-        &self,
-        node: &Node,
-        leases: &mut BTreeMap<String, Vec<u8>>,
-    ) -> Result<std::convert::Infallible> {
+    async fn session(&self, node: &Node, objs: &mut Objects) -> Result<std::convert::Infallible> {
         let existing = self.client.lock().expect("not poisoned").clone();
         let mut c = match existing {
             Some(c) => c,
@@ -398,12 +399,15 @@ impl Datastore {
         };
         let (mut sk, mut ss, mut nk, mut ns) = self.keepers(&mut c).await?;
         *self.client.lock().expect("not poisoned") = Some(c.clone());
-        let dir = flannel::subnets_dir(&self.s.prefix);
+        let dir = format!("{}/", self.s.prefix);
         let mut tick = tokio::time::interval(Duration::from_secs((self.s.node_ttl / 3).max(1)));
         loop {
             let mut rev = self.revision.load(Relaxed);
             if rev == 0 {
-                rev = self.relist(&mut c, node, leases).await?;
+                rev = self.relist(&mut c, node, objs).await?;
+            } else {
+                // Changes made while disconnected.
+                self.publish(&mut c, node, objs).await?;
             }
             let w_from = rev + 1;
             let opts = WatchOptions::new()
@@ -425,27 +429,39 @@ impl Datastore {
                         if m.canceled() {
                             bail!("the watch was cancelled: {}", m.cancel_reason());
                         }
-                        let mut changed = false;
+                        let (mut leases, mut others) = (false, false);
                         for ev in m.events() {
                             let Some(kv) = ev.kv() else { continue };
-                            let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(&dir))
+                            rev = rev.max(kv.mod_revision());
+                            let Some((kind, name)) =
+                                kv.key_str().ok().and_then(|k| objects::route(&self.s.prefix, k))
                             else {
                                 continue;
                             };
-                            changed = true;
+                            if kind == Kind::Lease {
+                                leases = true;
+                            } else {
+                                others = true;
+                            }
                             match ev.event_type() {
                                 EventType::Put => {
-                                    self.check_value(name, kv.value());
-                                    leases.insert(name.to_string(), kv.value().to_vec());
+                                    if kind == Kind::Lease {
+                                        self.check_value(name, kv.value());
+                                    }
+                                    objs.of(kind).insert(name.to_string(), kv.value().to_vec());
                                 }
                                 EventType::Delete => {
-                                    leases.remove(name);
+                                    objs.of(kind).remove(name);
                                 }
                             }
-                            rev = rev.max(kv.mod_revision());
                         }
-                        if changed {
-                            self.apply(node, leases).await;
+                        if leases {
+                            self.apply(node, &objs.leases).await;
+                        }
+                        if leases || others {
+                            // Peers first: a pod is an endpoint only inside a peer's subnet.
+                            self.sync_objects(node, objs).await;
+                            self.publish(&mut c, node, objs).await?;
                         }
                         // Only events move the revision seen: a response's header
                         // revision (the store's) may be ahead of events not yet delivered.
@@ -455,6 +471,7 @@ impl Datastore {
                         t(sk.keep_alive()).await?;
                         t(nk.keep_alive()).await?;
                     }
+                    _ = node.pods_changed.notified() => self.publish(&mut c, node, objs).await?,
                     r = ss.message() => expect_alive("subnet", r)?,
                     r = ns.message() => expect_alive("node liveness", r)?,
                 }
@@ -476,26 +493,113 @@ impl Datastore {
         alive_keepers(c, ids).await
     }
 
-    /// Lists every lease, replaces `leases` with them and brings the peers in line; returns
-    /// the list's revision.
-    async fn relist(
-        &self,
-        c: &mut Client,
-        node: &Node,
-        leases: &mut BTreeMap<String, Vec<u8>>,
-    ) -> Result<i64> {
-        let (kvs, rev) = list(c, &flannel::subnets_dir(&self.s.prefix)).await?;
-        leases.clear();
+    /// Lists everything under the prefix, replaces `objs` with it, brings the peers and the
+    /// cluster's objects in line and publishes the node's pods; returns the list's revision.
+    async fn relist(&self, c: &mut Client, node: &Node, objs: &mut Objects) -> Result<i64> {
+        let dir = format!("{}/", self.s.prefix);
+        let (kvs, rev) = list(c, &dir).await?;
+        *objs = Objects::default();
         for (name, v) in kvs {
-            self.check_value(&name, &v);
-            leases.insert(name, v);
+            let key = format!("{dir}{name}");
+            let Some((kind, name)) = objects::route(&self.s.prefix, &key) else {
+                continue;
+            };
+            if kind == Kind::Lease {
+                self.check_value(name, &v);
+            }
+            objs.of(kind).insert(name.to_string(), v);
         }
         self.rejected.lock().expect("not poisoned").clear();
-        self.apply(node, leases).await;
+        self.apply(node, &objs.leases).await;
+        self.sync_objects(node, objs).await;
         self.revision.store(rev, Relaxed);
         self.last_sync.store(now_unix(), Relaxed);
-        info!(revision = rev, leases = leases.len(), "datastore: listed");
+        info!(
+            revision = rev,
+            leases = objs.leases.len(),
+            pods = objs.pods.len(),
+            services = objs.services.len(),
+            "datastore: listed"
+        );
+        self.publish(c, node, objs).await?;
         Ok(rev)
+    }
+
+    /// Hands the cluster's objects to the node; logs and counts what it skipped, once per
+    /// value (every sync sees every value again).
+    async fn sync_objects(&self, node: &Node, objs: &Objects) {
+        let skipped = node.sync_cluster(objs.decode()).await;
+        let mut seen = self.skipped_objects.lock().expect("not poisoned");
+        let now: BTreeMap<String, String> = skipped.into_iter().collect();
+        for (what, why) in &now {
+            if seen.get(what) != Some(why) {
+                self.skipped.fetch_add(1, Relaxed);
+                warn!("datastore: skipping {what}: {why}");
+            }
+        }
+        *seen = now;
+    }
+
+    /// Publishes the node's pods: puts what changed, deletes what is gone (the watch then
+    /// brings the writes back into `objs`).
+    async fn publish(&self, c: &mut Client, node: &Node, objs: &Objects) -> Result<()> {
+        let own = node.own_pods().await;
+        let (puts, deletes) = objs.pod_writes(&self.s.prefix, &self.s.node, &own);
+        if !puts.is_empty() || !deletes.is_empty() {
+            let n = (puts.len(), deletes.len());
+            self.txn(c, puts, deletes).await?;
+            info!(
+                put = n.0,
+                deleted = n.1,
+                "datastore: published this node's pods"
+            );
+        }
+        Ok(())
+    }
+
+    /// Puts and deletes in one transaction; its revision.
+    async fn txn(
+        &self,
+        c: &mut Client,
+        puts: Vec<(String, String)>,
+        deletes: Vec<String>,
+    ) -> Result<i64> {
+        let ops: Vec<TxnOp> = puts
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, None))
+            .chain(deletes.into_iter().map(|k| TxnOp::delete(k, None)))
+            .collect();
+        let r = t(c.txn(Txn::new().and_then(ops))).await?;
+        Ok(r.header().map_or(0, |h| h.revision()))
+    }
+
+    /// The datastore prefix.
+    pub fn prefix(&self) -> &str {
+        &self.s.prefix
+    }
+
+    /// Writes (`apply`, `delete`) in one transaction; its revision. Fails when not
+    /// connected: nothing is queued.
+    pub async fn write(&self, puts: Vec<(String, String)>, deletes: Vec<String>) -> Result<i64> {
+        let mut c = self
+            .client
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .ok_or_else(|| anyhow!("not connected to the datastore"))?;
+        self.txn(&mut c, puts, deletes).await
+    }
+
+    /// Waits until the watch has seen revision `rev` (at most `within`); whether it did.
+    pub async fn wait_revision(&self, rev: i64, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.revision.load(Relaxed) < rev {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Logs and counts a lease value this node cannot use.

@@ -10,7 +10,7 @@ use tracing::info;
 use vswitch_proto::{Action, ErrorBody, Object, ObjectKey, ObjectResult, Response};
 
 /// Logs what `verb` (`apply`, `delete`) changed.
-fn log(verb: &str, results: &[ObjectResult]) {
+pub(super) fn log(verb: &str, results: &[ObjectResult]) {
     for r in results
         .iter()
         .filter(|r| !matches!(r.action, Action::Unchanged | Action::NotFound))

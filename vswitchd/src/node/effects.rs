@@ -92,7 +92,10 @@ impl Node {
         inner.udp_backends = udp;
     }
 
+    /// Saves the state; the datastore task then publishes the node's pods (when changed).
     pub(super) fn persist(&self, inner: &Inner) -> Result<()> {
-        self.store.save(&inner.persisted())
+        self.store.save(&inner.persisted())?;
+        self.pods_changed.notify_one();
+        Ok(())
     }
 }

@@ -23,6 +23,7 @@ use vswitch_proto::{
 };
 
 mod apply;
+pub(super) mod cluster;
 mod services;
 
 pub(super) use services::{pod_dns, UdpBackend};
@@ -227,6 +228,13 @@ pub(super) struct NodeState {
     pub namespaces: BTreeMap<String, NamespaceRecord>,
     /// The UDP service backends of the installed snapshot (to flush those that leave).
     pub udp_backends: BTreeSet<UdpBackend>,
+    /// The node runs with a datastore: what `apply` makes is the cluster's
+    /// (`from_datastore`), written to etcd rather than kept here (`state/cluster.rs`).
+    pub datastore: bool,
+    /// The other nodes' pods, from the datastore (`state/cluster.rs`).
+    pub cluster_pods: BTreeMap<cluster::PodKey, cluster::PodRecord>,
+    /// The nodes whose liveness record exists in the datastore.
+    pub ready_nodes: BTreeSet<String>,
     next_id: u32,
     last_allocated: Option<Ipv4Addr>,
 }
@@ -248,6 +256,9 @@ impl NodeState {
             services: BTreeMap::new(),
             namespaces: BTreeMap::new(),
             udp_backends: BTreeSet::new(),
+            datastore: false,
+            cluster_pods: BTreeMap::new(),
+            ready_nodes: BTreeSet::new(),
             next_id: 1,
             last_allocated,
         }

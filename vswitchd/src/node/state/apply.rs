@@ -137,6 +137,7 @@ impl NodeState {
             name: spec.name.clone(),
             labels,
             created_unix,
+            from_datastore: self.datastore,
         };
         let old = self.namespaces.insert(spec.name.clone(), rec);
         let action = match &old {

@@ -155,7 +155,7 @@ impl NodeState {
     }
 
     /// The endpoints of `svc` in use now: ready explicit ones, then the Running local pods
-    /// its selector matches (a pod already listed explicitly with no fixed port is not
+    /// and the other nodes' pods ([`NodeState::cluster_matches`]) its selector matches (a pod already listed explicitly with no fixed port is not
     /// repeated). Sorted, without duplicates.
     pub fn ready_endpoints(&self, svc: &ServiceRecord) -> Vec<EndpointRecord> {
         let own = self.cfg.pod_cidr;
@@ -189,6 +189,11 @@ impl NodeState {
                     });
                 }
             }
+            eps.extend(
+                self.cluster_matches(&svc.selector)
+                    .into_iter()
+                    .map(|ip| EndpointRecord { ip, port: None }),
+            );
         }
         eps.into_iter().collect()
     }
@@ -391,6 +396,7 @@ impl NodeState {
             selector: spec.selector,
             endpoints: endpoints.into_iter().collect(),
             affinity_seconds,
+            from_datastore: self.datastore,
         })
     }
 

@@ -516,6 +516,7 @@ fn recovery_keeps_the_persisted_services_that_still_fit() {
         selector: [("app".to_string(), "web".to_string())].into(),
         endpoints: Vec::new(),
         affinity_seconds: None,
+        from_datastore: false,
     };
     let dropped = st.recover_services(vec![
         rec("a", "198.19.96.20"),
