@@ -361,6 +361,37 @@ fn nodes_find_each_other_through_etcd() {
     assert_eq!(datastore_peers(&n2), ["198.18.1.0-24", "198.18.3.0-24"]);
     assert!(manual(&n1), "{:?}", n1.peers());
     assert_ping(&busybox, nginx.ip);
+    // Started again: Ready with the same subnet, and its pod back in the endpoints.
+    tb.start_daemon(&n3);
+    assert_eq!(n3.show()["pod_cidr"], "198.18.3.0/24");
+    wait_endpoints(&[nginx.ip, nginx3.ip, late.ip]);
+    let nodes = array(n1.ctl_json(&["node", "list"]));
+    assert!(
+        nodes.iter().all(|n| n["status"] == "Ready"),
+        "node list: {nodes:?}"
+    );
+    // `delete -f` on another node removes it everywhere; applied again from there it is
+    // back, with the VIP it had (the lowest free one again).
+    let file = file.to_str().expect("UTF-8");
+    assert_eq!(
+        n2.ctl_ok(&["delete", "-f", file]),
+        "service \"nginx-service\" deleted\n"
+    );
+    for n in [&n1, &n2, &n3] {
+        wait_for(
+            &format!("nginx-service gone from {}", n.name),
+            Duration::from_secs(10),
+            || match n.services().iter().any(|s| s["name"] == "nginx-service") {
+                false => Ok(()),
+                true => Err("still listed".to_string()),
+            },
+        );
+    }
+    assert_eq!(
+        n2.ctl_ok(&["apply", "-f", file]),
+        "service/nginx-service created\n"
+    );
+    wait_endpoints(&[nginx.ip, nginx3.ip, late.ip]);
 
     // etcd gone: the nodes keep forwarding, and a restarted daemon starts on the subnet and
     // the peers saved in its state directory (fail-static).
