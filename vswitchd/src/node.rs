@@ -29,6 +29,7 @@ mod apply;
 mod cni;
 mod effects;
 mod lost;
+mod metrics;
 mod services;
 mod state;
 
@@ -53,6 +54,8 @@ pub struct Node {
     datastore: Option<Arc<crate::datastore::Datastore>>,
     /// Unix time (seconds) the daemon started.
     started: u64,
+    /// The control requests' latency (observed by `control.rs`, exported by `metrics`).
+    latency: crate::metrics::ControlLatency,
 }
 
 impl Node {
@@ -94,6 +97,7 @@ impl Node {
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            latency: Default::default(),
         });
         {
             let mut inner = node.inner.lock().await;
@@ -149,6 +153,11 @@ impl Node {
                 .map_err(|e| anyhow::anyhow!("saving state: {e:#}"))?;
         }
         Ok(node)
+    }
+
+    /// The control requests' latency histograms.
+    pub fn control_latency(&self) -> &crate::metrics::ControlLatency {
+        &self.latency
     }
 
     /// Answers one request.
