@@ -1,8 +1,10 @@
 //! The metrics endpoint: a tiny HTTP/1.1 responder over a std `TcpListener` on its own
-//! thread. hyper and axum are in the dependency tree (through etcd-client's tonic), but
-//! only with tonic's async server and client features; a scrape is one short request, so a
-//! blocking loop of a few dozen lines is simpler than wiring a tokio HTTP server into the
-//! control plane's single-threaded runtime, and it keeps scrapes off that runtime.
+//! thread. hyper and axum are in the dependency tree (through etcd-client's gRPC stack,
+//! tonic), but serving with them means an async server on the control plane's
+//! single-threaded runtime, sharing its one thread with the control requests and the etcd
+//! client; a scrape is one short request, so a blocking loop of a few dozen lines on its own
+//! thread is simpler and keeps the HTTP work off that runtime (a scrape still takes the
+//! node's lock for a moment, to read the names and counters).
 //!
 //! Contract: `GET /metrics` (a query string is ignored) answers 200 with the Prometheus text
 //! format; `HEAD /metrics` the same headers; any other path 404, any other method 405, a
