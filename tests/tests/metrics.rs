@@ -13,11 +13,11 @@
 
 use serde_json::Value;
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 use vswitch_e2e::testbed::which;
-use vswitch_e2e::{Node, NodeOpts, OutputExt, Testbed};
+use vswitch_e2e::{run_with_timeout, Node, NodeOpts, OutputExt, Testbed};
 
 /// The metrics endpoint inside the node's namespace.
 const METRICS_ADDR: &str = "127.0.0.1:9419";
@@ -65,11 +65,7 @@ fn prometheus_scrapes_drops_and_port_bytes() {
         "--duration",
         "2",
     ];
-    let out = Command::new("ip")
-        .args(["netns", "exec", &client.netns, &pktgen])
-        .args(args)
-        .output()
-        .expect("running vswitch-pktgen");
+    let out = client.exec_timeout(Duration::from_secs(10), &pktgen, &args);
     assert!(out.status.success(), "pktgen: {}", out.describe());
     // A transfer between the pods.
     let url = format!("http://{}/blob", server.ip);
@@ -128,13 +124,9 @@ fn prometheus_scrapes_drops_and_port_bytes() {
         .expect("GET /metrics from inside the node");
     let path = tb.dir().join("metrics.txt");
     fs::write(&path, &text).expect("writing the scrape");
-    let check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(fs::File::open(&path).expect("the scrape"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("running promtool");
+    let script = format!("promtool check metrics < '{}'", path.display());
+    let check =
+        run_with_timeout(Command::new("sh").args(["-c", &script]), WAIT).expect("running promtool");
     assert!(
         check.status.success(),
         "promtool check metrics: {}\n{text}",
@@ -142,17 +134,23 @@ fn prometheus_scrapes_drops_and_port_bytes() {
     );
 
     // A non-loopback address needs --metrics-allow-remote: a clear error, non-zero exit.
-    let scratch = tb.dir().join("remote");
-    let out = Command::new(tb.bin("vswitchd"))
-        .args(["--node", "remote", "--pod-cidr", "198.18.9.0/24"])
-        .arg("--socket")
-        .arg(scratch.join("s.sock"))
-        .arg("--state-dir")
-        .arg(&scratch)
-        .args(["--metrics-addr", "198.19.0.1:9419"])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("running vswitchd");
+    let scratch = tb.dir().join("remote").display().to_string();
+    let vswitchd = tb.bin("vswitchd").display().to_string();
+    let out = node.exec(
+        &vswitchd,
+        &[
+            "--node",
+            "remote",
+            "--pod-cidr",
+            "198.18.9.0/24",
+            "--socket",
+            &format!("{scratch}/s.sock"),
+            "--state-dir",
+            &scratch,
+            "--metrics-addr",
+            "198.19.0.1:9419",
+        ],
+    );
     let err = out.stderr_str();
     assert!(
         !out.status.success()

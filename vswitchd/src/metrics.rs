@@ -95,7 +95,10 @@ pub struct Snapshot {
 /// The control requests' latency (`vswitch_control_request_duration_seconds{op}`), observed
 /// by the control socket once per request. Cloning shares the histograms.
 #[derive(Clone, Debug)]
-pub struct ControlLatency(Family<[(&'static str, String); 1], Histogram, fn() -> Histogram>);
+pub struct ControlLatency(Family<OpLabel, Histogram, fn() -> Histogram>);
+
+/// The label of a control request's latency: its `op`.
+type OpLabel = [(&'static str, String); 1];
 
 impl Default for ControlLatency {
     fn default() -> Self {
@@ -182,11 +185,11 @@ impl Snapshot {
             MetricType::Gauge,
             [(info, 1)],
         )?;
-        let port_labels = |p: &PortMetrics, dir| {
+        let port_labels = |p: &PortMetrics, dir: &str| {
             [
                 ("namespace", p.namespace.clone()),
                 ("port", p.name.clone()),
-                ("direction", dir),
+                ("direction", dir.to_string()),
             ]
         };
         let ports = &self.ports;
@@ -197,8 +200,8 @@ impl Snapshot {
             MetricType::Counter,
             ports.iter().flat_map(|p| {
                 [
-                    (port_labels(p, RX.into()), p.link.rx_packets),
-                    (port_labels(p, TX.into()), p.link.tx_packets),
+                    (port_labels(p, RX), p.link.rx_packets),
+                    (port_labels(p, TX), p.link.tx_packets),
                 ]
             }),
         )?;
@@ -208,7 +211,7 @@ impl Snapshot {
             "Bytes of a pod's port (Ethernet frames); rx: from the pod into the switch, tx: to the pod",
             MetricType::Counter,
             ports.iter().flat_map(|p| {
-                [(port_labels(p, RX.into()), p.link.rx_bytes), (port_labels(p, TX.into()), p.link.tx_bytes)]
+                [(port_labels(p, RX), p.link.rx_bytes), (port_labels(p, TX), p.link.tx_bytes)]
             }),
         )?;
         family(
