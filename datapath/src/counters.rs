@@ -108,37 +108,93 @@ drop_reasons! {
     DnsForwardLimited => "dns_forward_limited",
 }
 
-/// Node-wide drop counters.
+/// Where a dropped frame was going through the switch: the drop counters are kept per
+/// reason and direction (one counter each; counting a drop is still one relaxed add).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Direction {
+    /// A frame a pod sent (read from its TAP), or its DNS query on the way to the upstream
+    /// resolver, dropped before it left the switch.
+    FromPod,
+    /// A datagram received from the tunnel, dropped before it left the switch.
+    FromTunnel,
+    /// A frame the pipeline forwarded (or an upstream DNS answer for a pod), lost on the way
+    /// out: segmenting it for the tunnel, or writing it to a TAP or the tunnel socket.
+    Egress,
+}
+
+impl Direction {
+    /// Every direction, in counter order.
+    pub const ALL: &'static [Direction] =
+        &[Direction::FromPod, Direction::FromTunnel, Direction::Egress];
+
+    /// The direction's stable snake_case name (a metrics label value).
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::FromPod => "from_pod",
+            Direction::FromTunnel => "from_tunnel",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// Node-wide drop counters, one per reason and direction.
 pub struct Counters {
     drops: Vec<AtomicU64>,
 }
 
 impl Default for Counters {
     fn default() -> Self {
+        let n = DropReason::ALL.len() * Direction::ALL.len();
         Counters {
-            drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            drops: (0..n).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
 
+/// The slot of `(reason, dir)`.
+fn slot(reason: DropReason, dir: Direction) -> usize {
+    reason as usize * Direction::ALL.len() + dir as usize
+}
+
 impl Counters {
-    /// Counts one drop.
-    #[allow(clippy::indexing_slicing)] // one slot per reason: the array is sized by ALL
-    pub fn count_drop(&self, reason: DropReason) {
-        self.drops[reason as usize].fetch_add(1, Relaxed);
+    /// Counts one drop of a frame going `dir`.
+    #[allow(clippy::indexing_slicing)] // one slot per reason and direction: sized by ALL
+    pub fn count_drop(&self, reason: DropReason, dir: Direction) {
+        self.drops[slot(reason, dir)].fetch_add(1, Relaxed);
     }
 
-    /// The drop count for `reason`.
-    #[allow(clippy::indexing_slicing)] // one slot per reason: the array is sized by ALL
+    /// The drop count for `reason`, all directions.
     pub fn drops(&self, reason: DropReason) -> u64 {
-        self.drops[reason as usize].load(Relaxed)
+        Direction::ALL
+            .iter()
+            .map(|d| self.drops_in(reason, *d))
+            .sum()
     }
 
-    /// Every reason's name with its count.
+    /// The drop count for `reason` in direction `dir`.
+    #[allow(clippy::indexing_slicing)] // one slot per reason and direction: sized by ALL
+    pub fn drops_in(&self, reason: DropReason, dir: Direction) -> u64 {
+        self.drops[slot(reason, dir)].load(Relaxed)
+    }
+
+    /// Every reason's name with its count (all directions).
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         DropReason::ALL
             .iter()
             .map(|r| (r.name(), self.drops(*r)))
+            .collect()
+    }
+
+    /// Every reason's and direction's names with their count.
+    pub fn snapshot_by_direction(&self) -> Vec<(&'static str, &'static str, u64)> {
+        DropReason::ALL
+            .iter()
+            .flat_map(|r| {
+                Direction::ALL
+                    .iter()
+                    .map(move |d| (r.name(), d.name(), self.drops_in(*r, *d)))
+            })
             .collect()
     }
 }

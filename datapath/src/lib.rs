@@ -66,7 +66,7 @@ mod pipeline;
 mod state;
 mod wire;
 
-pub use counters::{Counters, DropReason, LinkCounters};
+pub use counters::{Counters, Direction, DropReason, LinkCounters};
 pub use pipeline::{Datapath, Stage, Verdict};
 pub use ratelimit::RateLimit;
 pub use state::ct_persist::{AffinityRecord, ConnRecord, CtImport, CtSnapshot};

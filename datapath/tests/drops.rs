@@ -216,6 +216,14 @@ fn every_drop_reason_is_counted() {
             Input::Service(_, _, f) | Input::Limited(f) => Input::Port(A, f, VnetHdr::default()),
             i => i,
         };
+        // The direction the drop is counted in.
+        let dir = match &input {
+            Input::Port(..) | Input::Shell => Direction::FromPod,
+            Input::Tunnel(..) => Direction::FromTunnel,
+            Input::Segment(..) => Direction::Egress,
+            Input::Service(..) | Input::Limited(_) => unreachable!("turned into Port above"),
+        };
+        let dir_before = n.dp.counters().drops_in(r, dir);
         match input {
             Input::Port(p, f, vnet) => {
                 let (v, _) = n.port(p, &f, vnet);
@@ -243,10 +251,16 @@ fn every_drop_reason_is_counted() {
                 let mut out = Vec::new();
                 assert_eq!(n.dp.segment_for_tunnel(&pkt, &mut out), Err(r));
             }
-            Input::Shell => n.dp.count_drop(r),
+            Input::Shell => n.dp.count_drop(r, Direction::FromPod),
             Input::Service(..) | Input::Limited(_) => unreachable!("turned into Port above"),
         }
         assert_eq!(n.drops(r), before + 1, "{r:?} ({}) counted once", r.name());
+        assert_eq!(
+            n.dp.counters().drops_in(r, dir),
+            dir_before + 1,
+            "{r:?} counted as {}",
+            dir.name()
+        );
         assert_eq!(
             total(&n) - total_before,
             1,

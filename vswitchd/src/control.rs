@@ -11,7 +11,7 @@ use crate::Args;
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
@@ -66,6 +66,12 @@ pub async fn serve(args: &Args, gid: Option<nix::unistd::Gid>, node: Arc<Node>) 
     Ok(())
 }
 
+/// The `op` tag of a request line (the label of its latency).
+#[derive(serde::Deserialize)]
+struct OpTag {
+    op: String,
+}
+
 async fn connection(stream: UnixStream, node: Arc<Node>, timeout: Duration) {
     let (rd, mut wr) = stream.into_split();
     // `take` bounds how much one line may buffer; it is re-armed for each request.
@@ -96,7 +102,15 @@ async fn connection(stream: UnixStream, node: Arc<Node>, timeout: Duration) {
             continue;
         } else {
             match decode_request(&line) {
-                Ok(req) => node.handle(req).await,
+                Ok(req) => {
+                    let started = Instant::now();
+                    let resp = node.handle(req).await;
+                    // The request decoded, so its `op` is one of the protocol's.
+                    if let Ok(OpTag { op }) = serde_json::from_slice(&line) {
+                        node.control_latency().observe(&op, started.elapsed());
+                    }
+                    resp
+                }
                 Err(e) => e.to_response(),
             }
         };

@@ -19,6 +19,7 @@ mod control;
 mod ct_file;
 mod datastore;
 mod io;
+mod metrics;
 mod node;
 mod podnet;
 mod state;
@@ -165,6 +166,14 @@ pub struct Args {
     /// `multicast`: the switch does not flood), before any other work is spent on them.
     #[arg(long = "broadcast-limit", value_parser = rate_limit, default_value = "100/200")]
     pub broadcast_limit: RateLimit,
+    /// Serve Prometheus metrics (`GET /metrics`) on IP:PORT, e.g. 127.0.0.1:9419; off
+    /// without it. Only a loopback address unless --metrics-allow-remote is given.
+    #[arg(long = "metrics-addr")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Let --metrics-addr be a non-loopback address (the endpoint has no authentication:
+    /// anyone who reaches it reads the node's pods, peers and traffic).
+    #[arg(long = "metrics-allow-remote")]
+    pub metrics_allow_remote: bool,
 }
 
 /// Parses a rate limit flag, `PPS[/BURST]`.
@@ -175,6 +184,24 @@ fn rate_limit(s: &str) -> Result<RateLimit, String> {
 /// Parses `--dns-upstream IP[:PORT]` (default port 53).
 fn dns_upstream(s: &str) -> Result<std::net::SocketAddrV4, String> {
     vswitch_proto::validate::socket_addr_v4("dns_upstream", s, 53).map_err(|e| e.message)
+}
+
+/// `--metrics-addr`, checked: a loopback address unless `--metrics-allow-remote`.
+fn metrics_addr(args: &Args) -> Result<Option<std::net::SocketAddr>> {
+    let Some(addr) = args.metrics_addr else {
+        if args.metrics_allow_remote {
+            bail!("--metrics-allow-remote: only meaningful with --metrics-addr");
+        }
+        return Ok(None);
+    };
+    if !addr.ip().is_loopback() && !args.metrics_allow_remote {
+        bail!(
+            "--metrics-addr: {} is not a loopback address; the metrics endpoint has no \
+             authentication, give --metrics-allow-remote to serve it there",
+            addr.ip()
+        );
+    }
+    Ok(Some(addr))
 }
 
 /// The project's service range (design.md section 6).
@@ -367,8 +394,16 @@ fn main() -> Result<()> {
         ),
     };
     node_config_for(&args, stand_in)?;
+    let metrics_at = metrics_addr(&args)?;
     let socket_gid = control::socket_gid(args.socket_group.as_deref())?;
     let store = state::Store::open(&args.state_dir, &args.socket)?;
+    // Bound before anything starts, so a taken port stops the daemon with the flag named.
+    let metrics_listener = metrics_at
+        .map(|a| {
+            std::net::TcpListener::bind(a)
+                .with_context(|| format!("--metrics-addr: cannot listen on {a}"))
+        })
+        .transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -417,6 +452,16 @@ fn main() -> Result<()> {
         let expiry = tokio::spawn(ct_file::run(ck));
         let watch = tokio::spawn(node.clone().watch_lost(lost));
         let sync = ds.map(|ds| tokio::spawn(ds.run(node.clone())));
+        if let Some(listener) = metrics_listener {
+            let addr = listener.local_addr()?;
+            let n = node.clone();
+            let m = metrics::Metrics::new(
+                move || n.metrics_snapshot_blocking(),
+                node.control_latency(),
+            );
+            metrics::http::spawn(listener, m).context("starting the metrics thread")?;
+            info!(%addr, "metrics served on http://{addr}/metrics");
+        }
         let served = control::serve(&args, socket_gid, node).await;
         expiry.abort();
         watch.abort();
@@ -598,5 +643,34 @@ mod tests {
                 "{bad}: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_flags_are_off_by_default_and_loopback_unless_remote_is_allowed() {
+        assert_eq!(metrics_addr(&parse(&[]).unwrap()).unwrap(), None);
+        let a = parse(&["--metrics-addr", "127.0.0.1:9419"]).unwrap();
+        assert_eq!(
+            metrics_addr(&a).unwrap().unwrap().to_string(),
+            "127.0.0.1:9419"
+        );
+        assert!(metrics_addr(&parse(&["--metrics-addr", "[::1]:9419"]).unwrap()).is_ok());
+        for addr in ["198.19.0.1:9419", "0.0.0.0:9419"] {
+            let e = metrics_addr(&parse(&["--metrics-addr", addr]).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("--metrics-addr: ") && e.contains("--metrics-allow-remote"),
+                "{e}"
+            );
+            let a = parse(&["--metrics-addr", addr, "--metrics-allow-remote"]).unwrap();
+            assert_eq!(metrics_addr(&a).unwrap().unwrap().to_string(), addr);
+        }
+        let e = metrics_addr(&parse(&["--metrics-allow-remote"]).unwrap()).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("--metrics-allow-remote: only meaningful"));
+        let e = parse(&["--metrics-addr", "localhost"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--metrics-addr"), "{e}");
     }
 }

@@ -30,6 +30,7 @@ pub mod cluster;
 mod cni;
 mod effects;
 mod lost;
+mod metrics;
 mod services;
 mod state;
 
@@ -57,6 +58,8 @@ pub struct Node {
     pub pods_changed: tokio::sync::Notify,
     /// Unix time (seconds) the daemon started.
     started: u64,
+    /// The control requests' latency (observed by `control.rs`, exported by `metrics`).
+    latency: crate::metrics::ControlLatency,
 }
 
 impl Node {
@@ -100,6 +103,7 @@ impl Node {
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            latency: Default::default(),
         });
         {
             let mut inner = node.inner.lock().await;
@@ -159,6 +163,11 @@ impl Node {
                 .map_err(|e| anyhow::anyhow!("saving state: {e:#}"))?;
         }
         Ok(node)
+    }
+
+    /// The control requests' latency histograms.
+    pub fn control_latency(&self) -> &crate::metrics::ControlLatency {
+        &self.latency
     }
 
     /// Answers one request.

@@ -21,7 +21,7 @@
 //! The host-stack path allocates (hickory's messages); the forwarding path is untouched.
 //! Deciding to forward parses the query (allocates); building the reply does not.
 
-use crate::counters::DropReason;
+use crate::counters::{Direction, DropReason};
 use crate::state::tables::{PortEntry, PortId, Tables};
 use crate::wire::buf::PacketBuf;
 use crate::wire::dns::{dns_reply_frame, UDP_HDR};
@@ -91,7 +91,7 @@ pub(super) fn dns_from_port(
         return Err(DropReason::DnsMalformed);
     }
     if let Some(reason) = counted {
-        dp.counters.count_drop(reason);
+        dp.counters.count_drop(reason, Direction::FromPod);
         port.counters.rx_drop();
     }
     Ok(dp.to_port(port, pkt))
@@ -111,13 +111,13 @@ pub(super) fn dns_upstream_reply(
         tables.port(port).filter(|p| p.ip == *client.ip()),
         dp.config.dns_ip,
     ) else {
-        dp.counters.count_drop(reason);
+        dp.counters.count_drop(reason, Direction::Egress);
         return Verdict::Drop(reason);
     };
     let router = dp.config.router_mac;
     if response.len() < 12 || !dns_reply_frame(pkt, router, to.mac, server, client, response) {
         pkt.reset();
-        dp.counters.count_drop(reason);
+        dp.counters.count_drop(reason, Direction::Egress);
         return Verdict::Drop(reason);
     }
     dp.to_port(to, pkt)

@@ -28,7 +28,7 @@ mod route;
 mod services;
 mod tunnel;
 
-use crate::counters::{Counters, DropReason, LinkCounters};
+use crate::counters::{Counters, Direction, DropReason, LinkCounters};
 use crate::state::balancer::Balancer;
 use crate::state::conntrack::Conntrack;
 use crate::state::ct_persist::{CtImport, CtSnapshot, NatState};
@@ -178,9 +178,10 @@ impl Datapath {
         self.lb.expire(now_ms);
     }
 
-    /// Counts a drop that the I/O shell decided (for example a failed write).
-    pub fn count_drop(&self, reason: DropReason) {
-        self.counters.count_drop(reason);
+    /// Counts a drop that the I/O shell decided (for example a failed write), of a frame
+    /// going `dir`.
+    pub fn count_drop(&self, reason: DropReason, dir: Direction) {
+        self.counters.count_drop(reason, dir);
     }
 
     /// A counter that moves whenever the service NAT state changes in a way worth saving
@@ -246,13 +247,14 @@ impl Datapath {
         now_ms: u64,
     ) -> Verdict {
         let Some(port) = tables.port(in_port) else {
-            self.counters.count_drop(DropReason::UnknownPort);
+            self.counters
+                .count_drop(DropReason::UnknownPort, Direction::FromPod);
             return Verdict::Drop(DropReason::UnknownPort);
         };
         port.counters.rx(pkt.len());
         match self.port_stages(tables, port, pkt, now_ms) {
             Ok(v) => v,
-            Err(reason) => self.drop_on(&port.counters, reason),
+            Err(reason) => self.drop_on(&port.counters, reason, Direction::FromPod),
         }
     }
 
@@ -326,14 +328,15 @@ impl Datapath {
         now_ms: u64,
     ) -> Verdict {
         let Some(peer) = tables.peer_by_underlay(*src.ip()) else {
-            self.counters.count_drop(DropReason::TunnelUnknownPeer);
+            self.counters
+                .count_drop(DropReason::TunnelUnknownPeer, Direction::FromTunnel);
             return Verdict::Drop(DropReason::TunnelUnknownPeer);
         };
         peer.counters
             .rx(pkt.len().saturating_sub(crate::wire::vxlan::VXLAN_HDR_LEN));
         match self.tunnel_stages(tables, peer, pkt, now_ms) {
             Ok(v) => v,
-            Err(reason) => self.drop_on(&peer.counters, reason),
+            Err(reason) => self.drop_on(&peer.counters, reason, Direction::FromTunnel),
         }
     }
 
@@ -424,9 +427,14 @@ impl Datapath {
         Ok(self.to_port(to, pkt))
     }
 
-    /// Counts a drop of a frame received on `link` and returns its verdict.
-    pub(crate) fn drop_on(&self, link: &LinkCounters, reason: DropReason) -> Verdict {
-        self.counters.count_drop(reason);
+    /// Counts a drop of a frame received on `link`, going `dir`, and returns its verdict.
+    pub(crate) fn drop_on(
+        &self,
+        link: &LinkCounters,
+        reason: DropReason,
+        dir: Direction,
+    ) -> Verdict {
+        self.counters.count_drop(reason, dir);
         link.rx_drop();
         Verdict::Drop(reason)
     }

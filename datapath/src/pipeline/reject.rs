@@ -3,7 +3,7 @@
 //! buffer becomes the error, `ToPort` of the pod that sent it. Used by the route, services
 //! and tunnel egress stages.
 
-use crate::counters::DropReason;
+use crate::counters::{Direction, DropReason};
 use crate::state::tables::PortEntry;
 use crate::wire::buf::PacketBuf;
 use crate::wire::{icmp, Ipv4Info};
@@ -45,7 +45,7 @@ pub(super) fn reject_from(
     if !icmp::icmp_error(pkt, ip, cfg.router_mac, src, ty, code, rest) {
         return Err(reason);
     }
-    dp.counters.count_drop(reason);
+    dp.counters.count_drop(reason, Direction::FromPod);
     port.counters.rx_drop();
     Ok(dp.to_port(port, pkt))
 }

@@ -17,7 +17,7 @@
 //!   with ICMP port unreachable from the VIP; both count [`DropReason::ServiceNoEndpoints`].
 
 use super::{reject, tunnel, Ingress};
-use crate::counters::DropReason;
+use crate::counters::{Direction, DropReason};
 use crate::state::conntrack::Conn;
 use crate::state::ct_state::State;
 use crate::state::tables::{PeerEntry, PortEntry, Tables};
@@ -204,7 +204,7 @@ fn reject_no_endpoints(
         L4Proto::Tcp if l4.flags & TCP_RST != 0 => Err(reason),
         L4Proto::Tcp => {
             tcp_reset(pkt, ip, l4, dp.config.router_mac)?;
-            dp.counters.count_drop(reason);
+            dp.counters.count_drop(reason, Direction::FromPod);
             port.counters.rx_drop();
             Ok(dp.to_port(port, pkt))
         }

@@ -28,7 +28,7 @@
 //! leaves from its VTEP address, the `.0` of its subnet, which is inside it.
 
 use super::reject;
-use crate::counters::DropReason;
+use crate::counters::{Direction, DropReason};
 use crate::state::tables::{PeerEntry, PortEntry, Tables};
 use crate::types::Mac;
 use crate::wire::buf::PacketBuf;
@@ -170,7 +170,7 @@ pub(super) fn segment_for_tunnel(
     let r = gso::segment(dp.config.pod_mtu, pkt.frame(), &pkt.vnet, out);
     if let Err(reason) = r {
         out.clear();
-        dp.counters.count_drop(reason);
+        dp.counters.count_drop(reason, Direction::Egress);
     }
     r
 }

@@ -26,7 +26,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_datapath::{
-    Datapath, DropReason, GroHold, GroStep, PacketBuf, PortId, Tables, Verdict,
+    Datapath, Direction, DropReason, GroHold, GroStep, PacketBuf, PortId, Tables, Verdict,
 };
 
 /// A port this worker serves: its TAP queues and the back end's state for it.
@@ -174,7 +174,8 @@ impl<X> Core<X> {
     pub fn tap_frame<B: Backend<Port = X>>(&mut self, be: &mut B, id: PortId, b: u32, len: usize) {
         let buf = &mut self.bufs[b as usize];
         if !buf.set_tap_read_len(len) {
-            self.datapath.count_drop(DropReason::BadVnetHdr);
+            self.datapath
+                .count_drop(DropReason::BadVnetHdr, Direction::FromPod);
             self.free.push(b);
             return;
         }
@@ -189,7 +190,8 @@ impl<X> Core<X> {
         match v {
             Verdict::ToPort(dst) => {
                 let Some(port) = self.ports.get(&dst) else {
-                    self.datapath.count_drop(DropReason::TxError);
+                    self.datapath
+                        .count_drop(DropReason::TxError, Direction::Egress);
                     self.free.push(b);
                     return;
                 };
@@ -198,7 +200,8 @@ impl<X> Core<X> {
                     Written::InFlight => {}
                     Written::Done(ok) => {
                         if !ok {
-                            self.datapath.count_drop(DropReason::TxError);
+                            self.datapath
+                                .count_drop(DropReason::TxError, Direction::Egress);
                         }
                         self.free.push(b);
                     }
@@ -210,7 +213,9 @@ impl<X> Core<X> {
                         let buf = &self.bufs[b as usize];
                         self.tunnel_tx.send(&self.datapath, sock, buf, dst);
                     }
-                    None => self.datapath.count_drop(DropReason::TxError),
+                    None => self
+                        .datapath
+                        .count_drop(DropReason::TxError, Direction::Egress),
                 }
                 self.free.push(b);
             }
@@ -221,7 +226,9 @@ impl<X> Core<X> {
                         let frame = self.bufs[b as usize].frame();
                         fwd.forward(&self.datapath, port, client, frame, now);
                     }
-                    None => self.datapath.count_drop(DropReason::DnsUpstreamFailed),
+                    None => self
+                        .datapath
+                        .count_drop(DropReason::DnsUpstreamFailed, Direction::FromPod),
                 }
                 self.free.push(b);
             }

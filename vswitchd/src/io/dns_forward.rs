@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use vswitch_datapath::dns_forward::{self, Dest};
-use vswitch_datapath::{Datapath, DropReason, PacketBuf, PortId, Tables, Verdict};
+use vswitch_datapath::{Datapath, Direction, DropReason, PacketBuf, PortId, Tables, Verdict};
 
 /// Most upstream datagrams taken per wakeup.
 pub const DNS_BATCH: usize = 64;
@@ -78,10 +78,10 @@ impl DnsForwarder {
     /// Moves the state machine's failures and limited queries to the datapath's counters.
     fn count_failed(&mut self, dp: &Datapath) {
         for _ in 0..self.state.take_failed() {
-            dp.count_drop(DropReason::DnsUpstreamFailed);
+            dp.count_drop(DropReason::DnsUpstreamFailed, Direction::FromPod);
         }
         for _ in 0..self.state.take_limited() {
-            dp.count_drop(DropReason::DnsForwardLimited);
+            dp.count_drop(DropReason::DnsForwardLimited, Direction::FromPod);
         }
     }
 

@@ -10,7 +10,7 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use vswitch_datapath::{Datapath, DropReason, PacketBuf};
+use vswitch_datapath::{Datapath, Direction, DropReason, PacketBuf};
 
 /// Most payload bytes one UDP GSO send may carry (64 KiB less the UDP and IP headers).
 const MAX_GSO_BYTES: usize = 65535 - 8 - 60;
@@ -152,7 +152,7 @@ impl TunnelTx {
                         send_all(dp, sock, &msgs);
                     }
                     Err(e) => {
-                        dp.count_drop(DropReason::TxError);
+                        dp.count_drop(DropReason::TxError, Direction::Egress);
                         tracing::debug!(%dst, len = group.len(), stride, "tunnel GSO send failed: {e}");
                     }
                 }
@@ -210,7 +210,7 @@ fn send_all(dp: &Datapath, sock: &impl Wire, mut msgs: &[(&[u8], SocketAddrV4)])
         msgs = &msgs[n.min(msgs.len())..];
         if let Some(e) = err {
             if let Some((d, dst)) = msgs.first() {
-                dp.count_drop(DropReason::TxError);
+                dp.count_drop(DropReason::TxError, Direction::Egress);
                 tracing::debug!(%dst, len = d.len(), "tunnel send failed: {e}");
                 msgs = &msgs[1..];
             }

@@ -16,7 +16,7 @@ use super::{EngineCtx, PortFds};
 use anyhow::{Context, Result};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use vswitch_datapath::{DropReason, PortId};
+use vswitch_datapath::{Direction, DropReason, PortId};
 
 const RING_ENTRIES: u32 = 1024;
 /// Buffers in the pool (each [`vswitch_datapath::buf::BUF_CAPACITY`] bytes).
@@ -524,7 +524,8 @@ impl UringBackend {
             OP_TAP_WRITE => {
                 core.free.push(b);
                 if res < 0 {
-                    core.datapath.count_drop(DropReason::TxError);
+                    core.datapath
+                        .count_drop(DropReason::TxError, Direction::Egress);
                     tracing::debug!(port = port.get(), errno = -res, "TAP write failed");
                 }
             }
