@@ -38,6 +38,7 @@ pub mod checks;
 pub mod cmd;
 pub mod daemon;
 pub mod etcd;
+pub mod flannel;
 pub mod procfs;
 pub mod testbed;
 pub mod traffic;

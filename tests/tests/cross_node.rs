@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::time::Duration;
+use vswitch_e2e::flannel::{kernel_node, kernel_vtep_mac, FlannelPeer};
 use vswitch_e2e::traffic::transfer;
 use vswitch_e2e::{assert_ping, assert_wget_nginx, ip_ok, Node, NodeOpts, OutputExt, Pod, Testbed};
 
@@ -63,137 +64,6 @@ fn hundred_megabytes_arrive_intact() {
     transfer(&tb, &b, &a, 100 << 20);
 }
 
-/// Node 2 runs no vswitchd: only the kernel, set up as flannel's vxlan backend sets it up
-/// (a vxlan device with the node's .0/32, a bridge as the pods' gateway, an onlink route to
-/// the peer subnet via the peer's .0, a permanent neighbour and an fdb entry for it).
-fn flannel_kernel_node(
-    tb: &Testbed,
-    node: &Node,
-    peer: &Node,
-    peer_vtep_mac: &str,
-) -> (Pod, String) {
-    let ns = node.netns.as_str();
-    let ul = node.underlay_if.clone().expect("underlay");
-    let local = node.underlay.expect("underlay").to_string();
-    let vx_mac = "0a:58:c6:12:02:fe";
-    let run = |args: &[&str]| {
-        let mut all = vec!["-n", ns];
-        all.extend_from_slice(args);
-        ip_ok(&all);
-    };
-    run(&[
-        "link",
-        "add",
-        "flannel.1",
-        "type",
-        "vxlan",
-        "id",
-        "1",
-        "local",
-        &local,
-        "dev",
-        &ul,
-        "dstport",
-        "4789",
-        "nolearning",
-    ]);
-    run(&[
-        "link",
-        "set",
-        "flannel.1",
-        "address",
-        vx_mac,
-        "mtu",
-        "1450",
-        "up",
-    ]);
-    run(&["addr", "add", "198.18.2.0/32", "dev", "flannel.1"]);
-    run(&["link", "add", "cni0", "type", "bridge"]);
-    run(&["addr", "add", "198.18.2.1/24", "dev", "cni0"]);
-    run(&["link", "set", "cni0", "mtu", "1450", "up"]);
-    let peer_vtep = peer.pod_cidr.trim_end_matches("/24").to_string(); // 198.18.1.0
-    run(&[
-        "route",
-        "add",
-        &peer.pod_cidr,
-        "via",
-        &peer_vtep,
-        "dev",
-        "flannel.1",
-        "onlink",
-    ]);
-    run(&[
-        "neigh",
-        "add",
-        &peer_vtep,
-        "lladdr",
-        peer_vtep_mac,
-        "dev",
-        "flannel.1",
-        "nud",
-        "permanent",
-    ]);
-    let bridge = vswitch_e2e::exec_in(
-        ns,
-        Duration::from_secs(10),
-        "bridge",
-        &[
-            "fdb",
-            "append",
-            peer_vtep_mac,
-            "dev",
-            "flannel.1",
-            "dst",
-            &peer.underlay.expect("underlay").to_string(),
-        ],
-    );
-    assert!(bridge.status.success(), "bridge fdb: {}", bridge.describe());
-    // Over veth, the kernel hands a checksum-offloaded (CHECKSUM_PARTIAL) packet to the next
-    // namespace without computing the inner TCP checksum; a physical NIC without tunnel
-    // offloads would compute it before the wire. A userspace receiver sees the bytes, so
-    // make the kernel node's underlay behave like such a NIC.
-    let ethtool = vswitch_e2e::exec_in(
-        ns,
-        Duration::from_secs(10),
-        "ethtool",
-        &["-K", &ul, "tx", "off"],
-    );
-    assert!(ethtool.status.success(), "ethtool: {}", ethtool.describe());
-    let fwd = vswitch_e2e::exec_in(
-        ns,
-        Duration::from_secs(10),
-        "sysctl",
-        &["-qw", "net.ipv4.ip_forward=1"],
-    );
-    assert!(fwd.status.success(), "sysctl: {}", fwd.describe());
-    // The pod: a veth into the bridge.
-    let pod_ns = tb.create_netns(&tb.pod_netns_name("kpod"));
-    let host_if = format!("{}kp", tb.prefix());
-    ip_ok(&[
-        "link", "add", &host_if, "netns", ns, "type", "veth", "peer", "name", "eth0", "netns",
-        &pod_ns,
-    ]);
-    run(&[
-        "link", "set", &host_if, "master", "cni0", "mtu", "1450", "up",
-    ]);
-    ip_ok(&["-n", &pod_ns, "link", "set", "lo", "up"]);
-    ip_ok(&["-n", &pod_ns, "link", "set", "eth0", "mtu", "1450", "up"]);
-    ip_ok(&["-n", &pod_ns, "addr", "add", "198.18.2.5/24", "dev", "eth0"]);
-    ip_ok(&[
-        "-n",
-        &pod_ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        "198.18.2.1",
-    ]);
-    (
-        Pod::external(tb, "kpod", &pod_ns, "198.18.2.5".parse().unwrap(), node),
-        vx_mac.to_string(),
-    )
-}
-
 #[test]
 fn interop_with_flannel_kernel_node() {
     let Some(tb) = Testbed::new("interop_with_flannel_kernel_node") else {
@@ -205,7 +75,16 @@ fn interop_with_flannel_kernel_node() {
         .as_str()
         .expect("vtep_mac")
         .to_string();
-    let (kpod, kmac) = flannel_kernel_node(&tb, &n2, &n1, &vtep_mac);
+    let kpod = kernel_node(
+        &tb,
+        &n2,
+        &[FlannelPeer {
+            subnet: n1.pod_cidr.clone(),
+            public_ip: n1.underlay.expect("underlay").to_string(),
+            vtep_mac,
+        }],
+    );
+    let kmac = kernel_vtep_mac(n2.n);
     let ul = n2.underlay.expect("underlay").to_string();
     n1.ctl_ok(&[
         "peer",

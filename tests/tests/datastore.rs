@@ -7,12 +7,14 @@
 //! with its peers. The cluster's objects: the tutorial's Service applied once reaches every
 //! node, its selector finds pods on every node (a pod added later too), `port list
 //! --all-nodes` lists them all, a killed node's pods leave the endpoints, bad values are
-//! counted and skipped. One test function: the scenarios share one cluster.
+//! counted and skipped; a kernel-only node set up from the leases as flanneld sets itself up
+//! exchanges traffic with the vswitchd nodes both ways. One test function: the scenarios share one cluster.
 
 use serde_json::Value;
 use std::thread;
 use std::time::{Duration, Instant};
 use vswitch_e2e::etcd::Etcd;
+use vswitch_e2e::flannel::{kernel_node, kernel_vtep_mac, leases_from_etcd};
 use vswitch_e2e::{assert_ping, assert_wget_nginx, exec_in, Node, NodeOpts, OutputExt, Testbed};
 
 const CLUSTER_CIDR: &str = "198.18.0.0/16";
@@ -393,6 +395,24 @@ fn nodes_find_each_other_through_etcd() {
     );
     wait_endpoints(&[nginx.ip, nginx3.ip, late.ip]);
 
+    // A kernel-only node configured from the datastore as flanneld configures it (its
+    // lease written, every other lease read), and the vswitchd nodes peer with it. Node 4
+    // (no daemon: it refused to start above) is that node.
+    let lease = format!(
+        r#"{{"PublicIP":"198.19.0.4","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
+        kernel_vtep_mac(4)
+    );
+    let out = etcd.ctl(&["put", &format!("{PREFIX}/subnets/198.18.4.0-24"), &lease]);
+    assert!(out.status.success(), "etcdctl put: {out:?}");
+    let peers = leases_from_etcd(&etcd, PREFIX, "198.18.4.0-24");
+    assert_eq!(peers.len(), 3, "{peers:?}");
+    let kpod = kernel_node(&tb, &n4, &peers);
+    let all4 = ["198.18.2.0-24", "198.18.3.0-24", "198.18.4.0-24"];
+    wait_peers(&n1, &all4);
+    assert_wget_nginx(&kpod, nginx.ip);
+    assert_ping(&busybox, kpod.ip);
+    assert_ping(&third, kpod.ip);
+
     // etcd gone: the nodes keep forwarding, and a restarted daemon starts on the subnet and
     // the peers saved in its state directory (fail-static).
     etcd.kill();
@@ -403,11 +423,14 @@ fn nodes_find_each_other_through_etcd() {
             _ => Err(ds.to_string()),
         }
     });
-    assert_eq!(datastore_peers(&n1), ["198.18.2.0-24", "198.18.3.0-24"]);
+    assert_eq!(datastore_peers(&n1), all4);
     assert_ping(&nginx, busybox.ip);
     tb.restart_daemon(&n2);
     assert_eq!(n2.show()["pod_cidr"], "198.18.2.0/24");
-    assert_eq!(datastore_peers(&n2), ["198.18.1.0-24", "198.18.3.0-24"]);
+    assert_eq!(
+        datastore_peers(&n2),
+        ["198.18.1.0-24", "198.18.3.0-24", "198.18.4.0-24"]
+    );
     assert_wget_nginx(&busybox, nginx.ip);
     // The datastore's Service too, with the endpoints it had.
     assert_eq!(n2.service("nginx-service")["vip"], vip.as_str());
