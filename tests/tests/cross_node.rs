@@ -4,10 +4,9 @@
 //! and peer removal.
 
 use std::path::Path;
-use std::time::Duration;
 use vswitch_e2e::flannel::{kernel_node, kernel_vtep_mac, FlannelPeer};
 use vswitch_e2e::traffic::transfer;
-use vswitch_e2e::{assert_ping, assert_wget_nginx, ip_ok, Node, NodeOpts, OutputExt, Pod, Testbed};
+use vswitch_e2e::{assert_ping, assert_wget_nginx, ip_ok, Node, NodeOpts, OutputExt, Testbed};
 
 /// Two nodes with their daemons, each knowing the other as a peer (`peer add` without
 /// `--vtep-mac`: the daemon derives a vswitchd peer's VTEP MAC).
