@@ -1,35 +1,47 @@
 #!/usr/bin/env bash
 # The tutorial's story (shared/tutorial.md), told by vswitch on a throw-away testbed of network
-# namespaces: an nginx pod and a busybox pod, `vswitchctl port list` in the role of
+# namespaces: an nginx pod and a busybox pod, `vswitchctl port list --all-nodes` in the role of
 # `kubectl get pods -o wide`, `wget -qO- <nginx pod IP>` from busybox printing the nginx page,
-# and the Service nginx-service (VIP 198.19.96.20) reached by VIP and by name.
+# and the tutorial's service.yaml applied once with `vswitchctl apply -f`, its Service
+# nginx-service reached by VIP and by name.
 #
-#   scripts/demo.sh [--nodes 1|2]        (as root; `make demo` builds and runs it)
+#   scripts/demo.sh [--per-node [--nodes 1|2]]        (as root; `make demo` builds and runs it)
+#
+# By default the cluster runs on a datastore: an etcd in the hub (198.19.0.254), three nodes
+# started with `--datastore` and no `--pod-cidr`: each leases its subnet and finds the others
+# through etcd (no `peer add`), and `apply -f` on one node stores the Service for all.
+# With --per-node the story is the hand-programmed one: `peer add` on each node, the Service
+# added on each node (a node's selector sees its own pods only), one or two nodes.
 #
 # Layout (design.md section 6 address plan only):
-#   node1  netns <P>n1, underlay 198.19.0.1/24, pods 198.18.1.0/24: nginx-server (app=nginx)
-#   node2  netns <P>n2, underlay 198.19.0.2/24, pods 198.18.2.0/24: busybox-client
-#   the underlay: a bridge in netns <P>hub joining both nodes' veths; VXLAN between the daemons.
-# With one node (--nodes 1) both pods live on node1.
+#   nodeN  netns <P>nN, underlay 198.19.0.N/24, pods 198.18.N.0/24
+#   nginx-server (app=nginx) on node1, busybox-client on node2 (on node1 with --nodes 1)
+#   the underlay: a bridge in netns <P>hub joining the nodes' veths; VXLAN between the daemons.
 #
 # Every name starts with a per-run prefix <P>; a trap removes everything on exit, error,
 # Ctrl-C or SIGTERM.
 set -euo pipefail
 
-# One node is the default until cross-node (VXLAN) forwarding has landed. To tell the
-# tutorial's two-node story, run `scripts/demo.sh --nodes 2` (or DEMO_NODES=2 make demo);
-# to make it the default, change the 1 below to 2.
-NODES="${DEMO_NODES:-2}"
+# The datastore story by default (DEMO_PER_NODE=1 make demo, or --per-node: the other one).
+PER_NODE="${DEMO_PER_NODE:-0}"
+NODES="${DEMO_NODES:-}"
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --per-node) PER_NODE=1; shift ;;
         --nodes) NODES="${2:?--nodes needs 1 or 2}"; shift 2 ;;
         --nodes=*) NODES="${1#--nodes=}"; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "demo.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
-[[ "$NODES" == 1 || "$NODES" == 2 ]] || { echo "demo.sh: --nodes must be 1 or 2" >&2; exit 2; }
+if [[ "$PER_NODE" == 1 ]]; then
+    NODES="${NODES:-2}"
+    [[ "$NODES" == 1 || "$NODES" == 2 ]] || { echo "demo.sh: --nodes must be 1 or 2" >&2; exit 2; }
+else
+    [[ -z "$NODES" ]] || { echo "demo.sh: --nodes goes with --per-node (the datastore story has 3 nodes)" >&2; exit 2; }
+    NODES=3
+fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${VSWITCH_BIN_DIR:-$ROOT/target/release}"
@@ -37,7 +49,9 @@ for b in vswitchd vswitchctl; do
     [[ -x "$BIN/$b" ]] || { echo "demo.sh: $BIN/$b not found: run \`make build\` first" >&2; exit 1; }
 done
 [[ $EUID -eq 0 ]] || { echo "demo.sh: must run as root (it creates network namespaces)" >&2; exit 1; }
-for t in ip nginx busybox; do
+TOOLS="ip nginx busybox"
+[[ "$PER_NODE" == 1 ]] || TOOLS="$TOOLS etcd etcdctl"
+for t in $TOOLS; do
     command -v "$t" >/dev/null || { echo "demo.sh: $t is missing: run \`make deps\`" >&2; exit 1; }
 done
 
@@ -111,7 +125,9 @@ add_node() {
     ip -n "$HUB" link set "${P}h$n" master "${P}br" up
     ip -n "$ns" addr add "198.19.0.$n/24" dev "${P}u$n"
     ip -n "$ns" link set "${P}u$n" up
-    ip netns exec "$ns" "$BIN/vswitchd" --node "node$n" --pod-cidr "198.18.$n.0/24" \
+    local subnet=(--pod-cidr "198.18.$n.0/24")
+    [[ "$PER_NODE" == 1 ]] || subnet=(--datastore "etcd://$ETCD_IP:2379" --cluster-cidr 198.18.0.0/16)
+    ip netns exec "$ns" "$BIN/vswitchd" --node "node$n" "${subnet[@]}" \
         --underlay "198.19.0.$n" --socket "$TMP/node$n.sock" --state-dir "$TMP/node$n" \
         2>"$TMP/node$n.log" &
     DAEMONS+=("$!")
@@ -122,6 +138,29 @@ add_node() {
     done
     echo "vswitchd of node$n did not come up; its log:" >&2
     cat "$TMP/node$n.log" >&2
+    return 1
+}
+
+ETCD_IP=198.19.0.254
+# The datastore: one etcd member in the hub, on the underlay.
+start_etcd() {
+    add_netns "$HUB"
+    ip -n "$HUB" link add "${P}br" type bridge
+    ip -n "$HUB" link set "${P}br" up
+    ip -n "$HUB" addr add "$ETCD_IP/24" dev "${P}br"
+    local c="http://$ETCD_IP:2379" p="http://$ETCD_IP:2380"
+    ip netns exec "$HUB" etcd --name "${P}-etcd" --data-dir "$TMP/etcd" \
+        --listen-client-urls "$c" --advertise-client-urls "$c" \
+        --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" \
+        --initial-cluster "${P}-etcd=$p" --initial-cluster-state new \
+        --logger zap --log-level warn >"$TMP/etcd.log" 2>&1 &
+    DAEMONS+=("$!")
+    for _ in $(seq 100); do
+        ip netns exec "$HUB" etcdctl --endpoints "$c" endpoint health >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "etcd did not come up; its log:" >&2
+    cat "$TMP/etcd.log" >&2
     return 1
 }
 
@@ -169,17 +208,29 @@ EOF
 }
 
 # --- the story -------------------------------------------------------------------------------
-CLIENT_NODE=$(( NODES == 2 ? 2 : 1 ))
+CLIENT_NODE=$(( NODES >= 2 ? 2 : 1 ))
 NGINX_NS="$P-nginx-server"
 CLIENT_NS="$P-busybox-client"
 
 section "0. The cluster: $NODES node(s), one vswitchd each"
+if [[ "$PER_NODE" != 1 ]]; then
+    start_etcd
+    say "etcd: in netns $HUB at $ETCD_IP:2379; every node starts with --datastore etcd://$ETCD_IP:2379"
+fi
 for n in $(seq "$NODES"); do
     add_node "$n"
-    say "node$n: netns ${P}n$n, underlay 198.19.0.$n, pod subnet 198.18.$n.0/24"
+    say "node$n: netns ${P}n$n, underlay 198.19.0.$n, pod subnet $(ctlq "$n" -o json node show | json_field pod_cidr)"
 done
 ctl 1 node show
-if [[ "$NODES" == 2 ]]; then
+if [[ "$PER_NODE" != 1 ]]; then
+    say "(kubectl get nodes: each node leased its subnet in etcd and found the others there)"
+    for _ in $(seq 100); do
+        [[ "$(ctlq 1 -o json peer list | grep -c '"source": *"datastore"')" == 2 ]] && break
+        sleep 0.1
+    done
+    ctl 1 node list
+    ctl 1 peer list
+elif [[ "$NODES" == 2 ]]; then
     # Each node learns the other: its underlay address, pod subnet and VTEP MAC.
     mac1="$(ctlq 1 -o json node show | json_field vtep_mac)"
     mac2="$(ctlq 2 -o json node show | json_field vtep_mac)"
@@ -199,7 +250,15 @@ say "nginx is running in nginx-server; busybox-client waits, like \`sleep 3600\`
 
 section "2. Get the pod IPs"
 say "(kubectl get pods -o wide)"
-for n in $(seq "$NODES"); do ctl "$n" port list; done
+if [[ "$PER_NODE" == 1 ]]; then
+    for n in $(seq "$NODES"); do ctl "$n" port list; done
+else
+    for _ in $(seq 100); do
+        [[ "$(ctlq 2 -o json port list --all-nodes | grep -c '"name"')" -ge 2 ]] && break
+        sleep 0.1
+    done
+    ctl 2 port list --all-nodes
+fi
 NGINX_IP="$(ctlq 1 -o json port list | tr -d '\n' \
     | sed -n 's/.*"name": *"nginx-server"[^}]*"ip": *"\([0-9.]*\)".*/\1/p')"
 [[ -n "$NGINX_IP" ]] || { echo "could not find nginx-server's IP in port list" >&2; exit 1; }
@@ -214,14 +273,27 @@ printf '%s\n' "$page" | grep -q 'Welcome to nginx' \
 say "... the HTML response from nginx: pod-to-pod networking works."
 
 section "4. Using a Service for stable networking"
-say "(kubectl apply -f service.yaml: nginx-service, selector app=nginx, port 80 -> targetPort 80)"
-# Services are programmed per node (no cluster datastore yet): the switch DNATs at the
-# client's node, and a node's selector sees only its own pods. So node1 selects its
-# nginx-server by label, and node2 is given nginx-server as an explicit endpoint.
-ctl 1 service add nginx-service --vip 198.19.96.20 --port 80:80/tcp --selector app=nginx
-if [[ "$NODES" == 2 ]]; then
-    ctl 2 service add nginx-service --vip 198.19.96.20 --port 80:80/tcp --selector app=nginx \
-        --endpoint "$NGINX_IP"
+if [[ "$PER_NODE" == 1 ]]; then
+    say "(kubectl apply -f service.yaml: nginx-service, selector app=nginx, port 80 -> targetPort 80)"
+    # Per node: the switch DNATs at the client's node, and a node's selector sees only its
+    # own pods. So node1 selects its nginx-server by label, and node2 is given nginx-server
+    # as an explicit endpoint.
+    ctl 1 service add nginx-service --vip 198.19.96.20 --port 80:80/tcp --selector app=nginx
+    if [[ "$NODES" == 2 ]]; then
+        ctl 2 service add nginx-service --vip 198.19.96.20 --port 80:80/tcp --selector app=nginx \
+            --endpoint "$NGINX_IP"
+    fi
+    VIP=198.19.96.20
+else
+    say "(the tutorial's service.yaml, applied once, on node1: etcd carries it to every node)"
+    prompt "node1 " cat service.yaml
+    cat "$ROOT/examples/service.yaml"
+    ctl 1 apply -f "$ROOT/examples/service.yaml"
+    for _ in $(seq 100); do
+        ctlq "$CLIENT_NODE" -o json service list | grep -q "\"$NGINX_IP\"" && break
+        sleep 0.1
+    done
+    VIP="$(ctlq "$CLIENT_NODE" -o json service list | json_field vip)"
 fi
 ctl "$CLIENT_NODE" service list
 say "busybox-client's resolver was written by vswitchd at \`port add\` (the cluster DNS is the switch):"
@@ -238,7 +310,7 @@ svc_fetch() {
     printf '%s\n' "$page" | grep -q 'Welcome to nginx' \
         || { echo "the page did not come through $1" >&2; exit 1; }
 }
-svc_fetch 198.19.96.20
+svc_fetch "$VIP"
 svc_fetch nginx-service
 say "... the Service's VIP and its name both reach nginx: no pod IP needed."
 
