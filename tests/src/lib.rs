@@ -38,6 +38,7 @@ pub mod checks;
 pub mod cmd;
 pub mod daemon;
 pub mod etcd;
+pub mod etcd_cluster;
 pub mod flannel;
 pub mod procfs;
 pub mod testbed;
