@@ -49,6 +49,8 @@
 //!      │         Ipv4Info, l4 (L4Proto, Tuple, TCP flags, L4Info, RST), buf (PacketBuf,
 //!      │         VnetHdr), vxlan, icmp, dns framing, nat (rewrites), gso, frag, gro
 //!      ▼
+//!   capture    (a root file) the capture filter and the tunnel capture's outer headers
+//!
 //!   values     types (Mac, Ipv4Cidr, NodeConfig), ratelimit (RateLimit, the GCRA bucket),
 //!              counters (DropReason, Counters, LinkCounters): no imports from the layers
 //! ```
@@ -58,6 +60,7 @@
 // justified exceptions are allowed where they are, with the reason).
 #![deny(clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
+pub mod capture;
 pub mod counters;
 pub mod ratelimit;
 pub mod types;
