@@ -118,10 +118,8 @@ pub enum EndReason {
     Duration,
     /// [`MAX_CAPTURE_BYTES`] were copied.
     Bytes,
-    /// The captured port was removed.
+    /// The captured port was removed (or detached).
     PortGone,
-    /// The daemon is shutting down.
-    Shutdown,
 }
 
 /// The summary that ends a capture stream.
