@@ -3,8 +3,9 @@
 //! the nodes: the tunnel of node 2 (`--tunnel -w FILE`), the client's port (`-w FILE`), and
 //! nginx's port on node 1 as summary lines with a filter. tshark reads the files back: the
 //! tunnel file dissects as VXLAN around the TCP handshake and the HTTP GET; the port file
-//! holds the same handshake and GET, without VXLAN. Then the refusals: a bad filter word
-//! (exit 2, naming `filter` and the word) and an unknown port (exit 1, naming `port`).
+//! holds the same handshake and GET, without VXLAN. A capture whose client is killed ends in
+//! the daemon at once. Then the refusals: a bad filter word (exit 2, naming `filter` and the
+//! word) and an unknown port (exit 1, naming `port`).
 //!
 //! The capture tap lives in the engine core both engines share, so this runs once, in the
 //! workspace run (see E2E_MATRIX_SKIP in the Makefile).
@@ -17,12 +18,16 @@ use vswitch_e2e::{checks, Bg, Node, NodeOpts, OutputExt, Testbed};
 /// How long each capture runs (it must cover the fetch; the test waits for it to end).
 const CAPTURE_SECS: &str = "4";
 
-/// Starts `vswitchctl capture ARGS` in the background inside `node`'s namespace and waits
+/// Starts `vswitchctl capture ARGS` (for [`CAPTURE_SECS`] unless ARGS says `--duration`) in
+/// the background inside `node`'s namespace and waits
 /// until the daemon has accepted it (the CLI says `capturing on ...` on stderr).
 fn start_capture(tb: &Testbed, node: &Node, label: &str, args: &[&str]) -> Bg {
     let bin = tb.bin("vswitchctl");
     let socket = node.socket.to_str().expect("a UTF-8 socket path");
-    let mut all = vec!["--socket", socket, "capture", "--duration", CAPTURE_SECS];
+    let mut all = vec!["--socket", socket, "capture"];
+    if !args.contains(&"--duration") {
+        all.extend(["--duration", CAPTURE_SECS]);
+    }
     all.extend_from_slice(args);
     let bg = tb.spawn_in(&node.netns, label, bin.to_str().expect("UTF-8"), &all);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -153,6 +158,19 @@ fn capture_the_tunnel_and_a_port_as_pcap() {
     wait_capture(&port);
     let frames = tshark(&port_file);
     assert_handshake_and_get(&frames, false, "port");
+
+    // A client that goes away ends its capture in the daemon at once.
+    let gone = start_capture(&tb, &n2, "capture-gone", &["--tunnel", "--duration", "60"]);
+    drop(gone);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !n2.log().contains("capture ended: the client went away") {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon kept the capture:\n{}",
+            n2.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 
     // Refusals name the field: a bad filter word (before connecting, exit 2), a port this
     // node does not have (the daemon's answer, exit 1).

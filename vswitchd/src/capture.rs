@@ -14,7 +14,7 @@ use crate::io::capture::{Capture, Target};
 use crate::node::Node;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
+use tracing::{debug, info};
 use vswitch_datapath::capture::{Filter, Term};
 use vswitch_datapath::PortId;
 use vswitch_proto::capture::{
@@ -44,15 +44,21 @@ fn filter(terms: &[FilterTerm]) -> Filter {
     )
 }
 
-/// What a capture request names, checked: its target, a description, and the port (to
-/// notice its removal).
-async fn target(
-    node: &Node,
-    spec: &CaptureSpec,
-) -> Result<(Target, String, Option<(PortKey, PortId)>), Response> {
+/// What a checked capture request asks for.
+struct Checked {
+    target: Target,
+    /// For people: `port NS/NAME` or `tunnel ADDR`.
+    what: String,
+    /// The captured port, to notice its removal.
+    port: Option<(PortKey, PortId)>,
+    filter: Filter,
+}
+
+/// Checks a capture request: its shape, then what it names.
+async fn check(node: &Node, spec: &CaptureSpec) -> Result<Checked, Response> {
     let invalid =
         |e: validate::Invalid| Response::error(ErrorKind::Invalid, Some(e.field), e.message);
-    validate::capture_spec(spec).map_err(invalid)?;
+    let filter = filter(&validate::capture_spec(spec).map_err(invalid)?);
     match &spec.port {
         Some(name) => {
             let key = PortKey {
@@ -67,7 +73,12 @@ async fn target(
                     format!("{what} does not exist or is not attached"),
                 )
             })?;
-            Ok((Target::Port(id), what, Some((key, id))))
+            Ok(Checked {
+                target: Target::Port(id),
+                what,
+                port: Some((key, id)),
+                filter,
+            })
         }
         None => {
             let addr = node.io().tunnel_addr().ok_or_else(|| {
@@ -77,7 +88,12 @@ async fn target(
                     "this node has no tunnel (it runs without --underlay)",
                 )
             })?;
-            Ok((Target::Tunnel, format!("tunnel {addr}"), None))
+            Ok(Checked {
+                target: Target::Tunnel,
+                what: format!("tunnel {addr}"),
+                port: None,
+                filter,
+            })
         }
     }
 }
@@ -104,28 +120,32 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (target, what, port) = match target(node, &spec).await {
-        Ok(t) => t,
+    let c = match check(node, &spec).await {
+        Ok(c) => c,
         Err(resp) => {
             send(wr, encode_response(&resp).as_bytes(), timeout).await;
             return;
         }
     };
-    let terms = validate::capture_spec(&spec).unwrap_or_default();
-    let mut cap = node.io().capture().start(target, filter(&terms));
+    let mut cap = node.io().capture().start(c.target, c.filter);
+    info!(target = %c.what, filter = %spec.filter, "capture started");
     let start = Response::CaptureStarted(CaptureStart {
-        target: what,
+        target: c.what.clone(),
         link_type: LINKTYPE_ETHERNET,
         snaplen: MAX_CAPTURED_FRAME as u32,
     });
-    if !send(wr, encode_response(&start).as_bytes(), timeout).await {
-        return;
-    }
-    let Some(end) = stream(node, &spec, &mut cap, port, rd, wr, timeout).await else {
-        return; // the client went away: dropping `cap` ends the capture
+    let end = if send(wr, encode_response(&start).as_bytes(), timeout).await {
+        stream(node, &spec, &mut cap, c.port, rd, wr, timeout).await
+    } else {
+        None
     };
     let lost = cap.lost();
-    drop(cap);
+    drop(cap); // the engines stop copying at their next batch
+    let Some(end) = end else {
+        info!(target = %c.what, lost, "capture ended: the client went away");
+        return;
+    };
+    info!(target = %c.what, packets = end.packets, lost, reason = ?end.reason, "capture ended");
     let mut out = Vec::new();
     encode_record(&mut out, &Record::End(CaptureEnd { lost, ..end }));
     send(wr, &out, timeout).await;
@@ -163,6 +183,7 @@ where
     let reason = loop {
         tokio::select! {
             got = cap.recv() => {
+                // The capture holds its own sender: `None` cannot happen while it runs.
                 let Some(mut c) = got else { break EndReason::Duration };
                 out.clear();
                 loop {
