@@ -49,11 +49,13 @@
 //!      │         Ipv4Info, l4 (L4Proto, Tuple, TCP flags, L4Info, RST), buf (PacketBuf,
 //!      │         VnetHdr), vxlan, icmp, dns framing, nat (rewrites), gso, frag, gro
 //!      ▼
-//!   capture    (a root file) the capture filter and the tunnel capture's outer headers
-//!
 //!   values     types (Mac, Ipv4Cidr, NodeConfig), ratelimit (RateLimit, the GCRA bucket),
 //!              counters (DropReason, Counters, LinkCounters): no imports from the layers
 //! ```
+//!
+//! Beside `pipeline/` at the top, [`capture`] (a root file, so it may use every layer) holds
+//! what packet capture needs that is pure: the capture filter and the synthesized outer
+//! headers of a captured tunnel datagram.
 
 #![forbid(unsafe_code)]
 // Packets never panic: no unchecked indexing, no silently truncating casts (the few

@@ -98,14 +98,12 @@ impl Session {
         let ts_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // Counted before the send, so that the reader's subtraction never comes first.
         let n = data.len();
-        match self.tx.try_send(Captured { dir, ts_ns, data }) {
-            Ok(()) => {
-                self.queued.fetch_add(n, Relaxed);
-            }
-            Err(_) => {
-                self.lost.fetch_add(1, Relaxed);
-            }
+        self.queued.fetch_add(n, Relaxed);
+        if self.tx.try_send(Captured { dir, ts_ns, data }).is_err() {
+            self.queued.fetch_sub(n, Relaxed);
+            self.lost.fetch_add(1, Relaxed);
         }
     }
 }
