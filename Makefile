@@ -39,16 +39,19 @@ E2E_MATRIX ?= epoll:on uring:off epoll:off
 # Tests the matrix leaves out (cargo test --skip filters), each run once in the workspace
 # run: the soak test (a 2-minute duration test of the control plane's churn), and the
 # datastore (one etcd; three members), apply -f and metrics tests (control plane only: the
-# engine under them does not matter).
+# engine under them does not matter), and the capture test (the tap is in the engine core
+# both engines share).
 E2E_MATRIX_SKIP ?= soak_ nodes_find_each_other_through_etcd apply_the_tutorial_service \
-	prometheus_scrapes_drops_and_port_bytes the_cluster_outlives_its_datastore
+	prometheus_scrapes_drops_and_port_bytes the_cluster_outlives_its_datastore \
+	capture_the_tunnel_and_a_port_as_pcap
 
 # What the tests and the demo run: ip and bridge, nginx (nginx-light), busybox (wget, ping),
 # iperf3, ps, ping -M (iputils), python3 (transfer checks), ethtool (the interop node);
 # etcd (the datastore test's etcd and etcdctl); prometheus (the metrics test's Prometheus and
-# promtool); protoc and the well-known .proto files (building the etcd-client crate).
+# promtool); protoc and the well-known .proto files (building the etcd-client crate); tshark
+# (reading the capture test's pcap files).
 DEB_PACKAGES := iproute2 nginx-light busybox iperf3 procps iputils-ping python3 ethtool \
-	etcd-server etcd-client prometheus protobuf-compiler libprotobuf-dev
+	etcd-server etcd-client prometheus protobuf-compiler libprotobuf-dev tshark
 # What the benchmark plots need on top.
 DEB_PACKAGES_BENCH := $(DEB_PACKAGES) python3-matplotlib
 

@@ -115,7 +115,7 @@ fn classify(e: ClientError, path: &Path, timeout: Duration) -> CallError {
             _ => CallError::Failed(msg),
         },
         ClientError::Closed => CallError::Interrupted(msg),
-        ClientError::Decode(_) => CallError::Failed(msg),
+        ClientError::Decode(_) | ClientError::Record(_) => CallError::Failed(msg),
     }
 }
 

@@ -52,12 +52,17 @@
 //!   values     types (Mac, Ipv4Cidr, NodeConfig), ratelimit (RateLimit, the GCRA bucket),
 //!              counters (DropReason, Counters, LinkCounters): no imports from the layers
 //! ```
+//!
+//! Beside `pipeline/` at the top, [`capture`] (a root file, so it may use every layer) holds
+//! what packet capture needs that is pure: the capture filter and the synthesized outer
+//! headers of a captured tunnel datagram.
 
 #![forbid(unsafe_code)]
 // Packets never panic: no unchecked indexing, no silently truncating casts (the few
 // justified exceptions are allowed where they are, with the reason).
 #![deny(clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
+pub mod capture;
 pub mod counters;
 pub mod ratelimit;
 pub mod types;

@@ -27,10 +27,20 @@ pub enum ClientError {
     /// The answer could not be decoded.
     #[error("undecodable answer from vswitchd: {0}")]
     Decode(#[from] crate::ProtoError),
+    /// A capture record could not be decoded.
+    #[error("undecodable capture stream from vswitchd: {0}")]
+    Record(#[from] crate::capture::RecordError),
 }
 
 /// Sends `req` to the daemon at `socket` and waits at most `timeout` for each step.
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let stream = send(socket, req, timeout)?;
+    let mut reader = BufReader::new(stream.take(MAX_MESSAGE_LEN as u64));
+    read_response(&mut reader)
+}
+
+/// Connects and sends `req`, with `timeout` on every later read and write.
+fn send(socket: &Path, req: &Request, timeout: Duration) -> Result<UnixStream, ClientError> {
     let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: socket.display().to_string(),
         source,
@@ -38,11 +48,65 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(encode_request(req).as_bytes())?;
-    let mut reader = BufReader::new(stream.take(MAX_MESSAGE_LEN as u64));
+    Ok(stream)
+}
+
+/// Reads one response line (at most [`MAX_MESSAGE_LEN`] bytes).
+fn read_response(reader: &mut impl BufRead) -> Result<Response, ClientError> {
     let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line)?;
+    reader
+        .take(MAX_MESSAGE_LEN as u64)
+        .read_until(b'\n', &mut line)?;
     if line.is_empty() {
         return Err(ClientError::Closed);
     }
     Ok(decode_response(&line)?)
+}
+
+/// An accepted capture: the records the daemon streams (see [`crate::capture`]).
+pub struct CaptureStream {
+    reader: BufReader<UnixStream>,
+}
+
+impl CaptureStream {
+    /// The next record; [`crate::capture::Record::End`] is the last one.
+    pub fn next_record(&mut self) -> Result<crate::capture::Record, ClientError> {
+        let mut len = [0u8; 4];
+        self.reader.read_exact(&mut len).map_err(closed_on_eof)?;
+        let n = u32::from_be_bytes(len) as usize;
+        if n == 0 || n > crate::capture::MAX_RECORD_LEN {
+            return Err(crate::capture::RecordError::Length(n).into());
+        }
+        let mut body = vec![0u8; n];
+        self.reader.read_exact(&mut body).map_err(closed_on_eof)?;
+        Ok(crate::capture::decode_body(&body)?)
+    }
+}
+
+fn closed_on_eof(e: std::io::Error) -> ClientError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ClientError::Closed
+    } else {
+        ClientError::Io(e)
+    }
+}
+
+/// Starts a capture: sends `req` (a [`Request::Capture`]) and reads the daemon's answer.
+/// With [`Response::CaptureStarted`] the stream of records comes with it; any other answer
+/// (an error) comes alone. Reads wait at most `timeout` for the answer, then `idle` between
+/// records (the daemon ends every capture within its duration).
+pub fn capture(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+    idle: Duration,
+) -> Result<(Response, Option<CaptureStream>), ClientError> {
+    let stream = send(socket, req, timeout)?;
+    let mut reader = BufReader::new(stream);
+    let resp = read_response(&mut reader)?;
+    if !matches!(resp, Response::CaptureStarted(_)) {
+        return Ok((resp, None));
+    }
+    reader.get_ref().set_read_timeout(Some(idle))?;
+    Ok((resp, Some(CaptureStream { reader })))
 }

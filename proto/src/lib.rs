@@ -6,7 +6,9 @@
 //!   (newline-delimited JSON), at most [`MAX_MESSAGE_LEN`] bytes including the newline.
 //! - Every request carries [`PROTOCOL_VERSION`] in `version`; a daemon answers a request of an
 //!   unknown version with an error naming the `version` field instead of guessing.
-//! - One request gets exactly one response, on the same connection, in order.
+//! - One request gets exactly one response, on the same connection, in order; the one
+//!   exception is `capture`, whose accepted answer is followed by a stream of binary records
+//!   ([`capture`]).
 //! - Addresses, MACs and CIDRs travel as strings: the daemon parses them and an error names
 //!   the field that was wrong ([`ErrorBody::field`]), so every client reports the same message.
 //! - Unknown fields in requests are ignored (forward compatibility: an older daemon serves a
@@ -24,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod client;
 #[cfg(feature = "manifest")]
 pub mod manifest;

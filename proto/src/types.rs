@@ -82,6 +82,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         namespace: Option<String>,
     },
+    /// Capture a port's or the tunnel's frames: answered by [`Response::CaptureStarted`]
+    /// and a stream of records (see [`crate::capture`]), or by an error.
+    Capture(crate::capture::CaptureSpec),
 }
 
 fn default_namespace() -> String {
@@ -672,6 +675,8 @@ pub enum Response {
     Objects(Vec<ObjectResult>),
     /// `namespace list`.
     Namespaces(Vec<NamespaceInfo>),
+    /// `capture`: accepted; binary records follow (see [`crate::capture`]).
+    CaptureStarted(crate::capture::CaptureStart),
 }
 
 impl Response {

@@ -30,6 +30,8 @@ pub(crate) enum Command {
     /// Namespaces stored by `apply`
     #[command(subcommand)]
     Namespace(NamespaceCmd),
+    /// Capture a pod's port or the tunnel as pcap (`-w`) or summary lines
+    Capture(crate::capture::CaptureArgs),
     /// Drop counters by reason, and per-port counters
     Stats {
         /// Only this port
@@ -259,6 +261,7 @@ pub(crate) fn request(cmd: &Command, docs: &[Document]) -> Result<Request, Inval
             namespace: namespace.clone(),
         }),
         Command::Service(ServiceCmd::List) => Request::ServiceList,
+        Command::Capture(a) => crate::capture::request(a)?,
         Command::Stats { port, namespace } => Request::Stats {
             port: port.clone(),
             namespace: namespace.clone(),

@@ -1,5 +1,6 @@
 //! `vswitchctl`: the operator CLI of vswitch. It programs and inspects one node's `vswitchd`
-//! over its control socket, one request and one response per invocation (see `vswitch-proto`).
+//! over its control socket, one request and one response per invocation (see `vswitch-proto`;
+//! `capture` is the one stream: [`capture`]).
 //!
 //! Contract (scripts rely on it):
 //! - Exit codes: `0` success; `1` the daemon refused the request (stderr
@@ -24,6 +25,8 @@
 #![forbid(unsafe_code)]
 
 mod apply;
+mod capture;
+mod capture_line;
 mod commands;
 mod output;
 
@@ -137,8 +140,13 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         Command::Apply(a) | Command::Delete(a) => apply::documents(&a.file)?,
         _ => Vec::new(),
     };
-    let req = request(&cli.command, &docs).map_err(Failure::Invalid)?;
     let socket = socket_path(cli.socket.clone(), std::env::var_os("VSWITCH_SOCKET"));
+    if let Command::Capture(a) = &cli.command {
+        // A stream: written out as it comes, nothing left to render.
+        capture::run(a, &socket, Duration::from_secs(cli.timeout))?;
+        return Ok(String::new());
+    }
+    let req = request(&cli.command, &docs).map_err(Failure::Invalid)?;
     let resp =
         client::call(&socket, &req, Duration::from_secs(cli.timeout)).map_err(Failure::Client)?;
     render(&cli.command, resp, cli.output, &docs)

@@ -4,7 +4,8 @@
 //! delays no one else; a line over `MAX_MESSAGE_LEN` is answered with an error naming the
 //! limit and the connection is closed; a connection that does not complete a request line
 //! (idle, or half-sent) or does not read its answer within `--client-timeout` (30 s by
-//! default) is closed.
+//! default) is closed. `capture` is the one streaming request: its connection carries the
+//! capture's records and then closes (`capture.rs`).
 
 use crate::node::Node;
 use crate::Args;
@@ -16,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
-use vswitch_proto::{decode_request, encode_response, ProtoError, MAX_MESSAGE_LEN};
+use vswitch_proto::{decode_request, encode_response, ProtoError, Request, MAX_MESSAGE_LEN};
 
 /// The group `--socket-group` names, looked up at startup, before anything else is set up,
 /// so that a wrong name stops the daemon with an error naming the flag.
@@ -102,6 +103,12 @@ async fn connection(stream: UnixStream, node: Arc<Node>, timeout: Duration) {
             continue;
         } else {
             match decode_request(&line) {
+                Ok(Request::Capture(spec)) => {
+                    // A stream: the connection ends with it.
+                    reader.get_mut().set_limit(u64::MAX);
+                    crate::capture::serve(&node, spec, &mut reader, &mut wr, timeout).await;
+                    return;
+                }
                 Ok(req) => {
                     let started = Instant::now();
                     let resp = node.handle(req).await;

@@ -14,6 +14,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod capture;
 mod checked;
 mod control;
 mod ct_file;

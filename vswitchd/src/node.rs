@@ -212,8 +212,21 @@ impl Node {
             Request::NamespaceList => Ok(Response::Namespaces(inner.namespace_infos())),
             // Answered above, without the lock.
             Request::NodeList => Err(Reject::other("node list is answered without the lock")),
+            // A stream, not one answer: served by the control server (`capture.rs`).
+            Request::Capture(_) => Err(Reject::other("capture is served as a stream")),
         };
         result.unwrap_or_else(Reject::into_response)
+    }
+
+    /// The I/O engines (for captures: their tap and the tunnel's address).
+    pub fn io(&self) -> &IoHandle {
+        &self.io
+    }
+
+    /// The engine's id of a running port, `None` when there is no such port or its TAP is
+    /// detached.
+    pub async fn running_port(&self, key: &PortKey) -> Option<vswitch_datapath::PortId> {
+        self.inner.lock().await.ports.get(key).and_then(|p| p.id)
     }
 
     /// Detaches every port's TAP from the datapath and stops the I/O engine, then saves the

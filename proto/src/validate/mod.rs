@@ -1,7 +1,7 @@
 //! The one implementation of the shape checks of request values: names (pod, namespace, node,
 //! interface, label, DNS label and name, service, container id), IPv4 addresses, addresses
-//! with a prefix, CIDRs, unicast socket addresses, unicast MACs, rate limits, and a Service's
-//! port specs, endpoints and affinity.
+//! with a prefix, CIDRs, unicast socket addresses, unicast MACs, rate limits, a Service's
+//! port specs, endpoints and affinity, and a capture's filter and bounds.
 //!
 //! Contract:
 //! - Pure: every check looks at one value only, never at node state, reads no clock and
@@ -18,6 +18,7 @@
 //! - Checks that need state (an address inside this node's subnet, a VIP inside the service
 //!   CIDR, a name not taken) are the daemon's, not here.
 
+mod capture;
 mod datastore;
 mod name;
 mod net;
@@ -26,6 +27,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use capture::{capture_filter, capture_spec, FilterProto, FilterTerm, MAX_FILTER_TERMS};
 pub use datastore::{datastore_prefix, datastore_url, ETCD_SCHEME};
 pub use ipnet::Ipv4Net;
 pub use name::{

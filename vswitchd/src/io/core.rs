@@ -15,12 +15,13 @@
 //! back to the free list when the core has carried its frame out, or when the back end says
 //! its operation completed.
 
+use super::capture::{CaptureHub, Session, Sessions, Target};
 use super::dns_forward::{DnsForwarder, Recv, DNS_BATCH};
 use super::tunnel::{TunnelRx, TunnelTx};
 use super::{Command, EngineCtx, PortFds, TUNNEL_BATCH};
 use anyhow::Result;
 use std::collections::HashMap;
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use vswitch_datapath::{
     Datapath, Direction, DropReason, GroHold, GroStep, PacketBuf, PortId, Tables, Verdict,
 };
+use vswitch_proto::capture::Direction as Cap;
 
 /// A port this worker serves: its TAP queues and the back end's state for it.
 pub struct Port<X> {
@@ -97,6 +99,33 @@ pub struct Core<X> {
     /// batch, not per frame.
     pub batch_tables: Arc<Tables>,
     pub batch_now: u64,
+    /// The running captures, shared with the control plane ([`super::capture`]).
+    capture: Arc<CaptureHub>,
+    /// The captures running for the batch being handled: `None` (no capture) costs one
+    /// relaxed load per batch and one test per tapped frame.
+    batch_capture: Option<Sessions>,
+    /// The tunnel socket's own address (the outer source of what it sends, in captures).
+    tunnel_local: SocketAddrV4,
+}
+
+/// Shows a port's frame to the captures of that port.
+fn tap_port(caps: &[Arc<Session>], id: PortId, dir: Cap, frame: &[u8]) {
+    for s in caps.iter().filter(|s| s.target == Target::Port(id)) {
+        s.port_frame(dir, frame);
+    }
+}
+
+/// Shows a tunnel datagram to the captures of the tunnel.
+fn tap_tunnel(
+    caps: &[Arc<Session>],
+    dir: Cap,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+) {
+    for s in caps.iter().filter(|s| s.target == Target::Tunnel) {
+        s.tunnel_datagram(dir, src, dst, payload);
+    }
 }
 
 impl<X> Core<X> {
@@ -106,6 +135,10 @@ impl<X> Core<X> {
             TunnelRx::enable_gro(sock);
         }
         let pool = u32::try_from(pool).unwrap_or(u32::MAX);
+        let tunnel_local = match ctx.tunnel.as_ref().and_then(|s| s.local_addr().ok()) {
+            Some(std::net::SocketAddr::V4(a)) => a,
+            _ => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        };
         Core {
             datapath: ctx.datapath,
             rx: ctx.rx,
@@ -123,6 +156,9 @@ impl<X> Core<X> {
             hold: GroHold::new(),
             batch_tables: Arc::default(),
             batch_now: 0,
+            capture: ctx.capture,
+            batch_capture: None,
+            tunnel_local,
         }
     }
 
@@ -135,6 +171,7 @@ impl<X> Core<X> {
     fn begin_batch(&mut self) {
         self.batch_tables = Arc::clone(&self.datapath.tables());
         self.batch_now = self.now_ms();
+        self.batch_capture = self.capture.sessions();
     }
 
     /// Applies every command waiting on the channel; `false` means shut down.
@@ -179,6 +216,9 @@ impl<X> Core<X> {
             self.free.push(b);
             return;
         }
+        if let Some(caps) = &self.batch_capture {
+            tap_port(caps, id, Cap::In, buf.frame());
+        }
         let v = self
             .datapath
             .from_port(&self.batch_tables, id, buf, self.batch_now);
@@ -195,6 +235,9 @@ impl<X> Core<X> {
                     self.free.push(b);
                     return;
                 };
+                if let Some(caps) = &self.batch_capture {
+                    tap_port(caps, dst, Cap::Out, self.bufs[b as usize].frame());
+                }
                 let frame = self.bufs[b as usize].tap_write_region();
                 match be.write_tap(port.fds.write.as_fd(), b, frame, dst) {
                     Written::InFlight => {}
@@ -211,7 +254,12 @@ impl<X> Core<X> {
                 match &self.tunnel {
                     Some(sock) => {
                         let buf = &self.bufs[b as usize];
-                        self.tunnel_tx.send(&self.datapath, sock, buf, dst);
+                        let (caps, local) = (self.batch_capture.as_deref(), self.tunnel_local);
+                        (self.tunnel_tx).send_tapped(&self.datapath, sock, buf, dst, |d| {
+                            if let Some(caps) = caps {
+                                tap_tunnel(caps, Cap::Out, local, dst, d);
+                            }
+                        });
                     }
                     None => self
                         .datapath
@@ -250,6 +298,9 @@ impl<X> Core<X> {
                 self.free.push(b);
                 break;
             };
+            if let Some(caps) = &self.batch_capture {
+                tap_tunnel(caps, Cap::In, src, self.tunnel_local, buf.frame());
+            }
             let v = (self.datapath).from_tunnel(&self.batch_tables, src, buf, self.batch_now);
             let Verdict::ToPort(p) = v else {
                 self.carry_out(be, b, v);
@@ -399,6 +450,7 @@ mod tests {
             uring_multishot: false,
             uring_registered_buffers: false,
             lost,
+            capture: Arc::default(),
         };
         (Core::new(ctx, pool), tx, lost_rx)
     }

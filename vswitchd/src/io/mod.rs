@@ -12,11 +12,14 @@
 //! snapshot, asks the datapath for a verdict per frame and carries it out; it never decides
 //! anything about a frame itself, it only counts failed writes as `tx_error`.
 //!
+//! Captures ([`capture`]) tap the core's frames: one relaxed load per batch when none runs.
+//!
 //! A TAP whose device was deleted under us makes every read fail at once: the engine stops
 //! serving it at the first such failure and reports its id on the lost-port channel
 //! ([`is_port_lost`], [`IoHandle::take_lost`]); the control plane then removes the port.
 
 mod buf_ring;
+pub mod capture;
 mod core;
 mod dns_forward;
 mod epoll;
@@ -99,6 +102,10 @@ pub struct IoHandle {
     /// Ids of ports whose TAP died, as the workers found them (taken once by the control
     /// plane).
     lost: std::sync::Mutex<Option<LostRx>>,
+    /// The running captures, tapped by every worker.
+    capture: Arc<capture::CaptureHub>,
+    /// The tunnel socket's address, when the node has an underlay.
+    tunnel: Option<SocketAddrV4>,
 }
 
 /// Where the engine reports ports whose TAP died.
@@ -147,6 +154,16 @@ impl IoHandle {
                 );
             }
         }
+    }
+
+    /// The running captures (see [`capture`]).
+    pub fn capture(&self) -> &Arc<capture::CaptureHub> {
+        &self.capture
+    }
+
+    /// The tunnel socket's address, when the node has an underlay.
+    pub fn tunnel_addr(&self) -> Option<SocketAddrV4> {
+        self.tunnel
     }
 
     /// The receiver of lost-port reports (`None` after the first call).
@@ -217,6 +234,8 @@ pub struct EngineCtx {
     pub uring_registered_buffers: bool,
     /// Reports ports whose TAP died (this worker already stopped serving them).
     pub lost: tokio::sync::mpsc::UnboundedSender<PortId>,
+    /// The running captures (shared by every worker and the control plane).
+    pub capture: Arc<capture::CaptureHub>,
 }
 
 fn eventfd() -> Result<OwnedFd> {
@@ -389,6 +408,7 @@ pub fn start(datapath: Arc<Datapath>, opts: &EngineOpts) -> Result<IoHandle> {
     let n = opts.workers.max(1);
     let epoch = Instant::now();
     let (lost_tx, lost_rx) = tokio::sync::mpsc::unbounded_channel();
+    let capture = Arc::new(capture::CaptureHub::default());
     let mut workers = Vec::with_capacity(n);
     let mut tunnels = Vec::with_capacity(n);
     for _ in 0..n {
@@ -429,6 +449,7 @@ pub fn start(datapath: Arc<Datapath>, opts: &EngineOpts) -> Result<IoHandle> {
             uring_multishot: opts.uring_multishot,
             uring_registered_buffers: opts.uring_registered_buffers,
             lost: lost_tx.clone(),
+            capture: Arc::clone(&capture),
         };
         let thread = std::thread::Builder::new()
             .name(format!("vswitch-{chosen}-{worker}"))
@@ -460,5 +481,7 @@ pub fn start(datapath: Arc<Datapath>, opts: &EngineOpts) -> Result<IoHandle> {
         workers: std::sync::Mutex::new(workers),
         count: n,
         lost: std::sync::Mutex::new(Some(lost_rx)),
+        capture,
+        tunnel: opts.underlay.map(|u| SocketAddrV4::new(u, opts.vxlan_port)),
     })
 }

@@ -112,8 +112,23 @@ impl TunnelTx {
     /// Sends the buffer's frame (VXLAN header + inner frame) to `dst`. A frame that needs no
     /// segmentation is queued; the engine calls [`TunnelTx::flush`] at the end of each batch
     /// (and a full queue flushes itself). Order is kept: a segmented send flushes first.
+    #[cfg(test)]
     pub fn send(&mut self, dp: &Datapath, sock: &impl Wire, buf: &PacketBuf, dst: SocketAddrV4) {
+        self.send_tapped(dp, sock, buf, dst, |_| {});
+    }
+
+    /// [`TunnelTx::send`], showing `tap` every datagram as it will go on the wire (a
+    /// segmented super-frame as its datagrams): the capture tap.
+    pub fn send_tapped(
+        &mut self,
+        dp: &Datapath,
+        sock: &impl Wire,
+        buf: &PacketBuf,
+        dst: SocketAddrV4,
+        mut tap: impl FnMut(&[u8]),
+    ) {
         if !dp.needs_segmentation(buf) {
+            tap(buf.frame());
             self.queue.extend_from_slice(buf.frame());
             self.queued.push((self.queue.len(), dst));
             if self.queued.len() >= SEND_BATCH {
@@ -128,6 +143,9 @@ impl TunnelTx {
         };
         if count == 0 || stride == 0 {
             return;
+        }
+        for d in self.scratch.chunks(stride) {
+            tap(d);
         }
         let mut sent = 0;
         if count > 1 && !self.no_gso {
