@@ -96,6 +96,25 @@ pub fn names_word(text: &str, word: &str) -> bool {
     })
 }
 
+/// Polls `f` every 100 ms until it returns `Ok`, for at most `within`; panics with `what`
+/// and the last value seen otherwise.
+pub fn wait_for<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::names_word;

@@ -45,33 +45,9 @@ impl Etcd {
         let name = format!("{}-etcd", tb.prefix());
         let data = tb.dir().join("etcd-data");
         let client = format!("http://{ETCD_ADDR}:2379");
-        let peer = format!("http://{ETCD_ADDR}:2380");
-        let cluster = format!("{name}={peer}");
-        let data_s = data.display().to_string();
-        let args = [
-            "--name",
-            &name,
-            "--data-dir",
-            &data_s,
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &cluster,
-            "--initial-cluster-token",
-            &name,
-            "--initial-cluster-state",
-            "new",
-            "--logger",
-            "zap",
-            "--log-level",
-            "warn",
-        ];
+        let cluster = format!("{name}=http://{ETCD_ADDR}:2380");
+        let args = member_args(&name, &data, ETCD_ADDR, &cluster, &name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let bg = tb.spawn_in(&hub, "etcd", "etcd", &args);
         let etcd = Etcd {
             hub,
@@ -128,4 +104,44 @@ impl Etcd {
             .map(|kv| (kv[0].to_string(), kv.get(1).unwrap_or(&"").to_string()))
             .collect()
     }
+}
+
+/// The command line of an etcd member `name` at `addr` (clients on :2379, peers on :2380)
+/// with its data in `data`, in the cluster `initial` (`NAME=PEER-URL,...`) named `token`.
+pub(crate) fn member_args(
+    name: &str,
+    data: &std::path::Path,
+    addr: &str,
+    initial: &str,
+    token: &str,
+) -> Vec<String> {
+    let client = format!("http://{addr}:2379");
+    let peer = format!("http://{addr}:2380");
+    [
+        "--name",
+        name,
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        initial,
+        "--initial-cluster-token",
+        token,
+        "--initial-cluster-state",
+        "new",
+        "--logger",
+        "zap",
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }

@@ -70,34 +70,9 @@ impl<'a> EtcdCluster<'a> {
 
     fn spawn(&mut self, i: usize) {
         let m = &self.members[i];
-        let client = format!("http://{}:2379", m.addr);
-        let peer = format!("http://{}:2380", m.addr);
-        let data = m.data.display().to_string();
         let token = format!("{}-etcd", self.tb.prefix());
-        let args = [
-            "--name",
-            &m.name,
-            "--data-dir",
-            &data,
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &self.initial,
-            "--initial-cluster-token",
-            &token,
-            "--initial-cluster-state",
-            "new",
-            "--logger",
-            "zap",
-            "--log-level",
-            "warn",
-        ];
+        let args = crate::etcd::member_args(&m.name, &m.data, &m.addr, &self.initial, &token);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let bg = self
             .tb
             .spawn_in(&self.hub, &format!("etcd{i}"), "etcd", &args);

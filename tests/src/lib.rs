@@ -44,7 +44,7 @@ pub mod procfs;
 pub mod testbed;
 pub mod traffic;
 
-pub use checks::{assert_ping, assert_wget_nginx};
+pub use checks::{assert_ping, assert_wget_nginx, wait_for};
 pub use cmd::{run_with_timeout, OutputExt};
 pub use testbed::{
     exec_in, ip, ip_json, ip_ok, ipv4_addrs, list_netns, netns_exists, Bg, Node, NodeOpts, Pod,

@@ -11,32 +11,18 @@
 //! exchanges traffic with the vswitchd nodes both ways. One test function: the scenarios share one cluster.
 
 use serde_json::Value;
-use std::thread;
 use std::time::{Duration, Instant};
 use vswitch_e2e::etcd::Etcd;
 use vswitch_e2e::flannel::{kernel_node, kernel_vtep_mac, leases_from_etcd};
-use vswitch_e2e::{assert_ping, assert_wget_nginx, exec_in, Node, NodeOpts, OutputExt, Testbed};
+use vswitch_e2e::{
+    assert_ping, assert_wget_nginx, exec_in, wait_for, Node, NodeOpts, OutputExt, Testbed,
+};
 
 const CLUSTER_CIDR: &str = "198.18.0.0/16";
 const SERVICE_YAML: &str = include_str!("../../examples/service.yaml");
 const PREFIX: &str = "/coreos.com/network";
 /// `--node-ttl` of the nodes (short: the NotReady check waits for it).
 const NODE_TTL: u64 = 3;
-
-/// Polls `f` every 100 ms until it returns `Some`, for at most `within`; panics with `what`
-/// and the last value seen otherwise.
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not within {within:?}; last seen: {last}")
-            }
-            Err(_) => thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
 
 fn array(v: Value) -> Vec<Value> {
     match v {

@@ -5,26 +5,11 @@
 //! nodes reconnect, and the pod added during the outage is published and joins the Service
 //! on the other node too.
 
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vswitch_e2e::etcd_cluster::EtcdCluster;
-use vswitch_e2e::{assert_ping, Node, NodeOpts, OutputExt, Pod, Testbed};
+use vswitch_e2e::{assert_ping, wait_for, Node, NodeOpts, OutputExt, Pod, Testbed};
 
 const SERVICE_YAML: &str = include_str!("../../examples/service.yaml");
-
-/// Polls `f` every 100 ms for at most `within`; panics with `what` and the last value seen.
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + within;
-    loop {
-        match f() {
-            Ok(()) => return,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not within {within:?}; last seen: {last}")
-            }
-            Err(_) => thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
 
 /// Waits until `node`'s endpoints of nginx-service are `want`.
 fn wait_endpoints(node: &Node, want: &[&Pod]) {

@@ -7,7 +7,7 @@
 use super::{save_failed, Inner, Node, Reject};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::info;
-use vswitch_proto::{Action, ErrorBody, Object, ObjectKey, ObjectResult, Response};
+use vswitch_proto::{Action, Object, ObjectKey, ObjectResult, Response};
 
 /// Logs what `verb` (`apply`, `delete`) changed.
 pub(super) fn log(verb: &str, results: &[ObjectResult]) {
@@ -32,13 +32,7 @@ impl Node {
             .map_or(0, |d| d.as_secs());
         let (results, undos) = match inner.apply_objects(objects, now) {
             Ok(done) => done,
-            Err(e) => {
-                return Response::Error(ErrorBody {
-                    kind: e.kind,
-                    field: Some(e.field),
-                    message: e.msg,
-                })
-            }
+            Err(e) => return e.into_response(),
         };
         if !undos.is_empty() {
             if let Err(e) = self.persist(inner) {

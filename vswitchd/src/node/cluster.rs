@@ -20,8 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::info;
 use vswitch_proto::{
-    Action, ErrorBody, ErrorKind, Object, ObjectKey, ObjectResult, PortInfo, Response, ServiceKey,
-    ServiceSpec,
+    Action, ErrorKind, Object, ObjectKey, ObjectResult, PortInfo, Response, ServiceKey, ServiceSpec,
 };
 
 pub use super::state::cluster::{PodKey, PodRecord};
@@ -118,13 +117,7 @@ impl Node {
             let mut inner = self.inner.lock().await;
             let (results, undos) = match inner.apply_objects(objects.clone(), now) {
                 Ok(done) => done,
-                Err(e) => {
-                    return Response::Error(ErrorBody {
-                        kind: e.kind,
-                        field: Some(e.field),
-                        message: e.msg,
-                    })
-                }
+                Err(e) => return e.into_response(),
             };
             // The records as checked (VIPs allocated), read before the state is put back.
             let mut puts = Vec::new();

@@ -34,6 +34,17 @@ pub(crate) struct ApplyError {
     pub msg: String,
 }
 
+impl ApplyError {
+    /// The error answer on the wire.
+    pub fn into_response(self) -> vswitch_proto::Response {
+        vswitch_proto::Response::Error(vswitch_proto::ErrorBody {
+            kind: self.kind,
+            field: Some(self.field),
+            message: self.msg,
+        })
+    }
+}
+
 /// A request field of a Service or Namespace in Kubernetes' spelling.
 fn k8s_field(kind: &str, field: Option<&str>) -> &'static str {
     match (kind, field) {
