@@ -17,9 +17,11 @@
 #   BENCH_CNI_PODS (0: no CNI measurement)  BENCH_POLL_US (20000; 0: no RTT-with-polling cells)
 #   BENCH_VSWITCHD_ARGS="--workers 2" (extra arguments for every vswitchd)
 #   BENCH_OUT=docs/bench  VSWITCH_BIN_DIR=target/release  BENCH_NO_PLOT=1
+#   BENCH_CLUSTER_NODES=2,10,50 (0: no datastore convergence; scripts/bench_cluster.py)
 #   BENCH_NICE=-10 (run everything at a higher priority on a machine shared with other work)
 # Output: $BENCH_OUT/results.json, $BENCH_OUT/results.png, $BENCH_OUT/results-pps-svc-cni.png,
-# the tables in $BENCH_OUT/README.md. iptables (the kernel's VIP) is installed when missing.
+# the tables in $BENCH_OUT/README.md; $BENCH_OUT/cluster.{json,md,png} (the datastore).
+# iptables (the kernel's VIP) is installed when missing.
 #
 # Addresses: 198.18.0.0/15 only (design.md section 6). Every namespace, link and process
 # carries the per-run prefix vqXXXX ("q" is no hex digit, so no test's v+4-hex prefix matches)
@@ -78,6 +80,15 @@ nice -n "${BENCH_NICE:-0}" "$PY" "$ROOT/scripts/bench.py" &
 CHILD=$!
 wait "$CHILD"
 CHILD=""
+
+# The datastore's convergence (apply -> first connection from every node, 2/10/50 nodes) and
+# its cost at rest: cluster.json, cluster.md (cluster.png with matplotlib).
+if [[ "${BENCH_CLUSTER_NODES:-2,10,50}" != 0 ]]; then
+    nice -n "${BENCH_NICE:-0}" "$PY" "$ROOT/scripts/bench_cluster.py" &
+    CHILD=$!
+    wait "$CHILD"
+    CHILD=""
+fi
 
 if [[ "${BENCH_NO_PLOT:-0}" != 0 ]]; then
     echo "bench.sh: BENCH_NO_PLOT set, no plot"
