@@ -149,6 +149,8 @@ fn nodes_find_each_other_through_etcd() {
         }
     };
     wait_endpoints(&[nginx.ip, nginx3.ip]);
+    // Pod IP wget the other way too (node 1 to node 3; node 2 to node 1 is above).
+    assert_wget_nginx(&nginx, nginx3.ip);
     for pod in [&nginx, &busybox, &third] {
         let page = pod.wget("http://nginx-service/");
         assert!(
