@@ -356,14 +356,18 @@ impl Datastore {
         Ok((subnet_lease, node_lease))
     }
 
-    /// `node list`: the leases and liveness records as etcd has them now.
-    pub async fn node_list(&self) -> Result<Vec<ClusterNode>> {
-        let mut c = self
-            .client
+    /// The current connection; an error when there is none.
+    fn connected_client(&self) -> Result<Client> {
+        self.client
             .lock()
             .expect("not poisoned")
             .clone()
-            .ok_or_else(|| anyhow!("not connected to the datastore"))?;
+            .ok_or_else(|| anyhow!("not connected to the datastore"))
+    }
+
+    /// `node list`: the leases and liveness records as etcd has them now.
+    pub async fn node_list(&self) -> Result<Vec<ClusterNode>> {
+        let mut c = self.connected_client()?;
         let (leases, _) = list(&mut c, &flannel::subnets_dir(&self.s.prefix)).await?;
         let (records, _) = list(&mut c, &flannel::nodes_dir(&self.s.prefix)).await?;
         let records: Vec<Vec<u8>> = records.into_iter().map(|(_, v)| v).collect();
@@ -581,12 +585,7 @@ impl Datastore {
     /// Writes (`apply`, `delete`) in one transaction; its revision. Fails when not
     /// connected: nothing is queued.
     pub async fn write(&self, puts: Vec<(String, String)>, deletes: Vec<String>) -> Result<i64> {
-        let mut c = self
-            .client
-            .lock()
-            .expect("not poisoned")
-            .clone()
-            .ok_or_else(|| anyhow!("not connected to the datastore"))?;
+        let mut c = self.connected_client()?;
         self.txn(&mut c, puts, deletes).await
     }
 
