@@ -200,8 +200,7 @@ impl Datapath {
     /// installed now (install them first). Bad, stale, expired, duplicate and surplus records
     /// are skipped and counted; nothing already in the table is evicted.
     pub fn import_conntrack(&self, snap: &CtSnapshot, age_ms: u64, now_ms: u64) -> CtImport {
-        let tables = self.tables();
-        self.nat_state().import(&tables, snap, age_ms, now_ms)
+        self.import_conntrack_for(&self.tables(), snap, age_ms, now_ms)
     }
 
     /// [`Datapath::import_conntrack`] checked against `tables`, the snapshot about to be

@@ -161,9 +161,9 @@ impl NatState<'_> {
         }
     }
 
-    /// Installs the records of `snap`, taken `age_ms` ago, at `now_ms`, against the tables
-    /// installed now (install them first). Bad, stale, expired, duplicate and surplus records
-    /// are skipped and counted; nothing already in the table is evicted.
+    /// Installs the records of `snap`, taken `age_ms` ago, at `now_ms`, checked against
+    /// `tables`. Bad, stale, expired, duplicate and surplus records are skipped and counted;
+    /// nothing already in the table is evicted.
     pub(crate) fn import(
         &self,
         tables: &Tables,
