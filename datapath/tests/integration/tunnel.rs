@@ -1,6 +1,6 @@
 //! VXLAN: encapsulation towards peers, decapsulation, split horizon, flannel interop, PMTU.
 
-mod common;
+use crate::common;
 
 use common::golden::*;
 use common::*;

@@ -2,7 +2,7 @@
 //! its counter (plus the ingress link's `rx_dropped`) must rise. The `match` is exhaustive,
 //! so a new reason does not compile until it has a case here.
 
-mod common;
+use crate::common;
 
 use common::golden::*;
 use common::svc::*;

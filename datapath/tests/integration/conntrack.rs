@@ -1,7 +1,7 @@
 //! Conntrack through the public API: state-aware expiry driven by `now_ms`, lazy expiry on
 //! lookup, `flush_endpoint`, and the `ct_max` bound with eviction of unestablished entries.
 
-mod common;
+use crate::common;
 
 use common::svc::*;
 use common::*;

@@ -2,7 +2,7 @@
 //! with and without a checksum, and the property that DNAT then reverse NAT of the reply
 //! gives back the client's addresses with every checksum valid.
 
-mod common;
+use crate::common;
 
 use common::svc::*;
 use common::*;

@@ -2,7 +2,7 @@
 //! replies, rejects, hairpin, PMTU and TTL, spread and affinity (NAT checksums in detail:
 //! service_nat.rs).
 
-mod common;
+use crate::common;
 
 use common::svc::*;
 use common::*;

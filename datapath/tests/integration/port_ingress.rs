@@ -1,6 +1,6 @@
 //! `from_port`: golden frames in, golden frames out, field by field; counters.
 
-mod common;
+use crate::common;
 
 use common::golden::*;
 use common::*;

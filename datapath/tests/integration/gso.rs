@@ -1,6 +1,6 @@
 //! `segment_for_tunnel`: software TSO, partial checksum completion, fragmentation.
 
-mod common;
+use crate::common;
 
 use common::*;
 use etherparse::{Ipv4HeaderSlice, SlicedPacket};

@@ -19,7 +19,7 @@ use vswitch_e2e::{
 };
 
 const CLUSTER_CIDR: &str = "198.18.0.0/16";
-const SERVICE_YAML: &str = include_str!("../../examples/service.yaml");
+const SERVICE_YAML: &str = include_str!("../../../examples/service.yaml");
 const PREFIX: &str = "/coreos.com/network";
 /// `--node-ttl` of the nodes (short: the NotReady check waits for it).
 const NODE_TTL: u64 = 3;

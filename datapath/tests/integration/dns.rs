@@ -1,7 +1,7 @@
 //! The cluster DNS: queries to 198.19.96.10:53 are answered in place; answers are checked
 //! with hickory-proto.
 
-mod common;
+use crate::common;
 
 use common::svc::*;
 use common::*;

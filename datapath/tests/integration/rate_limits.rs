@@ -2,7 +2,7 @@
 //! requests within the limit are answered, a storm is cut to the rate and counted, one
 //! port's storm leaves another port's budget alone, and the budget refills with time.
 
-mod common;
+use crate::common;
 
 use common::golden::*;
 use common::*;

@@ -1,6 +1,6 @@
 //! Writes the fuzz seed corpus (fuzz/corpus/<target>/) from the golden frames. Ignored by
 //! default; regenerate with
-//! `cargo test -p vswitch-datapath --test fuzz_seeds -- --ignored`.
+//! `cargo test -p vswitch-datapath --test integration -- fuzz_seeds --ignored`.
 //!
 //! Input layout of `ingress_port` and `ingress_tunnel` (fuzz/fuzz_targets/common.rs):
 //! `[now_ms: 8 bytes LE]`, then packets `[dt_ms: u16 LE][len: u16 LE][selector][virtio-net
@@ -9,7 +9,7 @@
 //! stranger (1), bytes = UDP payload. `dns`: `[now_ms: 8 bytes LE][DNS query]`. `gro`:
 //! frames `[len: u16 LE][frame]`. `ct_import`: `[now_ms: 8 B LE][age_ms: 8 B LE][JSON]`.
 
-mod common;
+use crate::common;
 
 use common::golden::*;
 use common::*;

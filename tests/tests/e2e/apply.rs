@@ -16,7 +16,7 @@ metadata:
     team: a
 ---
 ";
-const SERVICE_YAML: &str = include_str!("../../examples/service.yaml");
+const SERVICE_YAML: &str = include_str!("../../../examples/service.yaml");
 
 #[test]
 fn apply_the_tutorial_service_then_delete_it() {

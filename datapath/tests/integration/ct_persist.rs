@@ -3,7 +3,7 @@
 //! (established and half-open, local and remote endpoints, hairpin SNAT, affinities), its
 //! lifetimes go on from where they were, and bad records are skipped and counted.
 
-mod common;
+use crate::common;
 
 use common::svc::*;
 use common::*;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use vswitch_e2e::etcd_cluster::EtcdCluster;
 use vswitch_e2e::{assert_ping, wait_for, Node, NodeOpts, OutputExt, Pod, Testbed};
 
-const SERVICE_YAML: &str = include_str!("../../examples/service.yaml");
+const SERVICE_YAML: &str = include_str!("../../../examples/service.yaml");
 
 /// Waits until `node`'s endpoints of nginx-service are `want`.
 fn wait_endpoints(node: &Node, want: &[&Pod]) {

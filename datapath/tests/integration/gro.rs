@@ -1,7 +1,7 @@
 //! `gro_append`: merging a flow's segments back into a TSO super-frame. Segmenting for the
 //! tunnel and merging for the pod are inverses.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

@@ -3,7 +3,7 @@
 //! datagram (`dns_upstream_reply`, `dns_reply_frame`). The forwarder's state machine
 //! (`dns_forward::DnsForwarder`): id rewrite, matching, expiry, limits, garbage from upstream.
 
-mod common;
+use crate::common;
 
 use common::svc::*;
 use common::*;
