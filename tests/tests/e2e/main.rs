@@ -19,6 +19,7 @@ mod hostile;
 mod metrics;
 mod one_node;
 mod restart;
+mod scale;
 mod services;
 mod services_input;
 mod soak;

@@ -21,11 +21,15 @@ use vswitch_datapath::{Direction, DropReason, PortId};
 const RING_ENTRIES: u32 = 1024;
 /// Buffers in the pool (each [`vswitch_datapath::buf::BUF_CAPACITY`] bytes).
 const POOL: usize = 512;
-/// Reads armed together per TAP. More than one lets a busy port hand over several frames
-/// per `io_uring_enter`. Reads armed together complete in order (inline at submission, then
-/// from the file's wait queue in FIFO order); a new group is armed only when the previous
-/// one has completed (see `arm_reads`), so frames keep their order.
+/// Reads armed together per TAP at most. More than one lets a busy port hand over several
+/// frames per `io_uring_enter`. Reads armed together complete in order (inline at
+/// submission, then from the file's wait queue in FIFO order); a new group is armed only
+/// when the previous one has completed (see `arm_reads`), so frames keep their order.
 const READS_PER_PORT: usize = 4;
+/// Pool buffers one-shot TAP reads never take: the tunnel, the DNS socket and frames in
+/// flight always find a buffer, however many ports are attached (with the whole pool
+/// pinned by idle ports' reads, the tunnel would find none and its poll would spin).
+const RESERVE: usize = 64;
 
 const OP_TAP_READ: u64 = 1;
 const OP_TAP_WRITE: u64 = 2;
@@ -83,6 +87,16 @@ pub fn probe() -> Result<(), String> {
 /// The reads in flight on one port: their `user_data`, oldest first.
 type Reads = Vec<u64>;
 
+/// One-shot reads armed per port when this worker reads `ports` ports: [`READS_PER_PORT`]
+/// while the pool (less [`RESERVE`]) has room for that many on every port, fewer as ports
+/// are added, never less than one. A read waits in the kernel until its port has a frame, so
+/// an idle port pins the buffers of its group: with a fixed group of 4, the pool ran out at
+/// about 112 ports and the ports attached after never got a read. With this depth every
+/// port keeps a read armed up to `POOL - RESERVE` (448) ports per worker.
+fn reads_per_port(ports: usize) -> usize {
+    ((POOL - RESERVE) / ports.max(1)).clamp(1, READS_PER_PORT)
+}
+
 /// The io_uring back end (see the module docs). The ring is declared first: it is dropped
 /// before the provided-buffer ring, and (see [`core`]) before the pool it points into.
 struct UringBackend {
@@ -98,6 +112,9 @@ struct UringBackend {
     /// `READ_FIXED`/`WRITE_FIXED` with the buffer's index, and the kernel skips mapping the
     /// user memory per operation. Empty when registration failed (plain READ/WRITE then).
     fixed: Vec<(usize, usize)>,
+    /// The one-shot read depth ([`reads_per_port`]) of the last `arm_reads`: when it falls,
+    /// the reads over the new depth are cancelled so that their buffers serve other ports.
+    depth: usize,
     /// The completions the last wait reaped: `(user_data, result, flags)`.
     cqes: Vec<(u64, i32, u32)>,
     /// A zero timeout, for polling enters.
@@ -133,6 +150,7 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
         dns_timer: Box::new(types::Timespec::new().sec(1)),
         dns_timer_armed: false,
         fixed: Vec::new(),
+        depth: READS_PER_PORT,
         cqes: Vec::with_capacity(RING_ENTRIES as usize),
         zero: types::Timespec::new(),
     };
@@ -378,14 +396,29 @@ impl UringBackend {
         }
     }
 
-    /// Arms [`READS_PER_PORT`] reads on every port that has none in flight, as far as
-    /// buffers last. Only a port with no read pending gets new ones: a read armed while an
-    /// older one waits for data could run inline and take a newer frame first.
+    /// Arms [`reads_per_port`] reads on every port that has none in flight, as far as
+    /// buffers last beyond [`RESERVE`]. Only a port with no read pending gets new ones: a
+    /// read armed while an older one waits for data could run inline and take a newer frame
+    /// first. When the depth falls (ports were added), the reads beyond it are cancelled
+    /// (the newest of each group: the oldest stay armed, so frames keep their order).
     fn arm_reads(&mut self, core: &mut Core<Reads>) {
         if self.ms.is_some() {
             self.arm_multishot_reads(core);
             return;
         }
+        let readers = core.ports.values().filter(|p| p.fds.read.is_some()).count();
+        let depth = reads_per_port(readers);
+        if depth < self.depth {
+            for (id, port) in core.ports.iter() {
+                for &read in port.extra.iter().skip(depth) {
+                    let entry = opcode::AsyncCancel::new(read)
+                        .build()
+                        .user_data(ud(OP_CANCEL, 0, *id));
+                    self.push(&entry);
+                }
+            }
+        }
+        self.depth = depth;
         // Every read region is a registered one when the pool is registered.
         let fixed = !self.fixed.is_empty();
         for (id, port) in core.ports.iter_mut() {
@@ -395,7 +428,10 @@ impl UringBackend {
             if !port.extra.is_empty() {
                 continue;
             }
-            while port.extra.len() < READS_PER_PORT {
+            while port.extra.len() < depth {
+                if core.free.len() <= RESERVE {
+                    return;
+                }
                 let Some(b) = core.free.pop() else { return };
                 let region = core.bufs[b as usize].tap_read_region();
                 let (ptr, len) = (region.as_mut_ptr(), region.len() as u32);
@@ -554,5 +590,29 @@ impl UringBackend {
     fn port_lost(&mut self, core: &mut Core<Reads>, id: PortId, errno: i32) {
         let why = format!("read: {}", std::io::Error::from_raw_os_error(errno));
         core.port_lost(self, id, &why);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{reads_per_port, POOL, READS_PER_PORT, RESERVE};
+
+    #[test]
+    fn every_port_keeps_a_read_and_the_reserve_stays_free() {
+        assert_eq!(reads_per_port(0), READS_PER_PORT);
+        assert_eq!(reads_per_port(1), READS_PER_PORT);
+        assert_eq!(reads_per_port(112), READS_PER_PORT);
+        assert_eq!(reads_per_port(113), 3);
+        assert_eq!(reads_per_port(250), 1);
+        assert_eq!(reads_per_port(1000), 1);
+        // Up to POOL - RESERVE ports, the reads of all ports fit beside the reserve.
+        for ports in 1..=POOL - RESERVE {
+            let depth = reads_per_port(ports);
+            assert!(depth >= 1, "{ports} ports");
+            assert!(
+                ports * depth <= POOL - RESERVE,
+                "{ports} ports x {depth} reads"
+            );
+        }
     }
 }
