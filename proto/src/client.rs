@@ -34,21 +34,45 @@ pub enum ClientError {
 
 /// Sends `req` to the daemon at `socket` and waits at most `timeout` for each step.
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
-    let stream = send(socket, req, timeout)?;
+    let stream = match send(socket, req, timeout)? {
+        Sent::Stream(s) => s,
+        Sent::Refused(resp) => return Ok(*resp),
+    };
     let mut reader = BufReader::new(stream.take(MAX_MESSAGE_LEN as u64));
     read_response(&mut reader)
 }
 
+/// What became of a request sent.
+enum Sent {
+    /// It was sent; its answer is to be read from the stream.
+    Stream(UnixStream),
+    /// The daemon answered before reading it, and closed (too many connections).
+    Refused(Box<Response>),
+}
+
 /// Connects and sends `req`, with `timeout` on every later read and write.
-fn send(socket: &Path, req: &Request, timeout: Duration) -> Result<UnixStream, ClientError> {
+fn send(socket: &Path, req: &Request, timeout: Duration) -> Result<Sent, ClientError> {
     let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: socket.display().to_string(),
         source,
     })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(encode_request(req).as_bytes())?;
-    Ok(stream)
+    if let Err(e) = stream.write_all(encode_request(req).as_bytes()) {
+        // A daemon refusing the connection (its `--max-clients`) answers with an error line
+        // and closes without reading: that answer says more than the broken pipe.
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) {
+            let mut reader = BufReader::new((&stream).take(MAX_MESSAGE_LEN as u64));
+            if let Ok(resp @ Response::Error(_)) = read_response(&mut reader) {
+                return Ok(Sent::Refused(Box::new(resp)));
+            }
+        }
+        return Err(e.into());
+    }
+    Ok(Sent::Stream(stream))
 }
 
 /// Reads one response line (at most [`MAX_MESSAGE_LEN`] bytes).
@@ -101,7 +125,10 @@ pub fn capture(
     timeout: Duration,
     idle: Duration,
 ) -> Result<(Response, Option<CaptureStream>), ClientError> {
-    let stream = send(socket, req, timeout)?;
+    let stream = match send(socket, req, timeout)? {
+        Sent::Stream(s) => s,
+        Sent::Refused(resp) => return Ok((*resp, None)),
+    };
     let mut reader = BufReader::new(stream);
     let resp = read_response(&mut reader)?;
     if !matches!(resp, Response::CaptureStarted(_)) {

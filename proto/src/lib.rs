@@ -128,23 +128,118 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ProtoError> {
             ))
         }
     }
-    if !value.get("op").is_some_and(|v| v.is_string()) {
+    let Some(op) = value.get("op").and_then(|v| v.as_str()).map(str::to_string) else {
         return Err(field("op", "missing or not a string".into()));
-    }
-    let env: RequestEnvelope = serde_json::from_value(value).map_err(|e| {
+    };
+    let trials = (LOCATE_WORK / line.len().max(1)).clamp(4, LOCATE_MAX_TRIALS);
+    // From a reference: the value is kept for `locate_error`, without a copy.
+    let env = <RequestEnvelope as serde::Deserialize>::deserialize(&value).map_err(|e| {
         let msg = e.to_string();
-        if msg.starts_with("unknown variant") {
+        if msg.starts_with(&format!("unknown variant `{op}`")) {
             field("op", msg.replacen("unknown variant", "unknown op", 1))
-        } else if let Some(name) = msg
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-        {
+        } else if let Some(name) = missing_field(&msg) {
             field(name, "missing".into())
+        } else if let Some(path) = locate_error(&value, &msg, trials) {
+            field(&path, msg)
         } else {
             ProtoError::Malformed(msg)
         }
     })?;
     Ok(env.request)
+}
+
+/// The field of a `missing field `NAME`` error.
+fn missing_field(msg: &str) -> Option<&str> {
+    msg.strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+}
+
+/// Keys that select a variant (`op`, an object's `kind`) or are the envelope's: removing one
+/// changes any error, so they are never taken for the culprit.
+const TAG_KEYS: [&str; 3] = ["version", "op", "kind"];
+
+/// At most this many trial decodes to find a bad value's path...
+const LOCATE_MAX_TRIALS: usize = 48;
+/// ... and fewer for a long request: about this many bytes decoded in all (a 1 MiB request
+/// gets 4 trials, so a bad one costs the control thread a few decodes, not dozens).
+const LOCATE_WORK: usize = 4 << 20;
+
+/// The path (`name`, `objects[2].ports[0]`) of the value that makes `value` fail to decode
+/// with `msg`, found by taking values out one at a time, at most `trials` decodes.
+///
+/// serde loses the path of an error inside a flattened, internally tagged enum (the request,
+/// an object of `apply`): `serde_path_to_error` answers `.` for them. serde reports the first
+/// bad value in the input's order, so a value is the culprit when removing it makes the
+/// request decode, or turns the error into its own `missing field` (a required field), or
+/// (an array element) into another error. `None` when no culprit is found within the
+/// trials; the deepest culprit found so far otherwise.
+fn locate_error(value: &serde_json::Value, msg: &str, mut trials: usize) -> Option<String> {
+    use serde_json::Value;
+    let mut at: Vec<Result<String, usize>> = Vec::new();
+    'descend: loop {
+        let mut node = value;
+        for step in &at {
+            node = match step {
+                Ok(k) => &node[k.as_str()],
+                Err(i) => &node[*i],
+            };
+        }
+        let children: Vec<Result<String, usize>> = match node {
+            Value::Object(m) => m
+                .keys()
+                .filter(|k| !TAG_KEYS.contains(&k.as_str()))
+                .map(|k| Ok(k.clone()))
+                .collect(),
+            Value::Array(a) => (0..a.len()).map(Err).collect(),
+            _ => break,
+        };
+        for child in children {
+            if trials == 0 {
+                break 'descend;
+            }
+            trials -= 1;
+            let mut trial = value.clone();
+            let mut parent = &mut trial;
+            for step in &at {
+                parent = match step {
+                    Ok(k) => &mut parent[k.as_str()],
+                    Err(i) => &mut parent[*i],
+                };
+            }
+            match (&child, parent) {
+                (Ok(k), Value::Object(m)) => drop(m.remove(k)),
+                (Err(i), Value::Array(a)) => drop(a.remove(*i)),
+                _ => unreachable!("the child of that node"),
+            }
+            let culprit = match serde_json::from_value::<RequestEnvelope>(trial) {
+                Ok(_) => true,
+                Err(e) => {
+                    let m = e.to_string();
+                    match &child {
+                        Ok(k) => missing_field(&m) == Some(k.as_str()),
+                        Err(_) => m != msg,
+                    }
+                }
+            };
+            if culprit {
+                at.push(child);
+                continue 'descend;
+            }
+        }
+        break;
+    }
+    if at.is_empty() {
+        return None;
+    }
+    let mut path = String::new();
+    for step in at {
+        match step {
+            Ok(k) if path.is_empty() => path = k,
+            Ok(k) => path = format!("{path}.{k}"),
+            Err(i) => path = format!("{path}[{i}]"),
+        }
+    }
+    Some(path)
 }
 
 /// Encodes a response as one line (with the trailing newline).
@@ -271,8 +366,68 @@ mod tests {
                 "{bad:?}"
             );
         }
-        let err = decode_request(br#"{"version":1,"op":"port_add","name":5,"netns":"x"}"#);
-        assert!(matches!(err, Err(ProtoError::Malformed(_))), "{err:?}");
+    }
+
+    #[test]
+    fn a_type_error_names_its_field() {
+        for (line, want_field, want_msg) in [
+            (
+                &br#"{"version":1,"op":"port_add","name":5,"netns":"x"}"#[..],
+                "name",
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                br#"{"version":1,"op":"port_add","name":"a","netns":"x","labels":{"app":7}}"#,
+                "labels.app",
+                "expected a string",
+            ),
+            (
+                br#"{"op":"port_add","version":1,"netns":"x","name":"a","ip":[1]}"#,
+                "ip",
+                "expected a string",
+            ),
+            (
+                br#"{"version":1,"op":"peer_del","node":{}}"#,
+                "node",
+                "invalid type: map",
+            ),
+            (
+                br#"{"version":1,"op":"apply","objects":[{"kind":"Namespace","name":"a"},
+                    {"kind":"Service","name":"web","ports":["80:80/tcp",5]}]}"#,
+                "objects[1].ports[1]",
+                "integer `5`",
+            ),
+            (
+                br#"{"version":1,"op":"apply","objects":{"kind":"Namespace"}}"#,
+                "objects",
+                "expected a sequence",
+            ),
+        ] {
+            let text = String::from_utf8_lossy(line);
+            let err = decode_request(line).unwrap_err();
+            let ProtoError::Field { field, message } = &err else {
+                panic!("{text}: not a field error: {err:?}");
+            };
+            assert_eq!(field, want_field, "{text}: {message}");
+            assert!(message.contains(want_msg), "{text}: {message}");
+        }
+        // A huge request is searched within a bounded number of decodes: still an answer.
+        let mut big = br#"{"version":1,"op":"apply","objects":["#.to_vec();
+        for _ in 0..20_000 {
+            big.extend_from_slice(br#"{"kind":"Namespace","name":"a"},"#);
+        }
+        big.extend_from_slice(br#"{"kind":"Namespace","name":5}]}"#);
+        assert!(big.len() < MAX_MESSAGE_LEN);
+        let t = std::time::Instant::now();
+        match decode_request(&big).unwrap_err() {
+            ProtoError::Field { field, .. } => assert_eq!(field, "objects"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     /// The field a decoding error is about, from its answer.

@@ -113,7 +113,8 @@ pub struct PortSpec {
     /// The pod's Kubernetes namespace.
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// Network namespace: a name under /var/run/netns or a path.
+    /// Network namespace: a name under /var/run/netns, /var/run/netns/NAME, /run/netns/NAME
+    /// or /proc/PID/ns/net (`validate::netns`).
     pub netns: String,
     /// `ADDR/PLEN` inside the node's pod subnet; allocated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -87,7 +87,8 @@ pub(crate) enum PortCmd {
 pub(crate) struct PortAddArgs {
     /// Pod name
     pub(crate) name: String,
-    /// Network namespace: a name under /var/run/netns or a path
+    /// Network namespace: a name under /var/run/netns, /var/run/netns/NAME, /run/netns/NAME
+    /// or /proc/PID/ns/net
     #[arg(long)]
     pub(crate) netns: String,
     /// Pod namespace

@@ -158,6 +158,11 @@ pub struct Args {
     /// answer, before the daemon closes its connection (1-3600).
     #[arg(long = "client-timeout", default_value_t = 30)]
     pub client_timeout: u64,
+    /// Most control connections served at once (1-65536); one more is answered with an
+    /// error (`too many control connections`) and closed. Each may buffer a 1 MiB request.
+    /// At startup the open-file limit's soft value is raised to its hard one.
+    #[arg(long = "max-clients", default_value_t = control::DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
     /// Per-pod limit of ARP packets, PPS[/BURST] (BURST defaults to 2 x PPS; 0 = no limit).
     /// Beyond it ARP is dropped (`arp_rate_limited`).
     #[arg(long = "arp-limit", value_parser = rate_limit, default_value = "100/200")]
@@ -336,6 +341,12 @@ fn node_config_for(args: &Args, cidr: vswitch_datapath::Ipv4Cidr) -> Result<Node
             args.client_timeout
         );
     }
+    if !(1..=65536).contains(&args.max_clients) {
+        bail!(
+            "--max-clients: {} is out of range (1-65536)",
+            args.max_clients
+        );
+    }
     if !(1..=64).contains(&args.workers) {
         bail!("--workers: {} is out of range (1-64)", args.workers);
     }
@@ -373,6 +384,42 @@ fn node_config_for(args: &Args, cidr: vswitch_datapath::Ipv4Cidr) -> Result<Node
     Ok(cfg)
 }
 
+/// Raises the soft open-file limit (RLIMIT_NOFILE) to the hard one and logs both: TAP queues,
+/// control connections (`--max-clients`), state files and sockets all take descriptors, and
+/// the soft default (often 1024) is far below what a busy node holds. Warns when the limit
+/// leaves little room beyond `max_clients` connections. Best effort: a failure is logged.
+fn raise_nofile_limit(max_clients: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("getrlimit(RLIMIT_NOFILE): {e}");
+            return;
+        }
+    };
+    let mut now = soft;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => now = hard,
+            Err(e) => tracing::warn!("raising RLIMIT_NOFILE from {soft} to {hard}: {e}"),
+        }
+    }
+    info!(
+        was = soft,
+        soft = now,
+        hard,
+        "open-file limit (RLIMIT_NOFILE)"
+    );
+    // The daemon's own descriptors (engine, tunnel, TAP queues) come on top of the clients'.
+    if now < max_clients as u64 + 256 {
+        tracing::warn!(
+            nofile = now,
+            max_clients,
+            "the open-file limit leaves little room beyond --max-clients connections"
+        );
+    }
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -396,6 +443,7 @@ fn main() -> Result<()> {
     };
     node_config_for(&args, stand_in)?;
     let metrics_at = metrics_addr(&args)?;
+    raise_nofile_limit(args.max_clients);
     let socket_gid = control::socket_gid(args.socket_group.as_deref())?;
     let store = state::Store::open(&args.state_dir, &args.socket)?;
     // Bound before anything starts, so a taken port stops the daemon with the flag named.
@@ -617,6 +665,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("--pod-cidr: required"));
+    }
+
+    #[test]
+    fn max_clients_defaults_to_128_and_is_checked() {
+        assert_eq!(parse(&[]).unwrap().max_clients, 128);
+        assert!(node_config(&parse(&["--max-clients", "1"]).unwrap()).is_ok());
+        assert!(node_config(&parse(&["--max-clients", "65536"]).unwrap()).is_ok());
+        for bad in ["0", "65537"] {
+            let e = node_config(&parse(&["--max-clients", bad]).unwrap()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("--max-clients: {bad} is out of range (1-65536)")
+            );
+        }
     }
 
     #[test]

@@ -24,9 +24,6 @@ use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::tap::{Tap, TapOptions};
 
-/// Where `ip netns add NAME` mounts named namespaces.
-pub const NETNS_RUN_DIR: &str = "/var/run/netns";
-
 /// What to create inside the pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodIfConfig {
@@ -107,26 +104,15 @@ impl PodIfState {
     }
 }
 
-/// Resolves NETNS as the CLI takes it: a bare name means `/var/run/netns/NAME`; anything with
-/// a `/` is a path (`/var/run/netns/x`, `/proc/PID/ns/net`). Errors if it does not exist or
-/// is not a network namespace file.
+/// Resolves NETNS as the CLI takes it: a bare name means `/var/run/netns/NAME`; otherwise only
+/// `/var/run/netns/NAME`, `/run/netns/NAME` or `/proc/PID/ns/net` (the shape rule is
+/// [`vswitch_proto::validate::netns`]; anything else is refused before it is looked at). Errors
+/// if it does not exist or is not a network namespace; opening it never blocks
+/// ([`open_netns`]).
 pub fn resolve_netns(spec: &str) -> anyhow::Result<PathBuf> {
-    if spec.is_empty() || spec == "." || spec == ".." {
-        bail!("invalid network namespace {spec:?}");
-    }
-    let path = if spec.contains('/') {
-        PathBuf::from(spec)
-    } else {
-        Path::new(NETNS_RUN_DIR).join(spec)
-    };
-    let file = File::open(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow!(
-            "network namespace {spec:?} not found: {} does not exist",
-            path.display()
-        ),
-        _ => anyhow!(e).context(format!("opening network namespace {}", path.display())),
-    })?;
-    check_netns_file(&file, &path)?;
+    let r = vswitch_proto::validate::netns("netns", spec).map_err(|e| anyhow!(e.message))?;
+    let path = PathBuf::from(&r.path);
+    open_netns_file(&path, r.proc)?;
     Ok(path)
 }
 
@@ -244,19 +230,20 @@ fn is_errno(e: &anyhow::Error, errno: i32) -> bool {
 
 /// Removes the pod's interface if it still exists. A missing netns or link is success.
 pub fn detach_pod(netns: &Path, ifname: &str) -> anyhow::Result<()> {
-    let ns = match File::open(netns) {
+    let ns = match open_netns(netns) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if is_errno(&e, libc::ENOENT) => {
             tracing::debug!(netns = %netns.display(), "detach: netns already gone");
             return Ok(());
         }
-        Err(e) => return Err(e).context(format!("opening netns {}", netns.display())),
+        Err(e) if e.is::<NotNetns>() => {
+            // E.g. the placeholder file `ip netns del` left after unmounting: the namespace
+            // is gone.
+            tracing::warn!(netns = %netns.display(), "detach: {e:#}; treating as already gone");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
     };
-    if let Err(e) = check_netns_file(&ns, netns) {
-        // E.g. the placeholder file `ip netns del` left after unmounting: the namespace is gone.
-        tracing::warn!(netns = %netns.display(), "detach: {e:#}; treating as already gone");
-        return Ok(());
-    }
     let ifname = ifname.to_string();
     in_netns(ns, "detach", move |h| async move {
         let Some(link) = get_link(&h, &ifname).await? else {
@@ -448,34 +435,70 @@ fn nl_errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// Opens a network namespace file a port record names: it must have the shape
+/// [`resolve_netns`] accepts (records from an older daemon may not), then as
+/// [`open_netns_file`].
 fn open_netns(path: &Path) -> anyhow::Result<File> {
-    let f = File::open(path).with_context(|| format!("opening netns {}", path.display()))?;
-    check_netns_file(&f, path)?;
-    Ok(f)
+    let s = path.to_str().unwrap_or_default();
+    let r = vswitch_proto::validate::netns("netns", s).map_err(|e| anyhow!(e.message))?;
+    open_netns_file(Path::new(&r.path), r.proc)
+}
+
+/// The file is there but is no network namespace.
+#[derive(Debug)]
+struct NotNetns(String, &'static str);
+
+impl std::fmt::Display for NotNetns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not a network namespace ({})", self.0, self.1)
+    }
+}
+
+impl std::error::Error for NotNetns {}
+
+/// Opens `path` read-only, non-blocking (a FIFO's open would wait for a writer, with the
+/// control plane waiting behind it), close-on-exec, and without following a symlink in its
+/// last component unless `follow` (`/proc/PID/ns/net` is a kernel symlink), then checks it
+/// is a network namespace before anything else is done with it.
+fn open_netns_file(path: &Path, follow: bool) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let shown = path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => anyhow!(e).context(format!(
+                "network namespace {shown} not found: it does not exist"
+            )),
+            Some(libc::ELOOP) => NotNetns(shown.clone(), "a symbolic link").into(),
+            Some(libc::ENXIO) => NotNetns(shown.clone(), "a socket").into(),
+            _ => anyhow!(e).context(format!("opening network namespace {shown}")),
+        })?;
+    check_netns_file(&file, path)?;
+    Ok(file)
 }
 
 /// Errors unless `file` is a namespace file (on nsfs) of type network.
 fn check_netns_file(file: &File, path: &Path) -> anyhow::Result<()> {
-    let fs =
-        nix::sys::statfs::fstatfs(file).with_context(|| format!("statfs {}", path.display()))?;
+    let shown = path.display().to_string();
+    let fs = nix::sys::statfs::fstatfs(file).with_context(|| format!("statfs {shown}"))?;
     if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
-        bail!(
-            "{} is not a network namespace (not on nsfs)",
-            path.display()
-        );
+        return Err(NotNetns(shown, "not on nsfs").into());
     }
     // SAFETY: NS_GET_NSTYPE takes no argument and only returns the CLONE_NEW* type of the
     // namespace the fd refers to; `file` is open for the duration of the call.
     let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
     if kind < 0 {
         return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("NS_GET_NSTYPE on {}", path.display()));
+            .with_context(|| format!("NS_GET_NSTYPE on {shown}"));
     }
     if kind != libc::CLONE_NEWNET {
-        bail!(
-            "{} is a namespace, but not a network namespace",
-            path.display()
-        );
+        return Err(NotNetns(shown, "a namespace of another type").into());
     }
     Ok(())
 }
@@ -513,4 +536,90 @@ where
 
 fn fmt_mac(m: [u8; 6]) -> String {
     m.map(|b| format!("{b:02x}")).join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A scratch directory under the target's temp dir, removed at the end.
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn scratch(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("vswitchd-podnet-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+
+    #[test]
+    fn a_fifo_a_file_or_a_symlink_is_refused_at_once_and_a_real_netns_is_taken() {
+        let d = scratch("open");
+        let fifo = d.0.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = d.0.join("file");
+        std::fs::write(&file, "x").unwrap();
+        let link = d.0.join("link");
+        std::os::unix::fs::symlink("/proc/self/ns/net", &link).unwrap();
+        let t = Instant::now();
+        for (path, why) in [
+            (&fifo, "not on nsfs"),
+            (&file, "not on nsfs"),
+            (&link, "a symbolic link"),
+        ] {
+            // Opened as a path under /run/netns would be (no symlink followed).
+            let e = open_netns_file(path, false).unwrap_err();
+            assert!(e.is::<NotNetns>(), "{}: {e:#}", path.display());
+            assert!(format!("{e:#}").contains(why), "{}: {e:#}", path.display());
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let e = open_netns_file(&d.0.join("none"), false).unwrap_err();
+        assert!(is_errno(&e, libc::ENOENT), "{e:#}");
+        assert!(format!("{e:#}").contains("not found"), "{e:#}");
+        // /proc/PID/ns/net is the kernel's symlink: followed, and it is a network namespace.
+        let me = format!("/proc/{}/ns/net", std::process::id());
+        open_netns_file(Path::new(&me), true).unwrap();
+        open_netns(Path::new(&me)).unwrap();
+        // Another namespace type is refused.
+        let e = open_netns_file(Path::new("/proc/self/ns/uts"), true).unwrap_err();
+        assert!(format!("{e:#}").contains("another type"), "{e:#}");
+        // Records of other shapes (an older daemon's) are refused before they are opened.
+        let e = open_netns(&fifo).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not a network namespace reference"),
+            "{e:#}"
+        );
+        assert!(!e.is::<NotNetns>());
+    }
+
+    #[test]
+    fn resolve_refuses_other_shapes_without_looking() {
+        for bad in [
+            "/etc/shadow",
+            "/etc/no-such-file",
+            "/dev/zero",
+            "/proc/self/ns/net",
+            "..",
+        ] {
+            let e = resolve_netns(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("not a network namespace reference"),
+                "{bad}: {e}"
+            );
+            assert!(
+                !e.contains("not found") && !e.contains("nsfs"),
+                "{bad}: {e}"
+            );
+        }
+        let e = resolve_netns("vswitchd-unit-no-such-netns").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("/var/run/netns/vswitchd-unit-no-such-netns"),
+            "{e:#}"
+        );
+    }
 }

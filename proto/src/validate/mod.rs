@@ -1,5 +1,6 @@
 //! The one implementation of the shape checks of request values: names (pod, namespace, node,
-//! interface, label, DNS label and name, service, container id), IPv4 addresses, addresses
+//! interface, label, DNS label and name, service, container id), network namespace references
+//! (which files the daemon opens, by shape), IPv4 addresses, addresses
 //! with a prefix, CIDRs, unicast socket addresses, unicast MACs, rate limits, a Service's
 //! port specs, endpoints and affinity, and a capture's filter and bounds.
 //!
@@ -22,6 +23,7 @@ mod capture;
 mod datastore;
 mod name;
 mod net;
+mod netns;
 mod rate;
 mod service;
 #[cfg(test)]
@@ -35,6 +37,7 @@ pub use name::{
     service_name, MAX_DNS_NAME_LEN,
 };
 pub use net::{cidr, ip_with_prefix, ipv4, mac, socket_addr_v4};
+pub use netns::{netns, NetnsRef, NETNS_DIRS, NETNS_RUN_DIR};
 pub use rate::{rate_limit, RateSpec, MAX_BURST, MAX_RATE};
 pub use service::{
     affinity, endpoint, service_port, Endpoint, Protocol, ServicePort, DEFAULT_AFFINITY_SECONDS,

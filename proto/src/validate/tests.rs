@@ -520,3 +520,83 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn netns_references_by_shape() {
+    let ok = |s: &str, path: &str, proc: bool| {
+        let r = netns("netns", s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!((r.path.as_str(), r.proc), (path, proc), "{s}");
+    };
+    ok("pod1", "/var/run/netns/pod1", false);
+    ok("cni-1234-abcd", "/var/run/netns/cni-1234-abcd", false);
+    ok("a..b", "/var/run/netns/a..b", false);
+    ok("/var/run/netns/pod1", "/var/run/netns/pod1", false);
+    ok("/run/netns/cni-xyz", "/run/netns/cni-xyz", false);
+    ok("/proc/1/ns/net", "/proc/1/ns/net", true);
+    ok("/proc/4194304/ns/net", "/proc/4194304/ns/net", true);
+    let long = "n".repeat(255);
+    ok(&long, &format!("/var/run/netns/{long}"), false);
+    for bad in [
+        "",
+        ".",
+        "..",
+        "a\0b",
+        &"n".repeat(256),
+        // Any other path, whatever it is: refused before it is looked at.
+        "/etc/shadow",
+        "/dev/sda",
+        "/tmp/fifo",
+        "relative/path",
+        "./pod1",
+        "/var/run/netns",
+        "/var/run/netns/",
+        "/var/run/netns/.",
+        "/var/run/netns/..",
+        "/var/run/netns/../../etc/shadow",
+        "/var/run/netns/a/b",
+        "/run/netns/../shadow",
+        "/run/netnsx/a",
+        "/var/run/netns//a",
+        "//var/run/netns/a",
+        "/var/run/./netns/a",
+        "/proc/self/ns/net",
+        "/proc/thread-self/ns/net",
+        "/proc/0/ns/net",
+        "/proc/01/ns/net",
+        "/proc/4194305/ns/net",
+        "/proc/99999999999/ns/net",
+        "/proc/-1/ns/net",
+        "/proc/1/ns/mnt",
+        "/proc/1/ns/net/",
+        "/proc/1/task/1/ns/net",
+        "/proc/1/ns/../../1/ns/net",
+        "/proc//ns/net",
+        "/proc/1/root/etc/shadow",
+    ] {
+        let e = netns("netns", bad).unwrap_err();
+        assert_eq!(e.field, "netns", "{bad:?}");
+        assert!(e.message.contains("/proc/PID/ns/net"), "{bad:?}: {e}");
+    }
+    // The message is the same whether or not the path exists (it is not looked at).
+    let msg = |s: &str| netns("netns", s).unwrap_err().message.replace(s, "X");
+    assert_eq!(msg("/etc/shadow"), msg("/etc/no-such-file-here"));
+}
+
+proptest! {
+    /// Whatever is accepted is a file in one of the netns directories or /proc/PID/ns/net,
+    /// with no `.`/`..` component: the shape rule cannot be walked out of.
+    #[test]
+    fn netns_never_leaves_its_directories(s in "(/|/var/run/netns/|/run/netns/|/proc/)?[a-z0-9./\\-]{0,24}") {
+        if let Ok(r) = netns("netns", &s) {
+            let comps: Vec<&str> = r.path.split('/').collect();
+            prop_assert!(!comps.iter().skip(1).any(|c| c.is_empty() || *c == "." || *c == ".."), "{}", r.path);
+            let under_dir = NETNS_DIRS.iter().any(|d| {
+                r.path.strip_prefix(d).and_then(|x| x.strip_prefix('/')).is_some_and(|n| !n.contains('/'))
+            });
+            prop_assert!(under_dir != r.proc, "{}", r.path);
+            if r.proc {
+                prop_assert!(r.path.starts_with("/proc/") && r.path.ends_with("/ns/net"));
+            }
+        }
+    }
+}

@@ -6,6 +6,11 @@
 //! missing fields and binary garbage, each with a clear answer. Afterwards the daemon still
 //! serves and its state is what it was. `one_node.rs` (`bad_input_is_rejected_and_changes_
 //! nothing`) covers bad field values through `vswitchctl` and a text garbage line.
+//!
+//! Issue 12: `--max-clients` (connections over the cap get one error line and are closed);
+//! the open-file limit raised at startup, the accept loop backing off when out of descriptors
+//! and the socket appearing by a rename with its final mode; `--netns` references opened only
+//! in their directories, never blocking on a FIFO nor following a symlink.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -154,7 +159,11 @@ fn control_socket_limits() {
             .arg("--socket-group")
             .arg(&group)
             .arg("--client-timeout")
-            .arg(&DAEMON_READ_TIMEOUT.as_secs().to_string()),
+            .arg(&DAEMON_READ_TIMEOUT.as_secs().to_string())
+            // Each client holds two connections, with three more of the test's: over the
+            // default cap of 128 (`connections_over_max_clients_are_refused_with_an_answer`).
+            .arg("--max-clients")
+            .arg(&(2 * CLIENTS + 8).to_string()),
     );
     let pod = tb.add_pod(&node, "nginx-server", &[("app", "nginx")]);
     let mut first = Conn::open(&node);
@@ -366,5 +375,355 @@ fn unknown_socket_group_is_refused_at_startup() {
         !socket.exists(),
         "a socket was left at {}",
         socket.display()
+    );
+}
+
+/// Reads the rest of a connection the daemon refused: its one answer, then the close.
+fn refused_answer(c: &mut Conn) -> Value {
+    let v = c.answer().expect("an answer before the close");
+    assert!(c.answer().is_none(), "a refused connection stays open");
+    v
+}
+
+/// `--max-clients` (issue 12): connections beyond the cap get one `unavailable` line naming
+/// the limit and are closed; the others are served, and a slot freed is taken again.
+/// `vswitchctl` shows that line as its error.
+#[test]
+fn connections_over_max_clients_are_refused_with_an_answer() {
+    let Some(tb) = Testbed::new("connections_over_max_clients_are_refused_with_an_answer") else {
+        return;
+    };
+    const CAP: usize = 4;
+    let node = tb.add_node(
+        1,
+        NodeOpts::default()
+            .arg("--max-clients")
+            .arg(&CAP.to_string()),
+    );
+    let mut held: Vec<Conn> = (0..CAP)
+        .map(|i| {
+            let mut c = Conn::open(&node);
+            let v = c.ask(&json!({"version": 1, "op": "node_show"}));
+            assert_eq!(v["result"], "node", "client {i}: {v}");
+            c
+        })
+        .collect();
+    for i in 0..3 {
+        let mut c = Conn::open(&node);
+        let v = refused_answer(&mut c);
+        assert_eq!(v["result"], "error", "extra client {i}: {v}");
+        assert_eq!(v["data"]["kind"], "unavailable", "{v}");
+        let msg = v["data"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("too many control connections")
+                && msg.contains(&CAP.to_string())
+                && msg.contains("--max-clients"),
+            "{v}"
+        );
+    }
+    let out = run_with_timeout(
+        Command::new(tb.bin("vswitchctl"))
+            .arg("--socket")
+            .arg(&node.socket)
+            .args(["node", "show"]),
+        Duration::from_secs(20),
+    )
+    .expect("running vswitchctl");
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr_str().contains("too many control connections"),
+        "vswitchctl should show the daemon's answer: {}",
+        out.describe()
+    );
+    // The held connections are still served.
+    for c in &mut held {
+        let v = c.ask(&json!({"version": 1, "op": "port_list"}));
+        assert_eq!(v["result"], "ports", "{v}");
+    }
+    // One leaves: its slot is free again (once the daemon has seen the close).
+    drop(held.pop());
+    let t = Instant::now();
+    loop {
+        let mut c = Conn::open(&node);
+        c.send(format!("{}\n", json!({"version": 1, "op": "node_show"})).as_bytes());
+        let v = c.answer().expect("an answer");
+        if v["result"] == "node" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the freed slot was not reused: {v}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CPU time (user + system, clock ticks) of the daemon's control thread (its main thread).
+fn control_thread_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state): utime is field 14, stime 15.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// The soft and hard `Max open files` of `pid`.
+fn nofile(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[3].parse().unwrap(), f[4].parse().unwrap())
+}
+
+/// Issue 12: the daemon raises its soft open-file limit to the hard one at startup (and
+/// logs it); out of descriptors, its accept loop backs off (no busy loop, one log line per
+/// episode) and serves again once descriptors are free. The socket appears complete, mode
+/// 0660: its directory sees it moved in, never created and then changed.
+#[test]
+fn out_of_file_descriptors_the_accept_loop_backs_off() {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let Some(tb) = Testbed::new("out_of_file_descriptors_the_accept_loop_backs_off") else {
+        return;
+    };
+    let node = tb.add_node(1, NodeOpts::no_daemon());
+    let dir = tb.dir().join("fdlimit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("vswitchd.sock");
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+    ino.add_watch(&dir, AddWatchFlags::IN_ALL_EVENTS).unwrap();
+    let (soft, hard) = (64, 128);
+    let vswitchd = tb.bin("vswitchd");
+    let state = dir.join("state");
+    let daemon = tb.spawn_in(
+        &node.netns,
+        "vswitchd-fdlimit",
+        "prlimit",
+        &[
+            &format!("--nofile={soft}:{hard}"),
+            "--",
+            vswitchd.to_str().unwrap(),
+            "--node",
+            "node1",
+            "--pod-cidr",
+            "198.18.1.0/24",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--datapath",
+            "epoll",
+            "--poll-us",
+            "0",
+            "--max-clients",
+            "1000",
+        ],
+    );
+    let t = Instant::now();
+    while UnixStream::connect(&socket).is_err() {
+        assert!(daemon.is_running(), "vswitchd stopped: {}", daemon.output());
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no socket: {}",
+            daemon.output()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The socket's appearance: moved in, complete.
+    let on_socket: Vec<String> = ino
+        .read_events()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.name.as_deref() == Some(std::ffi::OsStr::new("vswitchd.sock")))
+        .map(|e| format!("{:?}", e.mask))
+        .collect();
+    assert!(
+        on_socket.first().is_some_and(|m| m.contains("IN_MOVED_TO"))
+            && !on_socket
+                .iter()
+                .any(|m| m.contains("IN_CREATE") || m.contains("IN_ATTRIB")),
+        "the socket should appear by a rename, never be created or changed in place: {on_socket:?}"
+    );
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o660, "{:o}", meta.mode());
+
+    let pid = vswitch_e2e::procfs::vswitchd_pid_in(&node.netns);
+    assert_eq!(
+        nofile(pid),
+        (hard, hard),
+        "the soft limit is raised to the hard one"
+    );
+    assert!(
+        daemon.output().contains("open-file limit"),
+        "the limit is logged: {}",
+        daemon.output()
+    );
+
+    // More connections than descriptors: the daemon runs out (EMFILE) with some queued.
+    let conns: Vec<UnixStream> = (0..hard as usize + 20)
+        .map(|i| UnixStream::connect(&socket).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    let t = Instant::now();
+    while !daemon.output().contains("retrying every") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no EMFILE: {}",
+            daemon.output()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (cpu0, t0) = (control_thread_ticks(pid), Instant::now());
+    thread::sleep(Duration::from_secs(2));
+    let (cpu, wall) = (control_thread_ticks(pid) - cpu0, t0.elapsed());
+    println!("control thread out of descriptors: {cpu} ticks of CPU in {wall:?}");
+    assert!(
+        cpu < 40,
+        "the accept loop spins: {cpu} ticks of CPU in {wall:?}"
+    );
+    let log = daemon.output();
+    assert_eq!(
+        log.matches("retrying every").count(),
+        1,
+        "one log line per episode: {}",
+        log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
+
+    // Descriptors free again: the daemon serves (the queued connections too, then closes).
+    drop(conns);
+    let t = Instant::now();
+    let v = loop {
+        let s = UnixStream::connect(&socket);
+        if let Ok(s) = s {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut c = Conn {
+                reader: BufReader::new(s.try_clone().unwrap()),
+                writer: s,
+            };
+            c.send(format!("{}\n", json!({"version": 1, "op": "node_show"})).as_bytes());
+            let mut line = String::new();
+            if c.reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                break serde_json::from_str::<Value>(&line).unwrap();
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "not serving: {}",
+            daemon.output()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(v["result"], "node", "{v}");
+    assert!(
+        daemon.output().contains("accepting again"),
+        "{}",
+        daemon.output()
+    );
+}
+
+/// A scratch entry under /var/run/netns, removed at the end.
+struct NetnsEntry(std::path::PathBuf);
+
+impl Drop for NetnsEntry {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Issue 12: `port add --netns` opens only a name under /var/run/netns, a path under
+/// /var/run/netns or /run/netns, or /proc/PID/ns/net, without blocking or following a
+/// symlink, and only uses it when it is a network namespace. A FIFO there (which an open
+/// would wait on for ever, the control plane with it), a regular file and a symlink are
+/// refused at once with a clear error; another path is refused by its shape, with the
+/// same words whether it exists or not. The daemon serves on and stops on SIGTERM.
+#[test]
+fn netns_references_are_checked_before_use() {
+    let Some(tb) = Testbed::new("netns_references_are_checked_before_use") else {
+        return;
+    };
+    let node = tb.add_node(1, NodeOpts::default());
+    let pod = tb.add_pod(&node, "nginx-server", &[("app", "nginx")]);
+    let netns_dir = std::path::Path::new("/var/run/netns");
+    let entry = |what: &str| NetnsEntry(netns_dir.join(format!("{}-{what}", tb.prefix())));
+    let fifo = entry("fifo");
+    nix::unistd::mkfifo(&fifo.0, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let file = entry("file");
+    std::fs::write(&file.0, "not a namespace").unwrap();
+    let link = entry("link");
+    std::os::unix::fs::symlink(netns_dir.join(&pod.netns), &link.0).unwrap();
+    let name_of = |e: &NetnsEntry| e.0.file_name().unwrap().to_str().unwrap().to_string();
+
+    let mut c = Conn::open(&node);
+    let mut add = |i: usize, netns: &str| {
+        let t = Instant::now();
+        let v = c.ask(
+            &json!({"version": 1, "op": "port_add", "name": format!("x{i}"),
+            "netns": netns}),
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{netns}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(v["result"], "error", "{netns}: {v}");
+        assert_eq!(v["data"]["field"], "netns", "{netns}: {v}");
+        v["data"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (i, netns) in [
+        name_of(&fifo),
+        fifo.0.display().to_string(),
+        format!("/run/netns/{}", name_of(&fifo)),
+        name_of(&file),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let msg = add(i, netns);
+        assert!(
+            msg.contains("is not a network namespace (not on nsfs)"),
+            "{netns}: {msg}"
+        );
+    }
+    let msg = add(10, &name_of(&link));
+    assert!(
+        msg.contains("is not a network namespace (a symbolic link)"),
+        "{msg}"
+    );
+    // Other shapes: refused unopened, the same words for a path that exists and one that
+    // does not.
+    let shape = |m: String, p: &str| m.replace(p, "P");
+    let (a, b) = ("/etc/shadow", "/etc/vswitch-no-such-file");
+    let (ma, mb) = (add(20, a), add(21, b));
+    assert!(ma.contains("is not a network namespace reference"), "{ma}");
+    assert_eq!(shape(ma, a), shape(mb, b));
+    for (i, bad) in [
+        "/dev/zero",
+        "/tmp",
+        "/proc/self/ns/net",
+        "/var/run/netns/../../etc/shadow",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let m = add(30 + i, bad);
+        assert!(
+            m.contains("is not a network namespace reference"),
+            "{bad}: {m}"
+        );
+    }
+    // Still serving, nothing added, and a real namespace by path still works.
+    let v = Conn::open(&node).ask(&json!({"version": 1, "op": "port_list"}));
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
+    let other = tb.create_netns(&tb.pod_netns_name("by-path"));
+    let v = Conn::open(&node).ask(&json!({"version": 1, "op": "port_add", "name": "by-path",
+        "netns": format!("/run/netns/{other}")}));
+    assert_eq!(v["result"], "port", "{v}");
+    assert!(
+        pod.ping(node.gateway).status.success(),
+        "the pod lost its gateway"
     );
 }
