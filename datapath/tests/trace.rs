@@ -348,3 +348,84 @@ fn conntrack_list_filters_and_flush() {
     assert_eq!(n.dp.conntrack_flush(&ConnFilter::default(), 1000), 1);
     assert_eq!(n.dp.conntrack_len(), 0);
 }
+
+#[test]
+fn switched_hairpinned_and_reply_traces() {
+    let n = svc_node(
+        16,
+        vec![svc(VIP, 80, L4Proto::Tcp, &[sa(IP_A, 8080)], None)],
+        vec![],
+    );
+    let before = all_counters(&n);
+    // To B's MAC: the L2 switch.
+    let mut p = probe(IP_B, ProbeProto::Udp, 9);
+    p.dst_mac = mac_b();
+    let t = trace(&n, &p);
+    assert_eq!(t.verdict, Some(Verdict::ToPort(B)));
+    assert_eq!(
+        t.step_of(Stage::Switch),
+        Some(&Step::Deliver {
+            port: B,
+            mac: mac_b()
+        })
+    );
+    assert!(t.steps.iter().any(|s| s.step
+        == Step::Admitted {
+            dst_mac: mac_b(),
+            routed: false
+        }));
+    // A to a Service whose one endpoint is A itself: DNAT and SNAT to the gateway.
+    let t = trace(&n, &probe(VIP, ProbeProto::Tcp, 80));
+    let Some(Step::Dnat { from, to, snat }) = t
+        .steps
+        .iter()
+        .map(|s| &s.step)
+        .find(|s| matches!(s, Step::Dnat { .. }))
+    else {
+        panic!("{t:?}")
+    };
+    assert_eq!((*from, *to, *snat), (sa(VIP, 80), sa(IP_A, 8080), Some(GW)));
+    assert_eq!(t.verdict, Some(Verdict::ToPort(A)));
+    assert_eq!(all_counters(&n), before);
+
+    // A live connection A -> VIP -> B, then B's reply traced: the reverse NAT.
+    n.set_services(
+        vec![svc(VIP, 80, L4Proto::Tcp, &[sa(IP_B, 8080)], None)],
+        vec![],
+    );
+    let mut syn = probe(VIP, ProbeProto::Tcp, 80);
+    syn.sport = 41000;
+    n.port_at(A, syn.frame().frame(), VnetHdr::default(), 0);
+    let before = all_counters(&n);
+    let reply = Probe {
+        src_mac: mac_b(),
+        dst_mac: mac_a(),
+        src: IP_B,
+        dst: IP_A,
+        proto: ProbeProto::Tcp,
+        sport: 8080,
+        dport: 41000,
+        ttl: 64,
+    };
+    let t = n.dp.trace_from_port(&n.dp.tables(), B, &reply, None, 1000);
+    assert!(
+        matches!(
+            t.step_of(Stage::Conntrack),
+            Some(Step::Tracked { reply: true, state, .. }) if state == "syn_sent"
+        ),
+        "{t:?}"
+    );
+    assert!(t.steps.iter().any(|s| s.step
+        == Step::ReverseNat {
+            src: sa(VIP, 80),
+            dst: sa(IP_A, 41000)
+        }));
+    assert_eq!(t.verdict, Some(Verdict::ToPort(A)));
+    let ct = n.dp.conntrack_list(&ConnFilter::default(), 1000);
+    assert_eq!(
+        ct[0].state,
+        ConnState::SynSent,
+        "the reply was not accounted"
+    );
+    assert_eq!(all_counters(&n), before);
+}

@@ -57,7 +57,7 @@ pub(super) fn conntrack_packet<M: Mode>(
         reply,
         original: tuple_str(&conn.orig),
         reply_tuple: tuple_str(&conn.reply),
-        state: format!("{:?}", conn.state()),
+        state: conn.state().name().to_string(),
     });
     if reply {
         if M::LIVE {

@@ -174,10 +174,7 @@ fn conn_entry(c: &ConnInfo, names: &BTreeMap<(SocketAddrV4, &'static str), Strin
         vip: c.service.to_string(),
         endpoint: c.endpoint.to_string(),
         reply_to: c.reply_to.to_string(),
-        state: serde_json::to_value(c.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        state: c.state.name().to_string(),
         assured: c.assured,
         ttl_s: c.ttl_ms / 1000,
         service: names.get(&(c.service, proto)).cloned(),
