@@ -72,8 +72,9 @@ mod state;
 mod wire;
 
 pub use counters::{Counters, Direction, DropReason, LinkCounters};
-pub use pipeline::{Datapath, Stage, Verdict};
+pub use pipeline::{Datapath, Probe, ProbeProto, Stage, Step, Trace, TraceStep, Verdict};
 pub use ratelimit::RateLimit;
+pub use state::ct_list::{ConnFilter, ConnInfo};
 pub use state::ct_persist::{AffinityRecord, ConnRecord, CtImport, CtSnapshot};
 pub use state::ct_state::State as ConnState;
 pub use state::dns_forward::{self, DnsForwarder};

@@ -69,6 +69,18 @@ pub struct RateBucket {
 }
 
 impl RateBucket {
+    /// Whether [`RateBucket::admit`] would take a token at `now_ms` under `limit`, without
+    /// taking it (`vswitchctl trace`).
+    pub fn would_admit(&self, limit: RateLimit, now_ms: u64) -> bool {
+        if limit.per_sec == 0 {
+            return true;
+        }
+        let now = now_ms.saturating_mul(1_000_000);
+        let interval = 1_000_000_000 / u64::from(limit.per_sec.min(MAX_RATE));
+        let tolerance = interval * u64::from(limit.burst.clamp(1, MAX_BURST) - 1);
+        self.tat_ns.load(Relaxed).max(now) - now <= tolerance
+    }
+
     /// Takes one token at `now_ms` under `limit`; false when the bucket is empty (the frame
     /// is over the limit and must be dropped). A refused frame takes nothing.
     pub fn admit(&self, limit: RateLimit, now_ms: u64) -> bool {

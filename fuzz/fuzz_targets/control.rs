@@ -132,6 +132,13 @@ fn check_names(req: &Request) {
         }
         // The filter's errors name the word that is wrong, not the whole value: only no panic.
         Request::Capture(c) => drop(validate::capture_spec(c)),
+        Request::Trace(t) => drop(validate::trace_spec(t)),
+        Request::ConntrackList(q) | Request::ConntrackFlush(q) => {
+            for v in [&q.service, &q.pod].into_iter().flatten() {
+                drop(validate::namespaced("pod", v));
+            }
+        }
+        Request::LogLevel { level } => checks.push((level, validate::log_filter(level))),
         Request::ServiceDel(_)
         | Request::Delete { .. }
         | Request::NamespaceList

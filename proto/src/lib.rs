@@ -28,6 +28,7 @@
 
 pub mod capture;
 pub mod client;
+pub mod inspect;
 #[cfg(feature = "manifest")]
 pub mod manifest;
 mod types;

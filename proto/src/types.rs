@@ -85,6 +85,19 @@ pub enum Request {
     /// Capture a port's or the tunnel's frames: answered by [`Response::CaptureStarted`]
     /// and a stream of records (see [`crate::capture`]), or by an error.
     Capture(crate::capture::CaptureSpec),
+    /// Trace a synthetic packet from a pod's port through the live tables: each stage's
+    /// decision, nothing sent and nothing counted.
+    Trace(crate::inspect::TraceSpec),
+    /// The tracked (Service NAT) connections, optionally of one Service or pod.
+    ConntrackList(crate::inspect::ConntrackQuery),
+    /// Remove tracked connections, optionally of one Service or pod.
+    ConntrackFlush(crate::inspect::ConntrackQuery),
+    /// Change the daemon's log filter (a tracing `EnvFilter` directive, e.g. `debug` or
+    /// `info,vswitchd::node=debug`).
+    LogLevel {
+        /// The directive.
+        level: String,
+    },
 }
 
 fn default_namespace() -> String {
@@ -678,6 +691,22 @@ pub enum Response {
     Namespaces(Vec<NamespaceInfo>),
     /// `capture`: accepted; binary records follow (see [`crate::capture`]).
     CaptureStarted(crate::capture::CaptureStart),
+    /// `trace`.
+    Trace(crate::inspect::TraceReport),
+    /// `conntrack list`.
+    Conntrack(Vec<crate::inspect::ConnEntry>),
+    /// `conntrack flush`: how many connections were removed.
+    ConntrackFlushed {
+        /// Connections removed.
+        removed: usize,
+    },
+    /// `log-level`: the filter now in force and the one before.
+    LogLevel {
+        /// The new filter.
+        level: String,
+        /// The filter it replaced.
+        previous: String,
+    },
 }
 
 impl Response {

@@ -32,6 +32,18 @@ pub(crate) enum Command {
     Namespace(NamespaceCmd),
     /// Capture a pod's port or the tunnel as pcap (`-w`) or summary lines
     Capture(crate::capture::CaptureArgs),
+    /// Trace a synthetic packet from a pod through the live tables (nothing is sent or
+    /// counted): every pipeline stage's decision and the verdict
+    Trace(crate::inspect::TraceArgs),
+    /// Tracked Service connections (list, flush)
+    #[command(subcommand)]
+    Conntrack(crate::inspect::ConntrackCmd),
+    /// Change the daemon's log filter at run time (error, warn, info, debug, trace, or
+    /// directives like `info,vswitchd::node=debug`)
+    LogLevel {
+        /// The filter
+        level: String,
+    },
     /// Drop counters by reason, and per-port counters
     Stats {
         /// Only this port
@@ -263,6 +275,14 @@ pub(crate) fn request(cmd: &Command, docs: &[Document]) -> Result<Request, Inval
         }),
         Command::Service(ServiceCmd::List) => Request::ServiceList,
         Command::Capture(a) => crate::capture::request(a)?,
+        Command::Trace(a) => crate::inspect::trace_request(a)?,
+        Command::Conntrack(c) => crate::inspect::conntrack_request(c)?,
+        Command::LogLevel { level } => {
+            crate::inspect::log_filter(level)?;
+            Request::LogLevel {
+                level: level.clone(),
+            }
+        }
         Command::Stats { port, namespace } => Request::Stats {
             port: port.clone(),
             namespace: namespace.clone(),

@@ -28,6 +28,7 @@ mod apply;
 mod capture;
 mod capture_line;
 mod commands;
+mod inspect;
 mod output;
 
 use clap::Parser;
@@ -216,6 +217,14 @@ fn render(
             output::services(&ss, f)
         }
         (Command::Stats { .. }, Response::Stats(s)) => output::stats(&s, f),
+        (Command::Trace(_), Response::Trace(r)) => inspect::trace(&r, f),
+        (Command::Conntrack(_), Response::Conntrack(cs)) => inspect::conntrack(&cs, f),
+        (Command::Conntrack(_), Response::ConntrackFlushed { removed }) => {
+            inspect::flushed(removed, f)
+        }
+        (Command::LogLevel { .. }, Response::LogLevel { level, previous }) => {
+            inspect::log_level(&level, &previous, f)
+        }
         (_, other) => {
             return Err(Failure::Other(anyhow::anyhow!(
                 "unexpected answer from vswitchd: {}",

@@ -20,6 +20,7 @@ mod control;
 mod ct_file;
 mod datastore;
 mod io;
+mod logging;
 mod metrics;
 mod node;
 mod podnet;
@@ -180,6 +181,10 @@ pub struct Args {
     /// anyone who reaches it reads the node's pods, peers and traffic).
     #[arg(long = "metrics-allow-remote")]
     pub metrics_allow_remote: bool,
+    /// Log format on stderr: `text`, or `json` (one object per line). The filter is
+    /// `VSWITCH_LOG` (default `info`); `vswitchctl log-level` changes it at run time.
+    #[arg(long = "log-format", value_enum, default_value_t = logging::LogFormat::Text)]
+    pub log_format: logging::LogFormat,
 }
 
 /// Parses a rate limit flag, `PPS[/BURST]`.
@@ -421,15 +426,8 @@ fn raise_nofile_limit(max_clients: usize) {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VSWITCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    logging::init(args.log_format);
     let ds_settings = datastore_settings(&args)?;
     let wanted = pod_cidr_flag(&args)?;
     // Every flag is checked before etcd is touched (a stand-in subnet with a datastore).

@@ -29,6 +29,7 @@ mod apply;
 pub mod cluster;
 mod cni;
 mod effects;
+mod inspect;
 mod lost;
 mod metrics;
 mod services;
@@ -183,6 +184,18 @@ impl Node {
             Request::Delete { objects } if self.datastore.is_some() => {
                 return self.delete_cluster(objects).await;
             }
+            // The process's log filter: no node state.
+            Request::LogLevel { level } => {
+                return match crate::logging::set_level(&level) {
+                    Ok(previous) => {
+                        tracing::info!(%level, %previous, "log filter changed");
+                        Response::LogLevel { level, previous }
+                    }
+                    Err(msg) => {
+                        Response::error(vswitch_proto::ErrorKind::Invalid, Some("level"), msg)
+                    }
+                };
+            }
             _ => {}
         }
         let mut inner = self.inner.lock().await;
@@ -210,6 +223,13 @@ impl Node {
             Request::Apply { objects } => Ok(self.apply(&mut inner, objects)),
             Request::Delete { objects } => self.delete(&mut inner, objects),
             Request::NamespaceList => Ok(Response::Namespaces(inner.namespace_infos())),
+            Request::Trace(spec) => self.trace(&inner, spec),
+            Request::ConntrackList(q) => self.conntrack_list(&inner, q),
+            Request::ConntrackFlush(q) => self.conntrack_flush(&inner, q),
+            // Answered above, without the lock.
+            Request::LogLevel { .. } => {
+                Err(Reject::other("log-level is answered without the lock"))
+            }
             // Answered above, without the lock.
             Request::NodeList => Err(Reject::other("node list is answered without the lock")),
             // A stream, not one answer: served by the control server (`capture.rs`).

@@ -5,6 +5,8 @@
 //! request for a local pod's address with that pod's MAC. The request's buffer is rewritten
 //! in place into the reply (42 bytes, padding dropped) and goes back out of the ingress port.
 
+use super::trace::{Mode, Step};
+use super::Stage;
 use crate::counters::DropReason;
 use crate::state::tables::{PortEntry, Tables};
 use crate::types::Mac;
@@ -16,12 +18,14 @@ use std::net::Ipv4Addr;
 /// Answers the ARP request in `pkt` from `port` for the gateway, the VTEP address or a
 /// local pod; anything else is ignored (never flooded), a sender other than the pod is
 /// spoofing.
-pub(super) fn arp_from_port(
+pub(super) fn arp_from_port<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     tables: &Tables,
     port: &PortEntry,
     pkt: &mut PacketBuf,
 ) -> Result<Verdict, DropReason> {
+    m.enter(Stage::Arp);
     let a = ArpPacket::parse(pkt.frame())?;
     if a.sender_mac == port.mac && a.sender_ip.is_unspecified() {
         // An RFC 5227 probe: nobody else owns the pod's address here, stay silent.
@@ -35,7 +39,11 @@ pub(super) fn arp_from_port(
     }
     let answer = arp_answer(dp, tables, a.target_ip).ok_or(DropReason::ArpIgnored)?;
     arp::write_reply(pkt, answer, a.target_ip, port.mac, port.ip)?;
-    Ok(dp.to_port(port, pkt))
+    m.note(|| Step::ArpAnswer {
+        target: a.target_ip,
+        mac: answer,
+    });
+    Ok(dp.to_port(m, port, pkt))
 }
 
 /// The MAC that answers for `ip` on this node, if any.

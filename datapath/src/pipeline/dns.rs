@@ -21,6 +21,8 @@
 //! The host-stack path allocates (hickory's messages); the forwarding path is untouched.
 //! Deciding to forward parses the query (allocates); building the reply does not.
 
+use super::trace::{Live, Mode, Step};
+use super::Stage;
 use crate::counters::{Direction, DropReason};
 use crate::state::tables::{PortEntry, PortId, Tables};
 use crate::wire::buf::PacketBuf;
@@ -59,13 +61,15 @@ enum Outcome {
 /// from `dns_ip:53` and the router MAC back to the pod, `ToPort(port)`. A name the
 /// switch does not serve becomes [`Verdict::DnsForward`] when forwarding is on (the frame
 /// untouched).
-pub(super) fn dns_from_port(
+pub(super) fn dns_from_port<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     tables: &Tables,
     port: &PortEntry,
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
 ) -> Result<Verdict, DropReason> {
+    m.enter(Stage::HostStack);
     let f = pkt.frame();
     let l4 = ip.l4_off();
     let udp_len = usize::from(wire::be16(f, l4 + 4)?);
@@ -79,10 +83,11 @@ pub(super) fn dns_from_port(
     let (answer, counted) = match dns_answer(dp, tables, query)? {
         Outcome::Answer(answer, counted) => (answer, counted),
         Outcome::Forward => {
+            m.note(|| Step::DnsForward);
             return Ok(Verdict::DnsForward {
                 port: port.id,
                 client,
-            })
+            });
         }
     };
     let server = dp.config.dns_ip.unwrap_or(ip.dst);
@@ -91,10 +96,12 @@ pub(super) fn dns_from_port(
         return Err(DropReason::DnsMalformed);
     }
     if let Some(reason) = counted {
-        dp.counters.count_drop(reason, Direction::FromPod);
-        port.counters.rx_drop();
+        dp.count_reject(m, port, reason);
     }
-    Ok(dp.to_port(port, pkt))
+    m.note(|| Step::Answer {
+        what: "cluster DNS answer",
+    });
+    Ok(dp.to_port(m, port, pkt))
 }
 
 /// [`Datapath::dns_upstream_reply`].
@@ -120,7 +127,7 @@ pub(super) fn dns_upstream_reply(
         dp.counters.count_drop(reason, Direction::Egress);
         return Verdict::Drop(reason);
     }
-    dp.to_port(to, pkt)
+    dp.to_port(&mut Live, to, pkt)
 }
 
 /// The answer to the DNS message `q`, and the reason to count when it is a refusal or

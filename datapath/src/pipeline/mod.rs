@@ -26,11 +26,13 @@ mod port;
 mod reject;
 mod route;
 mod services;
+mod trace;
 mod tunnel;
 
 use crate::counters::{Counters, Direction, DropReason, LinkCounters};
 use crate::state::balancer::Balancer;
 use crate::state::conntrack::Conntrack;
+use crate::state::ct_list::{ConnFilter, ConnInfo};
 use crate::state::ct_persist::{CtImport, CtSnapshot, NatState};
 use crate::state::tables::{PeerEntry, PeerId, PortEntry, PortId, Tables};
 use crate::types::NodeConfig;
@@ -42,11 +44,14 @@ use port::Admitted;
 use route::Route;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
+use trace::{Live, Mode};
+pub use trace::{Probe, ProbeProto, Step, Trace, TraceStep};
 use tunnel::TunnelRoute;
 
 /// The stages of the pipeline, in the order a frame meets them (see the drawing in this
 /// module's documentation). The names a policy check or a trace observer will hook on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// A pod's frame: vnet header, source MAC and IP, rate limits, ethertype, IPv4 header.
     PortIngress,
@@ -171,6 +176,17 @@ impl Datapath {
         self.ct.flush_endpoint(ep, proto)
     }
 
+    /// The tracked connections matching `filter` at `now_ms` (`vswitchctl conntrack list`).
+    pub fn conntrack_list(&self, filter: &ConnFilter, now_ms: u64) -> Vec<ConnInfo> {
+        crate::state::ct_list::list(&self.ct, filter, now_ms)
+    }
+
+    /// Removes the tracked connections matching `filter` (`vswitchctl conntrack flush`);
+    /// returns how many. ClientIP affinities stay (as `conntrack -D` leaves them).
+    pub fn conntrack_flush(&self, filter: &ConnFilter, now_ms: u64) -> usize {
+        crate::state::ct_list::flush(&self.ct, filter, now_ms)
+    }
+
     /// Expires idle conntrack and affinity entries; the shell calls it about once a second
     /// with its monotonic clock (the same one it passes to `from_port`/`from_tunnel`).
     pub fn expire(&self, now_ms: u64) {
@@ -251,49 +267,102 @@ impl Datapath {
             return Verdict::Drop(DropReason::UnknownPort);
         };
         port.counters.rx(pkt.len());
-        match self.port_stages(tables, port, pkt, now_ms) {
+        match self.port_stages(&mut Live, tables, port, pkt, now_ms) {
             Ok(v) => v,
             Err(reason) => self.drop_on(&port.counters, reason, Direction::FromPod),
         }
     }
 
-    /// The stages a pod's frame goes through.
-    fn port_stages(
+    /// Runs the synthetic frame of `probe` from `in_port` through the stages of
+    /// [`Datapath::from_port`] (the same code, see `pipeline/trace.rs`) without changing
+    /// anything: no counter, no rate-limit token, no conntrack entry, no affinity. Returns
+    /// each stage's decision and the verdict the frame would get. `underlay`, when the shell
+    /// knows it, is shown as the outer source address of a tunnel datagram.
+    pub fn trace_from_port(
         &self,
+        tables: &Tables,
+        in_port: PortId,
+        probe: &Probe,
+        underlay: Option<Ipv4Addr>,
+        now_ms: u64,
+    ) -> Trace {
+        let mut t = Trace::default();
+        let Some(port) = tables.port(in_port) else {
+            let reason = DropReason::UnknownPort;
+            t.step(Stage::PortIngress, || Step::Drop { reason });
+            t.verdict = Some(Verdict::Drop(reason));
+            return t;
+        };
+        let mut pkt = probe.frame();
+        let v = match self.port_stages(&mut t, tables, port, &mut pkt, now_ms) {
+            Ok(v) => v,
+            Err(reason) => {
+                t.note(|| Step::Drop { reason });
+                Verdict::Drop(reason)
+            }
+        };
+        for s in &mut t.steps {
+            if let Step::Encap { outer_src, .. } = &mut s.step {
+                *outer_src = underlay;
+            }
+        }
+        t.verdict = Some(v);
+        t
+    }
+
+    /// The stages a pod's frame goes through.
+    /// The stages a pod's frame goes through, live ([`Live`]) or traced ([`Trace`]).
+    fn port_stages<M: Mode>(
+        &self,
+        m: &mut M,
         tables: &Tables,
         port: &PortEntry,
         pkt: &mut PacketBuf,
         now_ms: u64,
     ) -> Result<Verdict, DropReason> {
         // Stage::PortIngress
-        let (dst, ip) = match port::admit(self, port, pkt, now_ms)? {
-            Admitted::Arp => return arp::arp_from_port(self, tables, port, pkt), // Stage::Arp
+        let (dst, ip) = match port::admit(self, m, port, pkt, now_ms)? {
+            Admitted::Arp => return arp::arp_from_port(self, m, tables, port, pkt), // Stage::Arp
             Admitted::Ipv4 { dst, ip } => (dst, ip),
         };
         let routed = dst == self.config.router_mac;
+        m.note(|| Step::Admitted {
+            dst_mac: dst,
+            routed,
+        });
         // Stage::Conntrack
         let from = Ingress::Port(port, routed);
-        if let Some(v) = services::conntrack_packet(self, tables, from, pkt, &ip, now_ms) {
+        if let Some(v) = services::conntrack_packet(self, m, tables, from, pkt, &ip, now_ms) {
             return v;
         }
         if !routed {
-            return port::switch(self, tables, port, pkt, dst); // Stage::Switch
+            return port::switch(self, m, tables, port, pkt, dst); // Stage::Switch
         }
         let cfg = &self.config;
-        match route::route(self, tables, port, pkt.frame(), &ip)? {
+        m.enter(Stage::Route);
+        let r = route::route(self, tables, port, pkt.frame(), &ip)?;
+        m.note(|| Step::Route {
+            to: r.name(),
+            dst: ip.dst,
+        });
+        match r {
             // Stage::HostStack
             Route::Host => {
+                m.enter(Stage::HostStack);
                 icmp::echo_reply(pkt, &ip, cfg.router_mac, port.mac)?;
-                Ok(self.to_port(port, pkt))
+                m.note(|| Step::Answer {
+                    what: "icmp echo reply",
+                });
+                Ok(self.to_port(m, port, pkt))
             }
-            Route::Dns => dns::dns_from_port(self, tables, port, pkt, &ip),
-            Route::TtlExceeded => reject::ttl_exceeded(self, port, pkt, &ip),
+            Route::Dns => dns::dns_from_port(self, m, tables, port, pkt, &ip),
+            Route::TtlExceeded => reject::ttl_exceeded(self, m, port, pkt, &ip),
             // Stage::Services
-            Route::Service => services::service_from_port(self, tables, port, pkt, &ip, now_ms),
+            Route::Service => services::service_from_port(self, m, tables, port, pkt, &ip, now_ms),
             // Stage::Deliver
-            Route::Local(to) => self.deliver(to, pkt, &ip),
+            Route::Local(to) => self.deliver(m, to, pkt, &ip),
             // Stage::TunnelEgress
-            Route::Peer(peer) => tunnel::to_peer(self, port, peer, pkt, &ip),
+            Route::Peer(peer) => tunnel::to_peer(self, m, port, peer, pkt, &ip),
         }
     }
 
@@ -351,17 +420,18 @@ impl Datapath {
         let ip = tunnel::decap(self, peer, pkt)?;
         // Stage::Conntrack
         let from = Ingress::Tunnel;
-        if let Some(v) = services::conntrack_packet(self, tables, from, pkt, &ip, now_ms) {
+        if let Some(v) = services::conntrack_packet(self, &mut Live, tables, from, pkt, &ip, now_ms)
+        {
             return v;
         }
         match tunnel::route(self, tables, pkt.frame(), &ip)? {
             // Stage::HostStack, then Stage::TunnelEgress back to the peer
             TunnelRoute::Host => {
                 icmp::echo_reply(pkt, &ip, self.config.vtep_mac, peer.vtep_mac)?;
-                tunnel::encap_to(self, peer, pkt)
+                tunnel::encap_to(self, &mut Live, peer, pkt)
             }
             // Stage::Deliver
-            TunnelRoute::Local(to) => self.deliver(to, pkt, &ip),
+            TunnelRoute::Local(to) => self.deliver(&mut Live, to, pkt, &ip),
         }
     }
 
@@ -416,14 +486,16 @@ impl Datapath {
     }
 
     /// A routed packet to a local pod: MACs rewritten (router -> pod), TTL decremented.
-    fn deliver(
+    fn deliver<M: Mode>(
         &self,
+        m: &mut M,
         to: &PortEntry,
         pkt: &mut PacketBuf,
         ip: &Ipv4Info,
     ) -> Result<Verdict, DropReason> {
+        m.enter(Stage::Deliver);
         forward_l3(pkt, ip, self.config.router_mac, to.mac)?;
-        Ok(self.to_port(to, pkt))
+        Ok(self.to_port(m, to, pkt))
     }
 
     /// Counts a drop of a frame received on `link`, going `dir`, and returns its verdict.
@@ -438,9 +510,24 @@ impl Datapath {
         Verdict::Drop(reason)
     }
 
-    /// Counts the frame as sent on `to` and returns `ToPort(to)`.
-    pub(crate) fn to_port(&self, to: &PortEntry, pkt: &PacketBuf) -> Verdict {
-        to.counters.tx(pkt.len());
+    /// Counts the frame as sent on `to` (live) and returns `ToPort(to)`.
+    pub(crate) fn to_port<M: Mode>(&self, m: &mut M, to: &PortEntry, pkt: &PacketBuf) -> Verdict {
+        if M::LIVE {
+            to.counters.tx(pkt.len());
+        }
+        m.note(|| Step::Deliver {
+            port: to.id,
+            mac: to.mac,
+        });
         Verdict::ToPort(to.id)
+    }
+
+    /// Counts a drop from `port` that the switch answers (an ICMP error, a RST), live.
+    pub(crate) fn count_reject<M: Mode>(&self, m: &mut M, port: &PortEntry, reason: DropReason) {
+        if M::LIVE {
+            self.counters.count_drop(reason, Direction::FromPod);
+            port.counters.rx_drop();
+        }
+        m.note(|| Step::Drop { reason });
     }
 }

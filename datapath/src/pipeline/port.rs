@@ -6,7 +6,10 @@
 //! group-addressed frames other than ARP), ethertype (ARP goes to the ARP stage; IPv6, VLAN
 //! and others are dropped), IPv4 header validity, spoofed source IP, group destination MAC.
 
+use super::trace::{Mode, Step};
+use super::Stage;
 use crate::counters::DropReason;
+use crate::ratelimit::{RateBucket, RateLimit};
 use crate::state::tables::{PortEntry, Tables};
 use crate::types::Mac;
 use crate::wire::buf::{
@@ -32,12 +35,14 @@ pub(super) enum Admitted {
 
 /// Checks a frame from `port`: parse, vnet header, source MAC, rate limits, ethertype, IPv4
 /// header and source IP, group destination.
-pub(super) fn admit(
+pub(super) fn admit<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     port: &PortEntry,
     pkt: &PacketBuf,
     now_ms: u64,
 ) -> Result<Admitted, DropReason> {
+    m.enter(Stage::PortIngress);
     let frame = pkt.frame();
     let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| DropReason::Malformed)?;
     check_vnet(&pkt.vnet, frame.len())?;
@@ -48,15 +53,18 @@ pub(super) fn admit(
     let ethertype = eth.ether_type().0;
     let limits = &port.counters;
     if ethertype == ETHERTYPE_ARP {
-        if !limits.arp_bucket.admit(dp.config.arp_limit, now_ms) {
+        m.note(|| Step::SpoofGuard {
+            mac: port.mac,
+            src: None,
+        });
+        if !take(m, "arp", &limits.arp_bucket, dp.config.arp_limit, now_ms) {
             return Err(DropReason::ArpRateLimited);
         }
-    } else if dst.is_multicast()
-        && !limits
-            .broadcast_bucket
-            .admit(dp.config.broadcast_limit, now_ms)
-    {
-        return Err(DropReason::BroadcastRateLimited);
+    } else if dst.is_multicast() {
+        let (b, l) = (&limits.broadcast_bucket, dp.config.broadcast_limit);
+        if !take(m, "broadcast", b, l, now_ms) {
+            return Err(DropReason::BroadcastRateLimited);
+        }
     }
     match ethertype {
         ETHERTYPE_IPV4 => {}
@@ -68,24 +76,53 @@ pub(super) fn admit(
     if ip.src != port.ip {
         return Err(DropReason::SpoofedIp);
     }
+    m.note(|| Step::SpoofGuard {
+        mac: port.mac,
+        src: Some(ip.src),
+    });
     if dst.is_multicast() {
         return Err(DropReason::Multicast);
     }
     Ok(Admitted::Ipv4 { dst, ip })
 }
 
+/// Takes a token of `bucket` under `limit` (live), or only looks whether one is there
+/// (traced).
+#[inline(always)]
+fn take<M: Mode>(
+    m: &mut M,
+    name: &'static str,
+    bucket: &RateBucket,
+    limit: RateLimit,
+    now_ms: u64,
+) -> bool {
+    let ok = if M::LIVE {
+        bucket.admit(limit, now_ms)
+    } else {
+        bucket.would_admit(limit, now_ms)
+    };
+    m.note(|| Step::RateLimit {
+        bucket: name,
+        limit: limit.to_string(),
+        within: ok,
+    });
+    ok
+}
+
 /// L2: a frame to a local pod's MAC goes to that pod unchanged; to the sender's own MAC it
 /// is a hairpin, to any other MAC an unknown destination.
-pub(super) fn switch(
+pub(super) fn switch<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     tables: &Tables,
     port: &PortEntry,
     pkt: &PacketBuf,
     dst: Mac,
 ) -> Result<Verdict, DropReason> {
+    m.enter(Stage::Switch);
     match tables.port_by_mac(dst) {
         Some(to) if to.id == port.id => Err(DropReason::Hairpin),
-        Some(to) => Ok(dp.to_port(to, pkt)),
+        Some(to) => Ok(dp.to_port(m, to, pkt)),
         None => Err(DropReason::UnknownDestMac),
     }
 }

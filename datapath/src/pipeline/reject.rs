@@ -3,7 +3,8 @@
 //! buffer becomes the error, `ToPort` of the pod that sent it. Used by the route, services
 //! and tunnel egress stages.
 
-use crate::counters::{Direction, DropReason};
+use super::trace::{Mode, Step};
+use crate::counters::DropReason;
 use crate::state::tables::PortEntry;
 use crate::wire::buf::PacketBuf;
 use crate::wire::{icmp, Ipv4Info};
@@ -14,8 +15,9 @@ use std::net::Ipv4Addr;
 /// error from the gateway back to the pod when one may be sent (`ToPort(port)`), else
 /// just drops it.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn reject(
+pub(super) fn reject<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     port: &PortEntry,
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
@@ -25,13 +27,14 @@ pub(super) fn reject(
     rest: u32,
 ) -> Result<Verdict, DropReason> {
     let gw = dp.config.gateway;
-    reject_from(dp, port, pkt, ip, gw, reason, ty, code, rest)
+    reject_from(dp, m, port, pkt, ip, gw, reason, ty, code, rest)
 }
 
 /// [`reject`] with the ICMP error sent from `src` (a VIP, for instance).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn reject_from(
+pub(super) fn reject_from<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     port: &PortEntry,
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
@@ -45,26 +48,28 @@ pub(super) fn reject_from(
     if !icmp::icmp_error(pkt, ip, cfg.router_mac, src, ty, code, rest) {
         return Err(reason);
     }
-    dp.counters.count_drop(reason, Direction::FromPod);
-    port.counters.rx_drop();
-    Ok(dp.to_port(port, pkt))
+    dp.count_reject(m, port, reason);
+    m.note(|| Step::Answer { what: "icmp error" });
+    Ok(dp.to_port(m, port, pkt))
 }
 
 /// Answers a packet whose TTL ran out with ICMP time exceeded.
-pub(super) fn ttl_exceeded(
+pub(super) fn ttl_exceeded<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     port: &PortEntry,
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
 ) -> Result<Verdict, DropReason> {
     let (reason, ty) = (DropReason::TtlExceeded, icmp::ICMP_TIME_EXCEEDED);
-    reject(dp, port, pkt, ip, reason, ty, 0, 0)
+    reject(dp, m, port, pkt, ip, reason, ty, 0, 0)
 }
 
 /// Answers a packet too big for the tunnel (DF set) with ICMP fragmentation needed
 /// (next-hop MTU `pod_mtu`).
-pub(super) fn too_big(
+pub(super) fn too_big<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     port: &PortEntry,
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
@@ -75,5 +80,5 @@ pub(super) fn too_big(
         icmp::ICMP_DEST_UNREACH,
         icmp::CODE_FRAG_NEEDED,
     );
-    reject(dp, port, pkt, ip, reason, ty, code, mtu)
+    reject(dp, m, port, pkt, ip, reason, ty, code, mtu)
 }

@@ -31,6 +31,20 @@ pub(super) enum Route<'t> {
     Peer(&'t PeerEntry),
 }
 
+impl Route<'_> {
+    /// The route's name in a trace.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Route::Host => "host",
+            Route::Dns => "dns",
+            Route::TtlExceeded => "ttl_exceeded",
+            Route::Service => "service",
+            Route::Local(_) => "local",
+            Route::Peer(_) => "peer",
+        }
+    }
+}
+
 /// The route of the IPv4 packet `ip` (in `frame`) that `port` sent to the router MAC.
 /// Errors: anything else for the gateway or VTEP address is
 /// [`DropReason::LocalUnsupported`]; back to the sender, [`DropReason::Hairpin`]; an unused

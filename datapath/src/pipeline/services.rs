@@ -16,8 +16,9 @@
 //! - No ready endpoint: a TCP segment is answered with a RST from VIP:port, a UDP datagram
 //!   with ICMP port unreachable from the VIP; both count [`DropReason::ServiceNoEndpoints`].
 
-use super::{reject, tunnel, Ingress};
-use crate::counters::{Direction, DropReason};
+use super::trace::{Mode, Step};
+use super::{reject, tunnel, Ingress, Stage};
+use crate::counters::DropReason;
 use crate::state::conntrack::Conn;
 use crate::state::ct_state::State;
 use crate::state::tables::{PeerEntry, PortEntry, Tables};
@@ -38,22 +39,31 @@ enum Hop<'a> {
 
 /// Packets of tracked connections. `None` when the packet belongs to none (it then goes
 /// through the usual path).
-pub(super) fn conntrack_packet(
+pub(super) fn conntrack_packet<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     tables: &Tables,
     from: Ingress<'_>,
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
     now_ms: u64,
 ) -> Option<Result<Verdict, DropReason>> {
-    if dp.ct.len() == 0 || !matches!(ip.proto, PROTO_TCP | PROTO_UDP) {
+    m.enter(Stage::Conntrack);
+    let Some((l4, reply, conn)) = tracked::<M>(dp, pkt, ip, now_ms) else {
+        m.note(|| Step::NotTracked);
         return None;
-    }
-    let l4 = L4Info::parse(pkt.frame(), ip)?;
-    let (reply, conn) = dp.ct.lookup(&l4.tuple(ip), now_ms)?;
+    };
+    m.note(|| Step::Tracked {
+        reply,
+        original: tuple_str(&conn.orig),
+        reply_tuple: tuple_str(&conn.reply),
+        state: conn.state().name().to_string(),
+    });
     if reply {
-        dp.ct.seen(&conn, true, l4.flags, now_ms);
-        return Some(nat_reply(dp, tables, from, &conn, pkt, ip, &l4));
+        if M::LIVE {
+            dp.ct.seen(&conn, true, l4.flags, now_ms);
+        }
+        return Some(nat_reply(dp, m, tables, from, &conn, pkt, ip, &l4));
     }
     let Ingress::Port(port, true) = from else {
         return None; // to a VIP but not routed by us: not ours to translate
@@ -61,27 +71,65 @@ pub(super) fn conntrack_packet(
     let syn = l4.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
     if l4.proto == L4Proto::Tcp && syn && conn.state() == State::Close {
         // The client reuses the tuple of a closed connection: a new connection.
-        dp.ct.remove(&conn);
+        if M::LIVE {
+            dp.ct.remove(&conn);
+        }
+        m.note(|| Step::NotTracked);
         return None;
     }
-    dp.ct.seen(&conn, false, l4.flags, now_ms);
+    if M::LIVE {
+        dp.ct.seen(&conn, false, l4.flags, now_ms);
+    }
     if ip.ttl <= 1 {
-        return Some(reject::ttl_exceeded(dp, port, pkt, ip));
+        return Some(reject::ttl_exceeded(dp, m, port, pkt, ip));
     }
     let hop = endpoint_hop(dp, tables, conn.reply.src);
-    Some(nat_orig(dp, port, hop, &conn, pkt, ip, &l4))
+    Some(nat_orig(dp, m, port, hop, &conn, pkt, ip, &l4))
+}
+
+/// The tracked connection of a TCP/UDP packet, if any, and whether the packet is a reply.
+/// A trace only looks ([`Conntrack::peek`](crate::state::conntrack::Conntrack::peek)).
+#[inline(always)]
+fn tracked<M: Mode>(
+    dp: &Datapath,
+    pkt: &PacketBuf,
+    ip: &Ipv4Info,
+    now_ms: u64,
+) -> Option<(L4Info, bool, std::sync::Arc<Conn>)> {
+    if dp.ct.len() == 0 || !matches!(ip.proto, PROTO_TCP | PROTO_UDP) {
+        return None;
+    }
+    let l4 = L4Info::parse(pkt.frame(), ip)?;
+    let t = l4.tuple(ip);
+    let (reply, conn) = if M::LIVE {
+        dp.ct.lookup(&t, now_ms)?
+    } else {
+        dp.ct.peek(&t, now_ms)?
+    };
+    Some((l4, reply, conn))
+}
+
+/// `PROTO SRC:PORT -> DST:PORT`, for a trace.
+fn tuple_str(t: &crate::wire::l4::Tuple) -> String {
+    format!(
+        "{:?} {}:{} -> {}:{}",
+        t.proto, t.src, t.sport, t.dst, t.dport
+    )
+    .to_lowercase()
 }
 
 /// A routed packet from `port` to a service address that no tracked connection owns.
 /// The caller has checked the TTL.
-pub(super) fn service_from_port(
+pub(super) fn service_from_port<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     tables: &Tables,
     port: &PortEntry,
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
     now_ms: u64,
 ) -> Result<Verdict, DropReason> {
+    m.enter(Stage::Services);
     let services = tables.services();
     if !services.is_vip(ip.dst) && Some(ip.dst) != dp.config.dns_ip {
         return Err(DropReason::NoRoute);
@@ -98,17 +146,44 @@ pub(super) fn service_from_port(
         return Err(DropReason::ServiceUnknownPort);
     };
     let t = l4.tuple(ip);
-    let Some(ep) = dp.lb.choose(svc, &t, now_ms) else {
-        return reject_no_endpoints(dp, port, pkt, ip, &l4);
+    let chosen = if M::LIVE {
+        dp.lb.choose(svc, &t, now_ms)
+    } else {
+        let peeked = dp.lb.peek(svc, &t, now_ms);
+        if let Some((endpoint, affinity)) = peeked {
+            m.note(|| Step::Service {
+                vip: std::net::SocketAddrV4::new(svc.vip, svc.port),
+                proto: proto_name(svc.proto),
+                endpoint,
+                endpoints: svc.endpoints.len(),
+                affinity,
+            });
+        }
+        peeked.map(|(ep, _)| ep)
+    };
+    let Some(ep) = chosen else {
+        return reject_no_endpoints(dp, m, port, pkt, ip, &l4);
     };
     let hop = endpoint_hop(dp, tables, *ep.ip());
     if matches!(hop, Some(Hop::Peer(_))) && tunnel::too_big_for_tunnel(dp, pkt, ip) {
-        return reject::too_big(dp, port, pkt, ip);
+        return reject::too_big(dp, m, port, pkt, ip);
     }
     let hairpin = matches!(hop, Some(Hop::Local(p)) if p.id == port.id);
     let snat = hairpin.then_some(dp.config.gateway);
-    let conn = dp.ct.create(t, ep, snat, l4.flags, now_ms)?;
-    nat_orig(dp, port, hop, &conn, pkt, ip, &l4)
+    let conn = if M::LIVE {
+        dp.ct.create(t, ep, snat, l4.flags, now_ms)?
+    } else {
+        dp.ct.probe(t, ep, snat, l4.flags, now_ms)?
+    };
+    nat_orig(dp, m, port, hop, &conn, pkt, ip, &l4)
+}
+
+/// `tcp` or `udp`.
+fn proto_name(p: L4Proto) -> &'static str {
+    match p {
+        L4Proto::Tcp => "tcp",
+        L4Proto::Udp => "udp",
+    }
 }
 
 /// The next hop towards endpoint address `ep`.
@@ -123,8 +198,10 @@ fn endpoint_hop<'t>(dp: &Datapath, tables: &'t Tables, ep: Ipv4Addr) -> Option<H
 }
 
 /// Translates an original-direction packet of `conn` and sends it towards the endpoint.
-fn nat_orig(
+#[allow(clippy::too_many_arguments)]
+fn nat_orig<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     port: &PortEntry,
     hop: Option<Hop<'_>>,
     conn: &Conn,
@@ -134,18 +211,24 @@ fn nat_orig(
 ) -> Result<Verdict, DropReason> {
     let r = &conn.reply;
     let to = nat::tuple(r.proto, r.dst, r.dport, r.src, r.sport);
+    m.note(|| Step::Dnat {
+        from: std::net::SocketAddrV4::new(ip.dst, l4.dport),
+        to: std::net::SocketAddrV4::new(r.src, r.sport),
+        snat: (r.dst != conn.orig.src).then_some(r.dst),
+    });
     match hop {
         Some(Hop::Local(to_port)) => {
             nat::rewrite_pkt(pkt, ip, l4, &to)?;
+            m.enter(Stage::Deliver);
             forward_l3(pkt, ip, dp.config.router_mac, to_port.mac)?;
-            Ok(dp.to_port(to_port, pkt))
+            Ok(dp.to_port(m, to_port, pkt))
         }
         Some(Hop::Peer(peer)) => {
             if tunnel::too_big_for_tunnel(dp, pkt, ip) {
-                return reject::too_big(dp, port, pkt, ip);
+                return reject::too_big(dp, m, port, pkt, ip);
             }
             nat::rewrite_pkt(pkt, ip, l4, &to)?;
-            tunnel::to_peer(dp, port, peer, pkt, ip)
+            tunnel::to_peer(dp, m, port, peer, pkt, ip)
         }
         None => Err(DropReason::NoRoute),
     }
@@ -153,8 +236,10 @@ fn nat_orig(
 
 /// Translates a reply-direction packet of `conn` back to VIP -> client and delivers it
 /// to the client's port.
-fn nat_reply(
+#[allow(clippy::too_many_arguments)]
+fn nat_reply<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     tables: &Tables,
     from: Ingress<'_>,
     conn: &Conn,
@@ -172,24 +257,29 @@ fn nat_reply(
     let routed = !matches!(from, Ingress::Port(_, false));
     if routed && ip.ttl <= 1 {
         return match from {
-            Ingress::Port(port, _) => reject::ttl_exceeded(dp, port, pkt, ip),
+            Ingress::Port(port, _) => reject::ttl_exceeded(dp, m, port, pkt, ip),
             Ingress::Tunnel => Err(DropReason::TtlExceeded),
         };
     }
     let to = nat::tuple(o.proto, o.dst, o.dport, o.src, o.sport);
+    m.note(|| Step::ReverseNat {
+        src: std::net::SocketAddrV4::new(o.dst, o.dport),
+        dst: std::net::SocketAddrV4::new(o.src, o.sport),
+    });
     nat::rewrite_pkt(pkt, ip, l4, &to)?;
     if routed {
         forward_l3(pkt, ip, dp.config.router_mac, client.mac)?;
     } else {
         wire::put(pkt.frame_mut(), wire::ETH_DST, &client.mac.0)?;
     }
-    Ok(dp.to_port(client, pkt))
+    Ok(dp.to_port(m, client, pkt))
 }
 
 /// Answers a packet to a service port without endpoints: RST for TCP (none to a RST),
 /// ICMP port unreachable from the VIP for UDP.
-fn reject_no_endpoints(
+fn reject_no_endpoints<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     port: &PortEntry,
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
@@ -199,14 +289,14 @@ fn reject_no_endpoints(
     match l4.proto {
         L4Proto::Udp => {
             let (ty, code) = (icmp::ICMP_DEST_UNREACH, CODE_PORT_UNREACH);
-            reject::reject_from(dp, port, pkt, ip, ip.dst, reason, ty, code, 0)
+            reject::reject_from(dp, m, port, pkt, ip, ip.dst, reason, ty, code, 0)
         }
         L4Proto::Tcp if l4.flags & TCP_RST != 0 => Err(reason),
         L4Proto::Tcp => {
             tcp_reset(pkt, ip, l4, dp.config.router_mac)?;
-            dp.counters.count_drop(reason, Direction::FromPod);
-            port.counters.rx_drop();
-            Ok(dp.to_port(port, pkt))
+            dp.count_reject(m, port, reason);
+            m.note(|| Step::Answer { what: "tcp rst" });
+            Ok(dp.to_port(m, port, pkt))
         }
     }
 }

@@ -27,7 +27,8 @@
 //! nor have forged "endpoint replies" reverse-translated. A flannel node's own traffic
 //! leaves from its VTEP address, the `.0` of its subnet, which is inside it.
 
-use super::reject;
+use super::trace::{Mode, Step};
+use super::{reject, Stage};
 use crate::counters::{Direction, DropReason};
 use crate::state::tables::{PeerEntry, PortEntry, Tables};
 use crate::types::Mac;
@@ -116,31 +117,46 @@ pub(super) fn too_big_for_tunnel(dp: &Datapath, pkt: &PacketBuf, ip: &Ipv4Info) 
 
 /// Routes a pod's IPv4 packet to a peer node: PMTU check, inner MACs rewritten to
 /// (our VTEP -> peer VTEP), TTL decremented, VXLAN header pushed.
-pub(super) fn to_peer(
+pub(super) fn to_peer<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     port: &PortEntry,
     peer: &PeerEntry,
     pkt: &mut PacketBuf,
     ip: &Ipv4Info,
 ) -> Result<Verdict, DropReason> {
+    m.enter(Stage::TunnelEgress);
     if too_big_for_tunnel(dp, pkt, ip) {
-        return reject::too_big(dp, port, pkt, ip);
+        return reject::too_big(dp, m, port, pkt, ip);
     }
     forward_l3(pkt, ip, dp.config.vtep_mac, peer.vtep_mac)?;
-    encap_to(dp, peer, pkt)
+    encap_to(dp, m, peer, pkt)
 }
 
 /// Pushes the VXLAN header in front of the inner frame, counts the inner frame as sent to
 /// `peer` and returns `ToTunnel`.
-pub(super) fn encap_to(
+pub(super) fn encap_to<M: Mode>(
     dp: &Datapath,
+    m: &mut M,
     peer: &PeerEntry,
     pkt: &mut PacketBuf,
 ) -> Result<Verdict, DropReason> {
     let inner = pkt.len();
     let h = pkt.push_front(VXLAN_HDR_LEN).ok_or(DropReason::Malformed)?;
     VxlanHdr { vni: dp.config.vni }.write(h)?;
-    peer.counters.tx(inner);
+    if M::LIVE {
+        peer.counters.tx(inner);
+    }
+    m.note(|| Step::Encap {
+        peer: peer.id,
+        outer_src: None,
+        outer_dst: peer.underlay,
+        udp_src: dp.config.vxlan_port,
+        udp_dst: dp.config.vxlan_port,
+        vni: dp.config.vni,
+        inner_src_mac: dp.config.vtep_mac,
+        inner_dst_mac: peer.vtep_mac,
+    });
     Ok(Verdict::ToTunnel {
         peer: peer.id,
         dst: SocketAddrV4::new(peer.underlay, dp.config.vxlan_port),

@@ -61,6 +61,26 @@ impl Balancer {
         Some(ep)
     }
 
+    /// The endpoint [`Balancer::choose`] would pick now, and whether a live affinity pins
+    /// it, without pinning, refreshing or moving the spread's counter (`vswitchctl trace`).
+    pub(crate) fn peek(
+        &self,
+        svc: &ServiceEntry,
+        t: &Tuple,
+        now_ms: u64,
+    ) -> Option<(SocketAddrV4, bool)> {
+        if svc.affinity_ms.is_some() {
+            let key = (t.src, (svc.vip, svc.port, svc.proto));
+            if let Some(pin) = self.affinity.get(&key) {
+                if pin.1 > now_ms && svc.endpoints.contains(&pin.0) {
+                    return Some((pin.0, true));
+                }
+            }
+        }
+        self.spread_at(&svc.endpoints, t, self.counter.load(Relaxed))
+            .map(|ep| (ep, false))
+    }
+
     /// One of `eps`: a cheap hash of the tuple mixed with a per-datapath counter, so that
     /// connections spread evenly whatever their ports.
     fn spread(&self, eps: &[SocketAddrV4], t: &Tuple) -> Option<SocketAddrV4> {
@@ -68,6 +88,14 @@ impl Balancer {
             return None;
         }
         let n = self.counter.fetch_add(1, Relaxed);
+        self.spread_at(eps, t, n)
+    }
+
+    /// The spread's choice for counter value `n`.
+    fn spread_at(&self, eps: &[SocketAddrV4], t: &Tuple, n: u64) -> Option<SocketAddrV4> {
+        if eps.is_empty() {
+            return None;
+        }
         let h = (u64::from(u32::from(t.src)) << 32 | u64::from(u32::from(t.dst)))
             ^ (u64::from(t.sport) << 16 | u64::from(t.dport))
             ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);

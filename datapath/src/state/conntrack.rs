@@ -293,6 +293,56 @@ impl Conntrack {
         Some((r.reply, r.conn))
     }
 
+    /// [`Conntrack::lookup`] without side effects (`vswitchctl trace`): an expired
+    /// connection is not removed, only not found.
+    pub(crate) fn peek(&self, t: &Tuple, now_ms: u64) -> Option<(bool, Arc<Conn>)> {
+        if self.len() == 0 {
+            return None;
+        }
+        let r = self.map.get(t).map(|r| r.value().clone())?;
+        (!r.conn.expired(now_ms)).then_some((r.reply, r.conn))
+    }
+
+    /// The connection [`Conntrack::create`] would make, without making it (`vswitchctl
+    /// trace`): nothing is inserted, no slot or SNAT port is taken (the port shown is the
+    /// allocator's next draw). Errors as `create` would fail now: the client is at its
+    /// share ([`DropReason::ConntrackPodLimit`]).
+    pub(crate) fn probe(
+        &self,
+        orig: Tuple,
+        ep: SocketAddrV4,
+        snat: Option<Ipv4Addr>,
+        flags: u8,
+        now_ms: u64,
+    ) -> Result<Arc<Conn>, DropReason> {
+        if self
+            .per_client
+            .get(&orig.src)
+            .is_some_and(|n| *n >= self.pod_max)
+        {
+            return Err(DropReason::ConntrackPodLimit);
+        }
+        let state = State::initial(orig.proto, flags);
+        let mut reply = Tuple {
+            proto: orig.proto,
+            src: *ep.ip(),
+            sport: ep.port(),
+            dst: snat.unwrap_or(orig.src),
+            dport: orig.sport,
+        };
+        if snat.is_some() || self.map.contains_key(&reply) {
+            reply.dport = self.draw_port(self.next_port.load(Relaxed) % SNAT_PORT_COUNT);
+        }
+        let expires_ms = now_ms.saturating_add(state.timeout_ms());
+        Ok(Arc::new(Conn::new(
+            orig,
+            reply,
+            state,
+            state.assures(),
+            expires_ms,
+        )))
+    }
+
     /// Creates the connection of a packet with tuple `orig` (and TCP `flags`) to endpoint
     /// `ep`. With `snat`, the source becomes that address with an allocated port; without,
     /// the source stays unless the reply tuple is taken. When another packet created the
@@ -509,6 +559,11 @@ impl Conntrack {
 
     fn alloc_port(&self) -> u16 {
         let n = self.next_port.fetch_add(1, Relaxed) % SNAT_PORT_COUNT;
+        self.draw_port(n)
+    }
+
+    /// The SNAT port of draw `n`.
+    fn draw_port(&self, n: u32) -> u16 {
         let mut h = SipHasher13::new_with_key(&self.key);
         h.write_u32(n);
         let draw = h.finish() % u64::from(SNAT_PORT_COUNT);
@@ -527,6 +582,12 @@ impl Conntrack {
             .map(|r| r.conn.clone())
             .collect();
         victims.iter().filter(|c| self.remove(c)).count()
+    }
+
+    /// Removes every connection for which `pred` holds (`vswitchctl conntrack flush`);
+    /// returns how many.
+    pub(crate) fn remove_matching(&self, pred: impl Fn(&Conn) -> bool) -> usize {
+        self.remove_where(pred)
     }
 
     /// Removes the connections whose endpoint is `ep` (of protocol `proto`, or all).

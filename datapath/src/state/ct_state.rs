@@ -36,6 +36,21 @@ pub enum State {
 const SEC: u64 = 1000;
 
 impl State {
+    /// The state's name as saved and listed (`syn_sent`, `established`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::SynSent => "syn_sent",
+            State::SynRecv => "syn_recv",
+            State::Established => "established",
+            State::FinOrig => "fin_orig",
+            State::FinReply => "fin_reply",
+            State::Close => "close",
+            State::Loose => "loose",
+            State::UdpUnreplied => "udp_unreplied",
+            State::UdpReplied => "udp_replied",
+        }
+    }
+
     pub(crate) const ALL: [State; 9] = [
         State::SynSent,
         State::SynRecv,
@@ -132,6 +147,13 @@ mod tests {
     use State::*;
 
     const SA: u8 = TCP_SYN | TCP_ACK;
+
+    #[test]
+    fn names_are_the_saved_names() {
+        for s in State::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
+    }
 
     #[test]
     fn tcp_handshake_and_teardown() {

@@ -10,6 +10,7 @@
 
 pub mod balancer;
 pub mod conntrack;
+pub mod ct_list;
 pub mod ct_persist;
 pub mod ct_state;
 pub mod dns_forward;

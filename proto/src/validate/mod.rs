@@ -21,6 +21,7 @@
 
 mod capture;
 mod datastore;
+mod inspect;
 mod name;
 mod net;
 mod netns;
@@ -31,6 +32,7 @@ mod tests;
 
 pub use capture::{capture_filter, capture_spec, FilterProto, FilterTerm, MAX_FILTER_TERMS};
 pub use datastore::{datastore_prefix, datastore_url, ETCD_SCHEME};
+pub use inspect::{log_filter, namespaced, trace_spec, TraceProto, TraceTarget, LOG_LEVELS};
 pub use ipnet::Ipv4Net;
 pub use name::{
     container_id, dns_label, dns_name, ifname, k8s_name, label, labels, node_name, selector,
