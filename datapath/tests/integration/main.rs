@@ -17,4 +17,5 @@ mod port_ingress;
 mod rate_limits;
 mod service_nat;
 mod services;
+mod trace;
 mod tunnel;

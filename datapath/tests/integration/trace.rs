@@ -3,7 +3,7 @@
 //! conntrack, affinities). Also the conntrack listing and flush behind `vswitchctl
 //! conntrack`.
 
-mod common;
+use crate::common;
 
 use common::svc::*;
 use common::*;
