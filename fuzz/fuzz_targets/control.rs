@@ -132,6 +132,7 @@ fn check_names(req: &Request) {
         }
         // The filter's errors name the word that is wrong, not the whole value: only no panic.
         Request::Capture(c) => drop(validate::capture_spec(c)),
+        Request::Observe(o) => drop(vswitch_proto::observe::check(o)),
         Request::ServiceDel(_)
         | Request::Delete { .. }
         | Request::NamespaceList

@@ -85,6 +85,9 @@ pub enum Request {
     /// Capture a port's or the tunnel's frames: answered by [`Response::CaptureStarted`]
     /// and a stream of records (see [`crate::capture`]), or by an error.
     Capture(crate::capture::CaptureSpec),
+    /// The flow log: the last events, filtered; with `follow` a stream of new ones after
+    /// the answer (see [`crate::observe`]).
+    Observe(crate::observe::ObserveSpec),
 }
 
 fn default_namespace() -> String {
@@ -677,6 +680,8 @@ pub enum Response {
     Namespaces(Vec<NamespaceInfo>),
     /// `capture`: accepted; binary records follow (see [`crate::capture`]).
     CaptureStarted(crate::capture::CaptureStart),
+    /// `observe`: the flow log's matching events.
+    Flows(crate::observe::FlowsReport),
 }
 
 impl Response {

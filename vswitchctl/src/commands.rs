@@ -32,6 +32,11 @@ pub(crate) enum Command {
     Namespace(NamespaceCmd),
     /// Capture a pod's port or the tunnel as pcap (`-w`) or summary lines
     Capture(crate::capture::CaptureArgs),
+    /// The flow log: new connections (with their Service and endpoint), drops with their
+    /// reason, connection ends
+    Observe(crate::observe::ObserveArgs),
+    /// A live view of per-port and per-peer rates, drops per second and conntrack
+    Top(crate::top::TopArgs),
     /// Drop counters by reason, and per-port counters
     Stats {
         /// Only this port
@@ -262,6 +267,11 @@ pub(crate) fn request(cmd: &Command, docs: &[Document]) -> Result<Request, Inval
         }),
         Command::Service(ServiceCmd::List) => Request::ServiceList,
         Command::Capture(a) => crate::capture::request(a)?,
+        Command::Observe(a) => crate::observe::request(a)?,
+        Command::Top(_) => Request::Stats {
+            port: None,
+            namespace: None,
+        },
         Command::Stats { port, namespace } => Request::Stats {
             port: port.clone(),
             namespace: namespace.clone(),

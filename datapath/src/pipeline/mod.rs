@@ -25,10 +25,12 @@ mod dns;
 mod port;
 mod reject;
 mod route;
+mod flow;
 mod services;
 mod tunnel;
 
 use crate::counters::{Counters, Direction, DropReason, LinkCounters};
+use crate::flow_log::{FlowLog, FlowPoint};
 use crate::state::balancer::Balancer;
 use crate::state::conntrack::Conntrack;
 use crate::state::ct_persist::{CtImport, CtSnapshot, NatState};
@@ -117,6 +119,8 @@ pub struct Datapath {
     counters: Counters,
     ct: Conntrack,
     lb: Balancer,
+    /// The flow log (`observe`), when on.
+    flows: Option<FlowLog>,
 }
 
 impl Datapath {
@@ -128,7 +132,19 @@ impl Datapath {
             config,
             tables: ArcSwap::from_pointee(Tables::default()),
             counters: Counters::default(),
+            flows: None,
         }
+    }
+
+    /// This datapath with the flow log on: events go to `log` (see [`crate::flow_log`]).
+    pub fn with_flow_log(mut self, log: FlowLog) -> Datapath {
+        self.flows = Some(log);
+        self
+    }
+
+    /// The flow log, when on (the shell drains it).
+    pub fn flow_log(&self) -> Option<&FlowLog> {
+        self.flows.as_ref()
     }
 
     /// The node configuration.
@@ -174,7 +190,14 @@ impl Datapath {
     /// Expires idle conntrack and affinity entries; the shell calls it about once a second
     /// with its monotonic clock (the same one it passes to `from_port`/`from_tunnel`).
     pub fn expire(&self, now_ms: u64) {
-        self.ct.expire(now_ms);
+        match &self.flows {
+            None => {
+                self.ct.expire(now_ms);
+            }
+            Some(log) => {
+                self.ct.expire_each(now_ms, |c| log.push(flow::conn_end(c, now_ms)));
+            }
+        }
         self.lb.expire(now_ms);
     }
 
@@ -248,12 +271,16 @@ impl Datapath {
         let Some(port) = tables.port(in_port) else {
             self.counters
                 .count_drop(DropReason::UnknownPort, Direction::FromPod);
+            self.log_drop(FlowPoint::Port(in_port), pkt, DropReason::UnknownPort, now_ms);
             return Verdict::Drop(DropReason::UnknownPort);
         };
         port.counters.rx(pkt.len());
         match self.port_stages(tables, port, pkt, now_ms) {
             Ok(v) => v,
-            Err(reason) => self.drop_on(&port.counters, reason, Direction::FromPod),
+            Err(reason) => {
+                self.log_drop(FlowPoint::Port(in_port), pkt, reason, now_ms);
+                self.drop_on(&port.counters, reason, Direction::FromPod)
+            }
         }
     }
 
@@ -277,7 +304,10 @@ impl Datapath {
             return v;
         }
         if !routed {
-            return port::switch(self, tables, port, pkt, dst); // Stage::Switch
+            let syn = self.syn_event(FlowPoint::Port(port.id), pkt, &ip, now_ms);
+            let v = port::switch(self, tables, port, pkt, dst); // Stage::Switch
+            self.log_forwarded(syn, &v);
+            return v;
         }
         let cfg = &self.config;
         match route::route(self, tables, port, pkt.frame(), &ip)? {
@@ -291,9 +321,19 @@ impl Datapath {
             // Stage::Services
             Route::Service => services::service_from_port(self, tables, port, pkt, &ip, now_ms),
             // Stage::Deliver
-            Route::Local(to) => self.deliver(to, pkt, &ip),
+            Route::Local(to) => {
+                let syn = self.syn_event(FlowPoint::Port(port.id), pkt, &ip, now_ms);
+                let v = self.deliver(to, pkt, &ip);
+                self.log_forwarded(syn, &v);
+                v
+            }
             // Stage::TunnelEgress
-            Route::Peer(peer) => tunnel::to_peer(self, port, peer, pkt, &ip),
+            Route::Peer(peer) => {
+                let syn = self.syn_event(FlowPoint::Port(port.id), pkt, &ip, now_ms);
+                let v = tunnel::to_peer(self, port, peer, pkt, &ip);
+                self.log_forwarded(syn, &v);
+                v
+            }
         }
     }
 
@@ -329,13 +369,17 @@ impl Datapath {
         let Some(peer) = tables.peer_by_underlay(*src.ip()) else {
             self.counters
                 .count_drop(DropReason::TunnelUnknownPeer, Direction::FromTunnel);
+            self.log_drop(FlowPoint::Tunnel(src), pkt, DropReason::TunnelUnknownPeer, now_ms);
             return Verdict::Drop(DropReason::TunnelUnknownPeer);
         };
         peer.counters
             .rx(pkt.len().saturating_sub(crate::wire::vxlan::VXLAN_HDR_LEN));
         match self.tunnel_stages(tables, peer, pkt, now_ms) {
             Ok(v) => v,
-            Err(reason) => self.drop_on(&peer.counters, reason, Direction::FromTunnel),
+            Err(reason) => {
+                self.log_drop(FlowPoint::Peer(peer.id), pkt, reason, now_ms);
+                self.drop_on(&peer.counters, reason, Direction::FromTunnel)
+            }
         }
     }
 
@@ -361,7 +405,12 @@ impl Datapath {
                 tunnel::encap_to(self, peer, pkt)
             }
             // Stage::Deliver
-            TunnelRoute::Local(to) => self.deliver(to, pkt, &ip),
+            TunnelRoute::Local(to) => {
+                let syn = self.syn_event(FlowPoint::Peer(peer.id), pkt, &ip, now_ms);
+                let v = self.deliver(to, pkt, &ip);
+                self.log_forwarded(syn, &v);
+                v
+            }
         }
     }
 

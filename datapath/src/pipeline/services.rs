@@ -108,6 +108,7 @@ pub(super) fn service_from_port(
     let hairpin = matches!(hop, Some(Hop::Local(p)) if p.id == port.id);
     let snat = hairpin.then_some(dp.config.gateway);
     let conn = dp.ct.create(t, ep, snat, l4.flags, now_ms)?;
+    dp.log_new_conn(port.id, &conn, l4.flags, now_ms);
     nat_orig(dp, port, hop, &conn, pkt, ip, &l4)
 }
 
