@@ -49,9 +49,9 @@ E2E_MATRIX_SKIP ?= soak_ nodes_find_each_other_through_etcd apply_the_tutorial_s
 # iperf3, ps, ping -M (iputils), python3 (transfer checks), ethtool (the interop node);
 # etcd (the datastore test's etcd and etcdctl); prometheus (the metrics test's Prometheus and
 # promtool); protoc and the well-known .proto files (building the etcd-client crate); tshark
-# (reading the capture test's pcap files).
+# (reading the capture test's pcap files); tmux (the terminal `vswitchctl top` is tested in).
 DEB_PACKAGES := iproute2 nginx-light busybox iperf3 procps iputils-ping python3 ethtool \
-	etcd-server etcd-client prometheus protobuf-compiler libprotobuf-dev tshark
+	etcd-server etcd-client prometheus protobuf-compiler libprotobuf-dev tshark tmux
 # What the benchmark plots need on top.
 DEB_PACKAGES_BENCH := $(DEB_PACKAGES) python3-matplotlib
 

@@ -327,7 +327,7 @@ fn draw(f: &mut ratatui::Frame, v: &View, every: Duration) {
                 Row::new(cells)
             })
             .collect();
-        let mut widths = vec![Constraint::Min(24)];
+        let mut widths = vec![Constraint::Length(36)];
         widths.extend(std::iter::repeat_n(Constraint::Length(10), head.len() - 1));
         Table::new(rows, widths)
             .header(Row::new(head).style(bold))
@@ -338,7 +338,7 @@ fn draw(f: &mut ratatui::Frame, v: &View, every: Duration) {
         .iter()
         .map(|(r, n)| Row::new(vec![r.clone(), si(*n)]))
         .collect();
-    let drops = Table::new(drops, [Constraint::Min(30), Constraint::Length(10)])
+    let drops = Table::new(drops, [Constraint::Length(36), Constraint::Length(10)])
         .header(Row::new(vec!["REASON", "DROP/S"]).style(bold))
         .block(Block::default().borders(Borders::ALL).title("Drops"));
     let [top, ports, peers, bottom] = Layout::vertical([
