@@ -237,6 +237,7 @@ impl FlowLog {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
 

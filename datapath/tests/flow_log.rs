@@ -29,12 +29,30 @@ fn events(n: &Node) -> Vec<FlowEvent> {
 }
 
 fn a_to_vip(n: &Node, flags: u8, now: u64) -> Verdict {
-    let f = tcp_seg(mac_a(), router(), sa(IP_A, 40000), sa(VIP, 80), flags, 1, 1, b"");
+    let f = tcp_seg(
+        mac_a(),
+        router(),
+        sa(IP_A, 40000),
+        sa(VIP, 80),
+        flags,
+        1,
+        1,
+        b"",
+    );
     n.port_at(A, &f, d(), now).0
 }
 
 fn b_to_a(n: &Node, flags: u8, now: u64) -> Verdict {
-    let f = tcp_seg(mac_b(), mac_a(), sa(IP_B, 8080), sa(IP_A, 40000), flags, 1, 1, b"");
+    let f = tcp_seg(
+        mac_b(),
+        mac_a(),
+        sa(IP_B, 8080),
+        sa(IP_A, 40000),
+        flags,
+        1,
+        1,
+        b"",
+    );
     n.port_at(B, &f, d(), now).0
 }
 
@@ -48,7 +66,11 @@ fn a_service_connection_is_one_event_with_its_service_and_endpoint_then_its_end(
         b_to_a(&n, ACK, t);
     }
     let evs = events(&n);
-    assert_eq!(evs.len(), 1, "one event for the connection, none per packet: {evs:?}");
+    assert_eq!(
+        evs.len(),
+        1,
+        "one event for the connection, none per packet: {evs:?}"
+    );
     let e = evs[0];
     assert_eq!(e.kind, FlowKind::New);
     assert_eq!(e.now_ms, 10);
@@ -87,13 +109,33 @@ fn an_idle_connection_ends_by_timeout() {
 #[test]
 fn a_direct_tcp_flow_is_logged_at_its_syn_only() {
     let n = logged();
-    let seg = |flags| tcp_seg(mac_a(), router(), sa(IP_A, 1234), sa(IP_B, 80), flags, 1, 1, b"x");
+    let seg = |flags| {
+        tcp_seg(
+            mac_a(),
+            router(),
+            sa(IP_A, 1234),
+            sa(IP_B, 80),
+            flags,
+            1,
+            1,
+            b"x",
+        )
+    };
     assert_eq!(n.port_at(A, &seg(SYN), d(), 5).0, Verdict::ToPort(B));
     for flags in [ACK, PSH | ACK, FIN | ACK] {
         assert_eq!(n.port_at(A, &seg(flags), d(), 6).0, Verdict::ToPort(B));
     }
     // The answer's SYN-ACK is no new flow either.
-    let back = tcp_seg(mac_b(), router(), sa(IP_B, 80), sa(IP_A, 1234), SYN | ACK, 1, 1, b"");
+    let back = tcp_seg(
+        mac_b(),
+        router(),
+        sa(IP_B, 80),
+        sa(IP_A, 1234),
+        SYN | ACK,
+        1,
+        1,
+        b"",
+    );
     assert_eq!(n.port_at(B, &back, d(), 7).0, Verdict::ToPort(A));
     // Nor is UDP (no connection to report without a Service).
     let u = udp_frame(mac_a(), router(), IP_A, IP_B, 64, true, b"q");
@@ -111,7 +153,16 @@ fn a_direct_tcp_flow_is_logged_at_its_syn_only() {
 fn a_forged_source_is_a_drop_event_with_its_reason_and_addresses() {
     let n = logged();
     let forged = std::net::Ipv4Addr::new(10, 66, 6, 6);
-    let f = tcp_seg(mac_a(), router(), sa(forged, 999), sa(IP_B, 80), SYN, 1, 1, b"");
+    let f = tcp_seg(
+        mac_a(),
+        router(),
+        sa(forged, 999),
+        sa(IP_B, 80),
+        SYN,
+        1,
+        1,
+        b"",
+    );
     assert_eq!(
         n.port_at(A, &f, d(), 42).0,
         Verdict::Drop(DropReason::SpoofedIp)
@@ -129,7 +180,16 @@ fn a_forged_source_is_a_drop_event_with_its_reason_and_addresses() {
 fn a_drop_flood_logs_a_bounded_number_and_counts_the_rest() {
     let n = logged();
     let forged = std::net::Ipv4Addr::new(10, 66, 6, 6);
-    let f = tcp_seg(mac_a(), router(), sa(forged, 999), sa(IP_B, 80), SYN, 1, 1, b"");
+    let f = tcp_seg(
+        mac_a(),
+        router(),
+        sa(forged, 999),
+        sa(IP_B, 80),
+        SYN,
+        1,
+        1,
+        b"",
+    );
     for _ in 0..10_000 {
         n.port_at(A, &f, d(), 0);
     }
@@ -137,7 +197,11 @@ fn a_drop_flood_logs_a_bounded_number_and_counts_the_rest() {
     let logged = events(&n).len() as u64;
     assert_eq!(logged, u64::from(flow_log::DROP_EVENTS_BURST));
     assert_eq!(log.suppressed_total(), 10_000 - logged);
-    assert_eq!(n.drops(DropReason::SpoofedIp), 10_000, "every drop still counted");
+    assert_eq!(
+        n.drops(DropReason::SpoofedIp),
+        10_000,
+        "every drop still counted"
+    );
     // A second later: logged again, carrying the count of those not logged.
     n.port_at(A, &f, d(), 1000);
     assert_eq!(events(&n)[0].suppressed, 10_000 - logged);

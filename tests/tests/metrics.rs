@@ -273,7 +273,10 @@ fn top_shows_the_rates_of_a_transfer_and_quits_on_q() {
     let Some(tb) = Testbed::new("top") else {
         return;
     };
-    assert!(which("tmux").is_some(), "tmux is not installed: run `make deps`");
+    assert!(
+        which("tmux").is_some(),
+        "tmux is not installed: run `make deps`"
+    );
     let node = tb.add_node(1, NodeOpts::default().without_underlay());
     let client = tb.add_pod(&node, "client", &[]);
     let server = tb.add_pod(&node, "server", &[]);
@@ -290,14 +293,23 @@ fn top_shows_the_rates_of_a_transfer_and_quits_on_q() {
     let session = Tmux(format!("{}-top", tb.prefix()));
     let cmdline = format!("{ctl} --socket {socket} top");
     let started = Tmux::run(&[
-        "new-session", "-d", "-s", &session.0, "-x", "200", "-y", "50", &cmdline,
+        "new-session",
+        "-d",
+        "-s",
+        &session.0,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &cmdline,
     ]);
     assert!(started.status.success(), "tmux: {}", started.describe());
     // The client's row shows megabytes per second received from it (the transfer).
     let is_busy = |screen: &str| {
         screen.lines().any(|l| {
             l.contains("default/client")
-                && l.split_whitespace().any(|w| w.ends_with('M') || w.ends_with('G'))
+                && l.split_whitespace()
+                    .any(|w| w.ends_with('M') || w.ends_with('G'))
         })
     };
     let screen = vswitch_e2e::wait_for("top showing the transfer", Duration::from_secs(8), || {
@@ -327,5 +339,9 @@ fn top_shows_the_rates_of_a_transfer_and_quits_on_q() {
         2,
         "{text}"
     );
-    assert!(text.lines().any(|l| l.starts_with("port default/client rx ")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("port default/client rx ")),
+        "{text}"
+    );
 }

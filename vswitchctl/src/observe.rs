@@ -119,16 +119,23 @@ pub(crate) fn line(r: &FlowRecord) -> String {
 fn out(s: &str) -> Result<(), Failure> {
     let mut o = std::io::stdout().lock();
     match o.write_all(s.as_bytes()).and_then(|()| o.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Other(
-            anyhow::anyhow!("stdout closed"),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::Other(anyhow::anyhow!("stdout closed")))
+        }
+        Err(e) => Err(Failure::Other(
+            anyhow::Error::new(e).context("writing stdout"),
         )),
-        Err(e) => Err(Failure::Other(anyhow::Error::new(e).context("writing stdout"))),
         Ok(()) => Ok(()),
     }
 }
 
 /// Runs `observe`: prints the answer, then with `--follow` every new event.
-pub(crate) fn run(a: &ObserveArgs, socket: &Path, timeout: Duration, f: Format) -> Result<(), Failure> {
+pub(crate) fn run(
+    a: &ObserveArgs,
+    socket: &Path,
+    timeout: Duration,
+    f: Format,
+) -> Result<(), Failure> {
     let req = request(a).map_err(Failure::Invalid)?;
     let (resp, stream) = client::observe(socket, &req, timeout).map_err(Failure::Client)?;
     let report = match resp {
@@ -146,10 +153,15 @@ pub(crate) fn run(a: &ObserveArgs, socket: &Path, timeout: Duration, f: Format) 
         eprintln!("note: the flow log is off on this node (vswitchd --flow-log-size 0)");
     }
     match (json, a.follow) {
-        (true, false) => out(&crate::output::pretty(serde_json::to_string_pretty(&report.flows)))?,
+        (true, false) => out(&crate::output::pretty(serde_json::to_string_pretty(
+            &report.flows,
+        )))?,
         (true, true) => {
             for r in &report.flows {
-                out(&format!("{}\n", serde_json::to_string(r).expect("serializes")))?;
+                out(&format!(
+                    "{}\n",
+                    serde_json::to_string(r).expect("serializes")
+                ))?;
             }
         }
         (false, _) => {
@@ -163,9 +175,10 @@ pub(crate) fn run(a: &ObserveArgs, socket: &Path, timeout: Duration, f: Format) 
     };
     loop {
         match stream.next_item() {
-            Ok(FollowItem::Flow(r)) if json => {
-                out(&format!("{}\n", serde_json::to_string(&r).expect("serializes")))?
-            }
+            Ok(FollowItem::Flow(r)) if json => out(&format!(
+                "{}\n",
+                serde_json::to_string(&r).expect("serializes")
+            ))?,
             Ok(FollowItem::Flow(r)) => out(&format!("{}\n", line(&r)))?,
             Ok(FollowItem::Lost(n)) => eprintln!("warning: {n} events lost (output too slow)"),
             Err(e) => return Err(Failure::Client(e)),
@@ -189,7 +202,14 @@ mod tests {
     #[test]
     fn flags_become_the_request_and_are_checked_before_connecting() {
         let cli = parse(&[
-            "observe", "--follow", "--verdict", "dropped", "--pod", "ns1/web", "--ip", "10.0.0.1",
+            "observe",
+            "--follow",
+            "--verdict",
+            "dropped",
+            "--pod",
+            "ns1/web",
+            "--ip",
+            "10.0.0.1",
         ]);
         match request(args(&cli.command)).unwrap() {
             Request::Observe(s) => {
@@ -204,7 +224,10 @@ mod tests {
         assert_eq!(request(args(&cli.command)).unwrap_err().field, "ip");
         let cli = parse(&["observe", "--pod", "Bad_Name"]);
         assert_eq!(request(args(&cli.command)).unwrap_err().field, "pod");
-        assert_eq!(usage_error(&["observe", "--verdict", "maybe"]).exit_code(), 2);
+        assert_eq!(
+            usage_error(&["observe", "--verdict", "maybe"]).exit_code(),
+            2
+        );
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub(crate) struct TopArgs {
 }
 
 fn interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if (0.1..=60.0).contains(&v) {
         Ok(v)
     } else {
@@ -226,7 +228,10 @@ pub(crate) fn run(a: &TopArgs, socket: &Path, timeout: Duration) -> Result<(), F
             let cur = sample(socket, timeout)?;
             let text = plain(&view(&prev, &cur), unix_ms());
             let mut o = std::io::stdout().lock();
-            if o.write_all(text.as_bytes()).and_then(|()| o.flush()).is_err() {
+            if o.write_all(text.as_bytes())
+                .and_then(|()| o.flush())
+                .is_err()
+            {
                 return Ok(()); // the reader went away
             }
             prev = cur;
@@ -331,7 +336,11 @@ fn draw(f: &mut ratatui::Frame, v: &View, every: Duration) {
         widths.extend(std::iter::repeat_n(Constraint::Length(10), head.len() - 1));
         Table::new(rows, widths)
             .header(Row::new(head).style(bold))
-            .block(Block::default().borders(Borders::ALL).title(title.to_string()))
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(title.to_string()),
+            )
     };
     let drops: Vec<Row> = v
         .drops
@@ -392,7 +401,10 @@ mod tests {
         assert_eq!(v.drops, vec![("spoofed_ip".to_string(), 2.0)]);
         let text = plain(&v, 0);
         assert!(text.contains("conntrack 3/100"), "{text}");
-        assert!(text.contains("port default/a rx 10 pkt/s 1.0kB/s"), "{text}");
+        assert!(
+            text.contains("port default/a rx 10 pkt/s 1.0kB/s"),
+            "{text}"
+        );
         assert!(text.contains("drop spoofed_ip 2/s"), "{text}");
     }
 

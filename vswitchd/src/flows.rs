@@ -259,7 +259,13 @@ where
         suppressed: log.map_or(0, |l| l.suppressed_total()),
         lost: log.map_or(0, |l| l.lost()),
     };
-    if !send(wr, encode_response(&Response::Flows(report)).as_bytes(), timeout).await {
+    if !send(
+        wr,
+        encode_response(&Response::Flows(report)).as_bytes(),
+        timeout,
+    )
+    .await
+    {
         return false;
     }
     let Some(rx) = rx.as_mut() else {

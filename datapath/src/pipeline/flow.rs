@@ -96,11 +96,7 @@ impl Datapath {
     }
 
     /// Logs `syn` (from [`Datapath::syn_event`]) when the packet was forwarded.
-    pub(super) fn log_forwarded(
-        &self,
-        syn: Option<FlowEvent>,
-        v: &Result<Verdict, DropReason>,
-    ) {
+    pub(super) fn log_forwarded(&self, syn: Option<FlowEvent>, v: &Result<Verdict, DropReason>) {
         let (Some(mut ev), Some(log)) = (syn, &self.flows) else {
             return;
         };

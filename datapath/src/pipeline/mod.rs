@@ -22,10 +22,10 @@
 
 mod arp;
 mod dns;
+mod flow;
 mod port;
 mod reject;
 mod route;
-mod flow;
 mod services;
 mod tunnel;
 
@@ -195,7 +195,8 @@ impl Datapath {
                 self.ct.expire(now_ms);
             }
             Some(log) => {
-                self.ct.expire_each(now_ms, |c| log.push(flow::conn_end(c, now_ms)));
+                self.ct
+                    .expire_each(now_ms, |c| log.push(flow::conn_end(c, now_ms)));
             }
         }
         self.lb.expire(now_ms);
@@ -271,7 +272,12 @@ impl Datapath {
         let Some(port) = tables.port(in_port) else {
             self.counters
                 .count_drop(DropReason::UnknownPort, Direction::FromPod);
-            self.log_drop(FlowPoint::Port(in_port), pkt, DropReason::UnknownPort, now_ms);
+            self.log_drop(
+                FlowPoint::Port(in_port),
+                pkt,
+                DropReason::UnknownPort,
+                now_ms,
+            );
             return Verdict::Drop(DropReason::UnknownPort);
         };
         port.counters.rx(pkt.len());
@@ -369,7 +375,12 @@ impl Datapath {
         let Some(peer) = tables.peer_by_underlay(*src.ip()) else {
             self.counters
                 .count_drop(DropReason::TunnelUnknownPeer, Direction::FromTunnel);
-            self.log_drop(FlowPoint::Tunnel(src), pkt, DropReason::TunnelUnknownPeer, now_ms);
+            self.log_drop(
+                FlowPoint::Tunnel(src),
+                pkt,
+                DropReason::TunnelUnknownPeer,
+                now_ms,
+            );
             return Verdict::Drop(DropReason::TunnelUnknownPeer);
         };
         peer.counters
