@@ -430,6 +430,7 @@ fn main() -> Result<()> {
         datapath = datapath.with_flow_log(vswitch_datapath::FlowLog::new(flows::QUEUE_LEN));
     }
     let datapath = Arc::new(datapath);
+    let batches = metrics::EngineBatches::default();
     let io = io::start(
         datapath.clone(),
         &io::EngineOpts {
@@ -441,6 +442,7 @@ fn main() -> Result<()> {
             workers: args.workers,
             uring_multishot: args.uring_multishot == OnOff::On,
             uring_registered_buffers: args.uring_registered_buffers == OnOff::On,
+            batches: batches.clone(),
         },
     )?;
     info!(
@@ -477,6 +479,7 @@ fn main() -> Result<()> {
             let m = metrics::Metrics::new(
                 move || n.metrics_snapshot_blocking(),
                 node.control_latency(),
+                &batches,
             );
             metrics::http::spawn(listener, m).context("starting the metrics thread")?;
             info!(%addr, "metrics served on http://{addr}/metrics");
