@@ -58,6 +58,9 @@ impl FlowRing {
 
     /// Adds records, oldest first, and hands them to the followers.
     fn push(&self, recs: Vec<FlowRecord>) {
+        if self.capacity == 0 {
+            return;
+        }
         let mut ring = self.inner.lock().expect("flow ring lock");
         for r in recs {
             let r = Arc::new(r);
