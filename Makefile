@@ -39,11 +39,11 @@ E2E_MATRIX ?= epoll:on uring:off epoll:off
 # Tests the matrix leaves out (cargo test --skip filters), each run once in the workspace
 # run: the soak test (a 2-minute duration test of the control plane's churn), and the
 # datastore (one etcd; three members), apply -f and metrics tests (control plane only: the
-# engine under them does not matter), and the capture test (the tap is in the engine core
-# both engines share).
+# engine under them does not matter), the capture test (the tap is in the engine core
+# both engines share) and the `top` test (a client of `stats`).
 E2E_MATRIX_SKIP ?= soak_ nodes_find_each_other_through_etcd apply_the_tutorial_service \
 	prometheus_scrapes_drops_and_port_bytes the_cluster_outlives_its_datastore \
-	capture_the_tunnel_and_a_port_as_pcap
+	capture_the_tunnel_and_a_port_as_pcap top_shows_the_rates_of_a_transfer_and_quits_on_q
 
 # What the tests and the demo run: ip and bridge, nginx (nginx-light), busybox (wget, ping),
 # iperf3, ps, ping -M (iputils), python3 (transfer checks), ethtool (the interop node);
