@@ -11,8 +11,8 @@
 //!   tunnel to a pod. Checking for the SYN reads one byte of a TCP packet's header, and only
 //!   while the log is on; UDP flows without a service have no connection to report.
 //! - [`FlowKind::Drop`]: a dropped frame with its reason, at most [`DROP_EVENTS_PER_SEC`]
-//!   per second (bursts of [`DROP_EVENTS_BURST`]): over that a drop costs one atomic
-//!   compare and one add, and the next logged drop carries how many were
+//!   per second (bursts of [`DROP_EVENTS_BURST`]): over that a drop costs the bucket's
+//!   atomic load and one add, and the next logged drop carries how many were
 //!   [`suppressed`](FlowEvent::suppressed) before it.
 //! - [`FlowKind::End`]: a service connection removed by the periodic expiry
 //!   ([`crate::Datapath::expire`]): closed (both FINs or a RST were seen) or idle.
@@ -163,7 +163,8 @@ pub struct FlowLog {
     queue: ArrayQueue<FlowEvent>,
     drop_limit: RateLimit,
     drop_bucket: RateBucket,
-    suppressed: AtomicU64,
+    /// `suppressed_total` when the last drop event was kept.
+    suppressed_mark: AtomicU64,
     suppressed_total: AtomicU64,
     lost: AtomicU64,
 }
@@ -195,7 +196,7 @@ impl FlowLog {
             queue: ArrayQueue::new(capacity.max(1)),
             drop_limit,
             drop_bucket: RateBucket::default(),
-            suppressed: AtomicU64::new(0),
+            suppressed_mark: AtomicU64::new(0),
             suppressed_total: AtomicU64::new(0),
             lost: AtomicU64::new(0),
         }
@@ -226,12 +227,14 @@ impl FlowLog {
     /// called only when logged, so a suppressed drop parses nothing).
     pub(crate) fn drop_event(&self, now_ms: u64, build: impl FnOnce() -> FlowEvent) {
         if !self.drop_bucket.admit(self.drop_limit, now_ms) {
-            self.suppressed.fetch_add(1, Relaxed);
+            // One add per suppressed drop (a flood's whole cost after the bucket's test).
             self.suppressed_total.fetch_add(1, Relaxed);
             return;
         }
         let mut ev = build();
-        ev.suppressed = self.suppressed.swap(0, Relaxed);
+        let total = self.suppressed_total.load(Relaxed);
+        let mark = self.suppressed_mark.swap(total, Relaxed);
+        ev.suppressed = total.saturating_sub(mark);
         self.push(ev);
     }
 }
