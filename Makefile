@@ -39,19 +39,25 @@ E2E_MATRIX ?= epoll:on uring:off epoll:off
 # Tests the matrix leaves out (cargo test --skip filters), each run once in the workspace
 # run: the soak test (a 2-minute duration test of the control plane's churn), and the
 # datastore (one etcd; three members), apply -f and metrics tests (control plane only: the
-# engine under them does not matter), and the capture test (the tap is in the engine core
-# both engines share).
+# engine under them does not matter), the capture test (the tap is in the engine core
+# both engines share), the `top` test (a client of `stats`), trace, conntrack and flow-log
+# tests (the sans-IO datapath and the control socket), the control socket's limits, and the
+# 250-port test (which runs each engine and io_uring read mode itself).
 E2E_MATRIX_SKIP ?= soak_ nodes_find_each_other_through_etcd apply_the_tutorial_service \
 	prometheus_scrapes_drops_and_port_bytes the_cluster_outlives_its_datastore \
-	capture_the_tunnel_and_a_port_as_pcap
+	capture_the_tunnel_and_a_port_as_pcap top_shows_the_rates_of_a_transfer_and_quits_on_q \
+	trace_conntrack_and_log_level observe_shows_service_connections_drops_and_follows \
+	connections_over_max_clients_are_refused_with_an_answer \
+	out_of_file_descriptors_the_accept_loop_backs_off netns_references_are_checked_before_use \
+	two_hundred_fifty_ports_carry_traffic_in_every_engine
 
 # What the tests and the demo run: ip and bridge, nginx (nginx-light), busybox (wget, ping),
 # iperf3, ps, ping -M (iputils), python3 (transfer checks), ethtool (the interop node);
 # etcd (the datastore test's etcd and etcdctl); prometheus (the metrics test's Prometheus and
 # promtool); protoc and the well-known .proto files (building the etcd-client crate); tshark
-# (reading the capture test's pcap files).
+# (reading the capture test's pcap files); tmux (the terminal `vswitchctl top` is tested in).
 DEB_PACKAGES := iproute2 nginx-light busybox iperf3 procps iputils-ping python3 ethtool \
-	etcd-server etcd-client prometheus protobuf-compiler libprotobuf-dev tshark
+	etcd-server etcd-client prometheus protobuf-compiler libprotobuf-dev tshark tmux
 # What the benchmark plots need on top.
 DEB_PACKAGES_BENCH := $(DEB_PACKAGES) python3-matplotlib
 

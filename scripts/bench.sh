@@ -18,9 +18,11 @@
 #   BENCH_VSWITCHD_ARGS="--workers 2" (extra arguments for every vswitchd)
 #   BENCH_OUT=docs/bench  VSWITCH_BIN_DIR=target/release  BENCH_NO_PLOT=1
 #   BENCH_CLUSTER_NODES=2,10,50 (0: no datastore convergence; scripts/bench_cluster.py)
+#   BENCH_OBSERVE=1 (0: no metrics + flow log cost; scripts/bench_observe.py, its own knobs)
 #   BENCH_NICE=-10 (run everything at a higher priority on a machine shared with other work)
 # Output: $BENCH_OUT/results.json, $BENCH_OUT/results.png, $BENCH_OUT/results-pps-svc-cni.png,
-# the tables in $BENCH_OUT/README.md; $BENCH_OUT/cluster.{json,md,png} (the datastore).
+# the tables in $BENCH_OUT/README.md; $BENCH_OUT/cluster.{json,md,png} (the datastore);
+# $BENCH_OUT/observe.json (metrics scraped and the flow log on, against both off).
 # iptables (the kernel's VIP) is installed when missing.
 #
 # Addresses: 198.18.0.0/15 only (design.md section 6). Every namespace, link and process
@@ -31,7 +33,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${BENCH_OUT:-$ROOT/docs/bench}"
 export BENCH_OUT="$OUT" PYTHONDONTWRITEBYTECODE=1
-case "${1:-}" in -h|--help) sed -n '2,25p' "$0"; exit 0 ;; "") ;;
+case "${1:-}" in -h|--help) sed -n '2,27p' "$0"; exit 0 ;; "") ;;
     *) echo "bench.sh: no arguments (use the environment, see --help)" >&2; exit 2 ;; esac
 [[ $EUID -eq 0 ]] || { echo "bench.sh: must run as root (it creates network namespaces)" >&2; exit 1; }
 for t in ip bridge iperf3 ping ss; do
@@ -80,6 +82,15 @@ nice -n "${BENCH_NICE:-0}" "$PY" "$ROOT/scripts/bench.py" &
 CHILD=$!
 wait "$CHILD"
 CHILD=""
+
+# The cost of observability (issue 14): throughput and 64-byte pps with metrics scraped every
+# second and the flow log on, against both off: observe.json.
+if [[ "${BENCH_OBSERVE:-1}" != 0 ]]; then
+    nice -n "${BENCH_NICE:-0}" "$PY" "$ROOT/scripts/bench_observe.py" &
+    CHILD=$!
+    wait "$CHILD"
+    CHILD=""
+fi
 
 # The datastore's convergence (apply -> first connection from every node, 2/10/50 nodes) and
 # its cost at rest: cluster.json, cluster.md (cluster.png with matplotlib).

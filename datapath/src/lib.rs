@@ -64,6 +64,7 @@
 
 pub mod capture;
 pub mod counters;
+pub mod flow_log;
 pub mod ratelimit;
 pub mod types;
 
@@ -72,6 +73,7 @@ mod state;
 mod wire;
 
 pub use counters::{Counters, Direction, DropReason, LinkCounters};
+pub use flow_log::{FlowEvent, FlowKind, FlowLog, FlowPoint};
 pub use pipeline::{Datapath, Probe, ProbeProto, Stage, Step, Trace, TraceStep, Verdict};
 pub use ratelimit::RateLimit;
 pub use state::ct_list::{ConnFilter, ConnInfo};

@@ -139,6 +139,7 @@ fn check_names(req: &Request) {
             }
         }
         Request::LogLevel { level } => checks.push((level, validate::log_filter(level))),
+        Request::Observe(o) => drop(vswitch_proto::observe::check(o)),
         Request::ServiceDel(_)
         | Request::Delete { .. }
         | Request::NamespaceList

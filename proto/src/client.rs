@@ -137,3 +137,58 @@ pub fn capture(
     reader.get_ref().set_read_timeout(Some(idle))?;
     Ok((resp, Some(CaptureStream { reader })))
 }
+
+/// The lines of a followed `observe` after its answer (see [`crate::observe`]).
+pub struct FollowStream {
+    reader: BufReader<UnixStream>,
+}
+
+/// A line of a followed `observe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowItem {
+    /// A new flow event.
+    Flow(Box<crate::observe::FlowRecord>),
+    /// Events skipped because this client did not keep up.
+    Lost(u64),
+}
+
+impl FollowStream {
+    /// The next line; waits as long as it takes (the daemon sends only new events).
+    pub fn next_item(&mut self) -> Result<FollowItem, ClientError> {
+        let mut line = Vec::new();
+        (&mut self.reader)
+            .take(MAX_MESSAGE_LEN as u64)
+            .read_until(b'\n', &mut line)?;
+        if line.is_empty() {
+            return Err(ClientError::Closed);
+        }
+        if let Ok(note) = serde_json::from_slice::<crate::observe::FollowNote>(&line) {
+            return Ok(FollowItem::Lost(note.lost));
+        }
+        serde_json::from_slice(&line)
+            .map(|r| FollowItem::Flow(Box::new(r)))
+            .map_err(|e| crate::ProtoError::Malformed(e.to_string()).into())
+    }
+}
+
+/// Sends an `observe` request (a [`Request::Observe`]) and reads its answer within
+/// `timeout`; with `follow` and a [`Response::Flows`] answer, the stream of new events comes
+/// with it (read without a timeout).
+pub fn observe(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<(Response, Option<FollowStream>), ClientError> {
+    let follow = matches!(req, Request::Observe(s) if s.follow);
+    let stream = match send(socket, req, timeout)? {
+        Sent::Stream(s) => s,
+        Sent::Refused(resp) => return Ok((*resp, None)),
+    };
+    let mut reader = BufReader::new(stream);
+    let resp = read_response(&mut reader)?;
+    if !follow || !matches!(resp, Response::Flows(_)) {
+        return Ok((resp, None));
+    }
+    reader.get_ref().set_read_timeout(None)?;
+    Ok((resp, Some(FollowStream { reader })))
+}

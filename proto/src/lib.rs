@@ -7,8 +7,9 @@
 //! - Every request carries [`PROTOCOL_VERSION`] in `version`; a daemon answers a request of an
 //!   unknown version with an error naming the `version` field instead of guessing.
 //! - One request gets exactly one response, on the same connection, in order; the one
-//!   exception is `capture`, whose accepted answer is followed by a stream of binary records
-//!   ([`capture`]).
+//!   exceptions are `capture`, whose accepted answer is followed by a stream of binary records
+//!   ([`capture`]), and `observe --follow`, whose answer is followed by JSON lines of new
+//!   flow events ([`observe`]).
 //! - Addresses, MACs and CIDRs travel as strings: the daemon parses them and an error names
 //!   the field that was wrong ([`ErrorBody::field`]), so every client reports the same message.
 //! - Unknown fields in requests are ignored (forward compatibility: an older daemon serves a
@@ -31,6 +32,7 @@ pub mod client;
 pub mod inspect;
 #[cfg(feature = "manifest")]
 pub mod manifest;
+pub mod observe;
 mod types;
 pub mod validate;
 

@@ -98,6 +98,9 @@ pub enum Request {
         /// The directive.
         level: String,
     },
+    /// The flow log: the last events, filtered; with `follow` a stream of new ones after
+    /// the answer (see [`crate::observe`]).
+    Observe(crate::observe::ObserveSpec),
 }
 
 fn default_namespace() -> String {
@@ -707,6 +710,8 @@ pub enum Response {
         /// The filter it replaced.
         previous: String,
     },
+    /// `observe`: the flow log's matching events.
+    Flows(crate::observe::FlowsReport),
 }
 
 impl Response {

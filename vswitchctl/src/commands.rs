@@ -44,6 +44,11 @@ pub(crate) enum Command {
         /// The filter
         level: String,
     },
+    /// The flow log: new connections (with their Service and endpoint), drops with their
+    /// reason, connection ends
+    Observe(crate::observe::ObserveArgs),
+    /// A live view of per-port and per-peer rates, drops per second and conntrack
+    Top(crate::top::TopArgs),
     /// Drop counters by reason, and per-port counters
     Stats {
         /// Only this port
@@ -283,6 +288,11 @@ pub(crate) fn request(cmd: &Command, docs: &[Document]) -> Result<Request, Inval
                 level: level.clone(),
             }
         }
+        Command::Observe(a) => crate::observe::request(a)?,
+        Command::Top(_) => Request::Stats {
+            port: None,
+            namespace: None,
+        },
         Command::Stats { port, namespace } => Request::Stats {
             port: port.clone(),
             namespace: namespace.clone(),

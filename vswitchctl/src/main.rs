@@ -1,6 +1,7 @@
 //! `vswitchctl`: the operator CLI of vswitch. It programs and inspects one node's `vswitchd`
 //! over its control socket, one request and one response per invocation (see `vswitch-proto`;
-//! `capture` is the one stream: [`capture`]).
+//! `capture`, `observe --follow` and `top` are the streams: [`capture`], [`observe`],
+//! [`top`]).
 //!
 //! Contract (scripts rely on it):
 //! - Exit codes: `0` success; `1` the daemon refused the request (stderr
@@ -29,7 +30,9 @@ mod capture;
 mod capture_line;
 mod commands;
 mod inspect;
+mod observe;
 mod output;
+mod top;
 
 use clap::Parser;
 use commands::{request, Command, NamespaceCmd, NodeCmd, PeerCmd, PortCmd, ServiceCmd};
@@ -145,6 +148,15 @@ fn run(cli: &Cli) -> Result<String, Failure> {
     if let Command::Capture(a) = &cli.command {
         // A stream: written out as it comes, nothing left to render.
         capture::run(a, &socket, Duration::from_secs(cli.timeout))?;
+        return Ok(String::new());
+    }
+    if let Command::Observe(a) = &cli.command {
+        // With --follow a stream: printed as it comes.
+        observe::run(a, &socket, Duration::from_secs(cli.timeout), cli.output)?;
+        return Ok(String::new());
+    }
+    if let Command::Top(a) = &cli.command {
+        top::run(a, &socket, Duration::from_secs(cli.timeout))?;
         return Ok(String::new());
     }
     let req = request(&cli.command, &docs).map_err(Failure::Invalid)?;

@@ -225,6 +225,17 @@ async fn connection(stream: UnixStream, node: Arc<Node>, timeout: Duration) {
                     crate::capture::serve(&node, spec, &mut reader, &mut wr, timeout).await;
                     return;
                 }
+                Ok(Request::Observe(spec)) => {
+                    let follow = spec.follow;
+                    reader.get_mut().set_limit(u64::MAX);
+                    let dp = node.datapath();
+                    let open =
+                        crate::flows::serve(&node, dp, spec, &mut reader, &mut wr, timeout).await;
+                    if follow || !open {
+                        return; // a followed stream ends with its connection
+                    }
+                    continue;
+                }
                 Ok(req) => {
                     let started = Instant::now();
                     let resp = node.handle(req).await;

@@ -19,6 +19,7 @@ mod checked;
 mod control;
 mod ct_file;
 mod datastore;
+mod flows;
 mod io;
 mod logging;
 mod metrics;
@@ -185,6 +186,10 @@ pub struct Args {
     /// `VSWITCH_LOG` (default `info`); `vswitchctl log-level` changes it at run time.
     #[arg(long = "log-format", value_enum, default_value_t = logging::LogFormat::Text)]
     pub log_format: logging::LogFormat,
+    /// Flow events (`vswitchctl observe`: new connections, drops with their reason,
+    /// connection ends) kept in the daemon's ring; 0 turns the flow log off.
+    #[arg(long = "flow-log-size", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub flow_log_size: u32,
 }
 
 /// Parses a rate limit flag, `PPS[/BURST]`.
@@ -466,7 +471,12 @@ fn main() -> Result<()> {
     };
     let cfg = node_config_for(&args, cidr)?;
     let cfg_pod_cidr = cfg.pod_cidr;
-    let datapath = Arc::new(Datapath::new(cfg));
+    let mut datapath = Datapath::new(cfg);
+    if args.flow_log_size > 0 {
+        datapath = datapath.with_flow_log(vswitch_datapath::FlowLog::new(flows::QUEUE_LEN));
+    }
+    let datapath = Arc::new(datapath);
+    let batches = metrics::EngineBatches::default();
     let io = io::start(
         datapath.clone(),
         &io::EngineOpts {
@@ -478,6 +488,7 @@ fn main() -> Result<()> {
             workers: args.workers,
             uring_multishot: args.uring_multishot == OnOff::On,
             uring_registered_buffers: args.uring_registered_buffers == OnOff::On,
+            batches: batches.clone(),
         },
     )?;
     info!(
@@ -494,8 +505,17 @@ fn main() -> Result<()> {
     ));
     let result = rt.block_on(async {
         let lost = io.take_lost().expect("taken once");
-        let node =
-            node::Node::recover(args.clone(), datapath, io, store, ck.clone(), ds.clone()).await?;
+        let epoch = io.epoch();
+        let node = node::Node::recover(
+            args.clone(),
+            datapath.clone(),
+            io,
+            store,
+            ck.clone(),
+            ds.clone(),
+        )
+        .await?;
+        let flow_log = tokio::spawn(flows::run(node.clone(), datapath, epoch));
         let expiry = tokio::spawn(ct_file::run(ck));
         let watch = tokio::spawn(node.clone().watch_lost(lost));
         let sync = ds.map(|ds| tokio::spawn(ds.run(node.clone())));
@@ -505,6 +525,7 @@ fn main() -> Result<()> {
             let m = metrics::Metrics::new(
                 move || n.metrics_snapshot_blocking(),
                 node.control_latency(),
+                &batches,
             );
             metrics::http::spawn(listener, m).context("starting the metrics thread")?;
             info!(%addr, "metrics served on http://{addr}/metrics");
@@ -512,6 +533,7 @@ fn main() -> Result<()> {
         let served = control::serve(&args, socket_gid, node).await;
         expiry.abort();
         watch.abort();
+        flow_log.abort();
         if let Some(sync) = sync {
             sync.abort();
         }

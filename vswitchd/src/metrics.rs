@@ -120,6 +120,35 @@ impl ControlLatency {
     }
 }
 
+/// The engines' batch sizes (`vswitch_engine_batch_frames{worker}`): frames handed to the
+/// datapath per engine loop that had work, observed once per such loop by each worker (one
+/// uncontended lock per batch, never per frame). Cloning shares the histograms.
+#[derive(Clone, Debug)]
+pub struct EngineBatches(Family<WorkerLabel, Histogram, fn() -> Histogram>);
+
+/// The label of an engine's histogram: its worker number.
+type WorkerLabel = [(&'static str, String); 1];
+
+impl Default for EngineBatches {
+    fn default() -> Self {
+        EngineBatches(Family::new_with_constructor(batch_histogram))
+    }
+}
+
+/// 1 to 512 frames, by factors of 2.
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 10))
+}
+
+impl EngineBatches {
+    /// The histogram of worker `worker` (taken once by the engine thread).
+    pub fn worker(&self, worker: usize) -> Histogram {
+        self.0
+            .get_or_create(&[("worker", worker.to_string())])
+            .clone()
+    }
+}
+
 /// Where a scrape gets its [`Snapshot`].
 type Source = Box<dyn Fn() -> Snapshot + Send + Sync>;
 
@@ -148,9 +177,15 @@ impl Metrics {
     pub fn new(
         source: impl Fn() -> Snapshot + Send + Sync + 'static,
         latency: &ControlLatency,
+        batches: &EngineBatches,
     ) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SnapshotCollector(Box::new(source))));
+        registry.register(
+            "vswitch_engine_batch_frames",
+            "Frames an I/O engine handed to the datapath per loop that had work, by worker",
+            batches.0.clone(),
+        );
         registry.register(
             "vswitch_control_request_duration_seconds",
             "Time the daemon took to answer a control request (vswitchctl, CNI), by request op",

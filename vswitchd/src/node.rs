@@ -29,6 +29,7 @@ mod apply;
 pub mod cluster;
 mod cni;
 mod effects;
+mod flows;
 mod inspect;
 mod lost;
 mod metrics;
@@ -61,6 +62,8 @@ pub struct Node {
     started: u64,
     /// The control requests' latency (observed by `control.rs`, exported by `metrics`).
     latency: crate::metrics::ControlLatency,
+    /// The flow log's ring (`observe`).
+    flows: crate::flows::FlowRing,
 }
 
 impl Node {
@@ -75,6 +78,7 @@ impl Node {
         datastore: Option<Arc<crate::datastore::Datastore>>,
     ) -> Result<Arc<Node>> {
         let st = store.load()?;
+        let args_flow_log_size = args.flow_log_size as usize;
         let cfg = datapath.config();
         if !st.pod_cidr.is_empty() && st.pod_cidr != cfg.pod_cidr.to_string() {
             anyhow::bail!(
@@ -105,6 +109,7 @@ impl Node {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             latency: Default::default(),
+            flows: crate::flows::FlowRing::new(args_flow_log_size),
         });
         {
             let mut inner = node.inner.lock().await;
@@ -234,6 +239,7 @@ impl Node {
             Request::NodeList => Err(Reject::other("node list is answered without the lock")),
             // A stream, not one answer: served by the control server (`capture.rs`).
             Request::Capture(_) => Err(Reject::other("capture is served as a stream")),
+            Request::Observe(_) => Err(Reject::other("observe is served by the control server")),
         };
         result.unwrap_or_else(Reject::into_response)
     }

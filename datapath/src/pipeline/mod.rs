@@ -22,6 +22,7 @@
 
 mod arp;
 mod dns;
+mod flow;
 mod port;
 mod reject;
 mod route;
@@ -30,6 +31,7 @@ mod trace;
 mod tunnel;
 
 use crate::counters::{Counters, Direction, DropReason, LinkCounters};
+use crate::flow_log::{FlowLog, FlowPoint};
 use crate::state::balancer::Balancer;
 use crate::state::conntrack::Conntrack;
 use crate::state::ct_list::{ConnFilter, ConnInfo};
@@ -122,6 +124,8 @@ pub struct Datapath {
     counters: Counters,
     ct: Conntrack,
     lb: Balancer,
+    /// The flow log (`observe`), when on.
+    flows: Option<FlowLog>,
 }
 
 impl Datapath {
@@ -133,7 +137,19 @@ impl Datapath {
             config,
             tables: ArcSwap::from_pointee(Tables::default()),
             counters: Counters::default(),
+            flows: None,
         }
+    }
+
+    /// This datapath with the flow log on: events go to `log` (see [`crate::flow_log`]).
+    pub fn with_flow_log(mut self, log: FlowLog) -> Datapath {
+        self.flows = Some(log);
+        self
+    }
+
+    /// The flow log, when on (the shell drains it).
+    pub fn flow_log(&self) -> Option<&FlowLog> {
+        self.flows.as_ref()
     }
 
     /// The node configuration.
@@ -190,7 +206,15 @@ impl Datapath {
     /// Expires idle conntrack and affinity entries; the shell calls it about once a second
     /// with its monotonic clock (the same one it passes to `from_port`/`from_tunnel`).
     pub fn expire(&self, now_ms: u64) {
-        self.ct.expire(now_ms);
+        match &self.flows {
+            None => {
+                self.ct.expire(now_ms);
+            }
+            Some(log) => {
+                self.ct
+                    .expire_each(now_ms, |c| log.push(flow::conn_end(c, now_ms)));
+            }
+        }
         self.lb.expire(now_ms);
     }
 
@@ -264,12 +288,21 @@ impl Datapath {
         let Some(port) = tables.port(in_port) else {
             self.counters
                 .count_drop(DropReason::UnknownPort, Direction::FromPod);
+            self.log_drop(
+                FlowPoint::Port(in_port),
+                pkt,
+                DropReason::UnknownPort,
+                now_ms,
+            );
             return Verdict::Drop(DropReason::UnknownPort);
         };
         port.counters.rx(pkt.len());
         match self.port_stages(&mut Live, tables, port, pkt, now_ms) {
             Ok(v) => v,
-            Err(reason) => self.drop_on(&port.counters, reason, Direction::FromPod),
+            Err(reason) => {
+                self.log_drop(FlowPoint::Port(in_port), pkt, reason, now_ms);
+                self.drop_on(&port.counters, reason, Direction::FromPod)
+            }
         }
     }
 
@@ -336,7 +369,10 @@ impl Datapath {
             return v;
         }
         if !routed {
-            return port::switch(self, m, tables, port, pkt, dst); // Stage::Switch
+            let syn = self.syn_event_if::<M>(FlowPoint::Port(port.id), pkt, &ip, now_ms);
+            let v = port::switch(self, m, tables, port, pkt, dst); // Stage::Switch
+            self.log_forwarded(syn, &v);
+            return v;
         }
         let cfg = &self.config;
         m.enter(Stage::Route);
@@ -360,9 +396,19 @@ impl Datapath {
             // Stage::Services
             Route::Service => services::service_from_port(self, m, tables, port, pkt, &ip, now_ms),
             // Stage::Deliver
-            Route::Local(to) => self.deliver(m, to, pkt, &ip),
+            Route::Local(to) => {
+                let syn = self.syn_event_if::<M>(FlowPoint::Port(port.id), pkt, &ip, now_ms);
+                let v = self.deliver(m, to, pkt, &ip);
+                self.log_forwarded(syn, &v);
+                v
+            }
             // Stage::TunnelEgress
-            Route::Peer(peer) => tunnel::to_peer(self, m, port, peer, pkt, &ip),
+            Route::Peer(peer) => {
+                let syn = self.syn_event_if::<M>(FlowPoint::Port(port.id), pkt, &ip, now_ms);
+                let v = tunnel::to_peer(self, m, port, peer, pkt, &ip);
+                self.log_forwarded(syn, &v);
+                v
+            }
         }
     }
 
@@ -398,13 +444,22 @@ impl Datapath {
         let Some(peer) = tables.peer_by_underlay(*src.ip()) else {
             self.counters
                 .count_drop(DropReason::TunnelUnknownPeer, Direction::FromTunnel);
+            self.log_drop(
+                FlowPoint::Tunnel(src),
+                pkt,
+                DropReason::TunnelUnknownPeer,
+                now_ms,
+            );
             return Verdict::Drop(DropReason::TunnelUnknownPeer);
         };
         peer.counters
             .rx(pkt.len().saturating_sub(crate::wire::vxlan::VXLAN_HDR_LEN));
         match self.tunnel_stages(tables, peer, pkt, now_ms) {
             Ok(v) => v,
-            Err(reason) => self.drop_on(&peer.counters, reason, Direction::FromTunnel),
+            Err(reason) => {
+                self.log_drop(FlowPoint::Peer(peer.id), pkt, reason, now_ms);
+                self.drop_on(&peer.counters, reason, Direction::FromTunnel)
+            }
         }
     }
 
@@ -431,7 +486,12 @@ impl Datapath {
                 tunnel::encap_to(self, &mut Live, peer, pkt)
             }
             // Stage::Deliver
-            TunnelRoute::Local(to) => self.deliver(&mut Live, to, pkt, &ip),
+            TunnelRoute::Local(to) => {
+                let syn = self.syn_event(FlowPoint::Peer(peer.id), pkt, &ip, now_ms);
+                let v = self.deliver(&mut Live, to, pkt, &ip);
+                self.log_forwarded(syn, &v);
+                v
+            }
         }
     }
 

@@ -171,7 +171,9 @@ pub(super) fn service_from_port<M: Mode>(
     let hairpin = matches!(hop, Some(Hop::Local(p)) if p.id == port.id);
     let snat = hairpin.then_some(dp.config.gateway);
     let conn = if M::LIVE {
-        dp.ct.create(t, ep, snat, l4.flags, now_ms)?
+        let conn = dp.ct.create(t, ep, snat, l4.flags, now_ms)?;
+        dp.log_new_conn(port.id, &conn, l4.flags, now_ms);
+        conn
     } else {
         dp.ct.probe(t, ep, snat, l4.flags, now_ms)?
     };

@@ -599,6 +599,25 @@ impl Conntrack {
     pub(crate) fn expire(&self, now_ms: u64) -> usize {
         self.remove_where(|c| c.expired(now_ms))
     }
+
+    /// [`Conntrack::expire`], calling `on` with each connection it removed (the flow log's
+    /// connection ends).
+    pub(crate) fn expire_each(&self, now_ms: u64, mut on: impl FnMut(&Conn)) -> usize {
+        let victims: Vec<Arc<Conn>> = self
+            .map
+            .iter()
+            .filter(|r| r.conn.expired(now_ms))
+            .map(|r| r.conn.clone())
+            .collect();
+        let mut n = 0;
+        for c in &victims {
+            if self.remove(c) {
+                on(c);
+                n += 1;
+            }
+        }
+        n
+    }
 }
 
 #[cfg(test)]

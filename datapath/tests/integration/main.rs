@@ -9,6 +9,7 @@ mod ct_persist;
 mod dns;
 mod dns_forward;
 mod drops;
+mod flow_log;
 mod fuzz_seeds;
 mod gro;
 mod gso;

@@ -4,6 +4,7 @@
 //! and peer removal.
 
 use std::path::Path;
+use std::time::Duration;
 use vswitch_e2e::flannel::{kernel_node, kernel_vtep_mac, FlannelPeer};
 use vswitch_e2e::traffic::transfer;
 use vswitch_e2e::{assert_ping, assert_wget_nginx, ip_ok, Node, NodeOpts, OutputExt, Testbed};
@@ -34,6 +35,33 @@ fn pods_across_nodes(tb: &Testbed, datapath: &str) {
             && peers[0]["rx_packets"].as_u64().unwrap_or(0) > 0,
         "peer counters did not move: {peers}"
     );
+    // The flow log names the direct TCP flow on both nodes: leaving node 2 for its peer, and
+    // arriving at node 1 from the tunnel (one event each, at the SYN).
+    let flow = |node: &Node, direction: &str, peer: &str| {
+        vswitch_e2e::wait_for(
+            "the cross-node flow in observe",
+            Duration::from_secs(5),
+            || {
+                let ip = nginx.ip.to_string();
+                let recs = node.ctl_json(&["observe", "--verdict", "forwarded", "--ip", &ip]);
+                let found = recs.as_array().into_iter().flatten().any(|r| {
+                    r["direction"] == direction
+                        && r["peer"] == peer
+                        && r["protocol"] == "tcp"
+                        && r["tcp_flags"] == "SYN"
+                        && r["source"]["ip"] == busybox.ip.to_string().as_str()
+                        && r["destination"]["port"] == 80
+                });
+                if found {
+                    Ok(())
+                } else {
+                    Err(recs.to_string())
+                }
+            },
+        )
+    };
+    flow(&n2, "pod", &n1.name);
+    flow(&n1, "tunnel", &n2.name);
 }
 
 #[test]

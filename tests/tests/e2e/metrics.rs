@@ -239,3 +239,109 @@ fn encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// A tmux session, killed when dropped (on failure and panic too).
+struct Tmux(String);
+
+impl Tmux {
+    fn run(args: &[&str]) -> std::process::Output {
+        run_with_timeout(Command::new("tmux").args(args), Duration::from_secs(10))
+            .expect("running tmux")
+    }
+
+    /// What the session's pane shows now.
+    fn screen(&self) -> String {
+        Tmux::run(&["capture-pane", "-p", "-t", &self.0]).stdout_str()
+    }
+
+    fn alive(&self) -> bool {
+        Tmux::run(&["has-session", "-t", &self.0]).status.success()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Tmux::run(&["kill-session", "-t", &self.0]);
+    }
+}
+
+/// Issue 14, acceptance 5: `vswitchctl top` in a terminal (tmux, 200x50) shows the rates
+/// of a running transfer (an iperf3 of 8 s between two pods) and quits on `q`; without a
+/// terminal it prints plain lines, `--count` of them.
+#[test]
+fn top_shows_the_rates_of_a_transfer_and_quits_on_q() {
+    let Some(tb) = Testbed::new("top") else {
+        return;
+    };
+    assert!(
+        which("tmux").is_some(),
+        "tmux is not installed: run `make deps`"
+    );
+    let node = tb.add_node(1, NodeOpts::default().without_underlay());
+    let client = tb.add_pod(&node, "client", &[]);
+    let server = tb.add_pod(&node, "server", &[]);
+    let _iperf_server = server.spawn("iperf3-server", "iperf3", &["-s", "-1", "-p", "5201"]);
+    server.wait_listening(5201);
+    let dst = server.ip.to_string();
+    let _iperf = client.spawn(
+        "iperf3-client",
+        "iperf3",
+        &["-c", &dst, "-p", "5201", "-t", "8", "-b", "200M"],
+    );
+    let ctl = tb.bin("vswitchctl").display().to_string();
+    let socket = node.socket.display().to_string();
+    let session = Tmux(format!("{}-top", tb.prefix()));
+    let cmdline = format!("{ctl} --socket {socket} top");
+    let started = Tmux::run(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session.0,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &cmdline,
+    ]);
+    assert!(started.status.success(), "tmux: {}", started.describe());
+    // The client's row shows megabytes per second received from it (the transfer).
+    let is_busy = |screen: &str| {
+        screen.lines().any(|l| {
+            l.contains("default/client")
+                && l.split_whitespace()
+                    .any(|w| w.ends_with('M') || w.ends_with('G'))
+        })
+    };
+    let screen = vswitch_e2e::wait_for("top showing the transfer", Duration::from_secs(8), || {
+        let s = session.screen();
+        if is_busy(&s) && s.contains("conntrack") && s.contains("Peers") {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    });
+    println!("{screen}");
+    assert!(session.alive(), "top ended by itself");
+    let q = Tmux::run(&["send-keys", "-t", &session.0, "q"]);
+    assert!(q.status.success(), "tmux send-keys: {}", q.describe());
+    vswitch_e2e::wait_for("top quitting on q", Duration::from_secs(5), || {
+        if session.alive() {
+            Err(session.screen())
+        } else {
+            Ok(())
+        }
+    });
+
+    // Without a terminal: plain lines, --count refreshes.
+    let text = node.ctl_ok(&["top", "--count", "2", "--interval", "0.5"]);
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" conntrack ")).count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("port default/client rx ")),
+        "{text}"
+    );
+}

@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use vswitch_e2e::{Node, NodeOpts, OutputExt, Pod, Testbed};
 
@@ -504,6 +504,156 @@ fn service_hairpin_reaches_itself() {
             .any(|l| l.starts_with(&format!("{} ", client.ip))),
         "nginx did not see busybox-client's own address {}:\n{log}",
         client.ip
+    );
+}
+
+/// The flow records of `observe -o json ARGS` on `node`.
+fn observed(node: &Node, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["observe", "--last", "1000"];
+    all.extend(args);
+    match node.ctl_json(&all) {
+        serde_json::Value::Array(v) => v,
+        other => panic!("observe -o json printed no array: {other}"),
+    }
+}
+
+/// Issue 14, acceptance 4: `observe` shows a wget's connection through a Service VIP with its
+/// Service and endpoint, a forged frame's drop with its reason, and `--follow` streams an
+/// event that happens after it started.
+#[test]
+fn observe_shows_service_connections_drops_and_follows() {
+    let Some(tb) = Testbed::new("observe_flows") else {
+        return;
+    };
+    let node = tb.add_node(1, NodeOpts::default());
+    let nginx = tb.add_pod(&node, "nginx-server", &[("app", "nginx")]);
+    let _server = tb.start_nginx(&nginx);
+    let client = tb.add_pod(&node, "busybox-client", &[]);
+    node.ctl_ok(&[
+        "service",
+        "add",
+        "web",
+        "--vip",
+        "198.19.96.20",
+        "--port",
+        "80",
+        "--selector",
+        "app=nginx",
+    ]);
+    fetch(&client, "http://198.19.96.20/");
+    // Frames with forged sources from the client (a random MAC, a random address, ARP).
+    let pktgen = tb.bin("vswitch-pktgen").display().to_string();
+    let dst = format!("{}:0", nginx.ip);
+    let args = [
+        "attack",
+        "forged",
+        "--dst",
+        &dst,
+        "--count",
+        "30",
+        "--duration",
+        "2",
+    ];
+    let out = client.exec_timeout(Duration::from_secs(10), &pktgen, &args);
+    assert!(out.status.success(), "pktgen: {}", out.describe());
+
+    let is_conn = |r: &serde_json::Value, since_ms: u64| {
+        r["verdict"] == "forwarded"
+            && r["service"]["name"] == "default/web"
+            && r["service"]["vip"] == "198.19.96.20:80"
+            && r["service"]["endpoint"] == format!("{}:80", nginx.ip).as_str()
+            && r["service"]["endpoint_pod"]["name"] == "nginx-server"
+            && r["source"]["pod"]["name"] == "busybox-client"
+            && r["source"]["ip"] == client.ip.to_string().as_str()
+            && r["protocol"] == "tcp"
+            && r["tcp_flags"] == "SYN"
+            && r["time_ms"].as_u64().is_some_and(|t| t >= since_ms)
+    };
+    let recs = vswitch_e2e::wait_for(
+        "the connection and the drop in observe",
+        Duration::from_secs(5),
+        || {
+            let recs = observed(&node, &[]);
+            let conn = recs.iter().any(|r| is_conn(r, 0));
+            let drop = recs.iter().any(|r| {
+                r["verdict"] == "dropped"
+                    && r["drop_reason"] == "spoofed_ip"
+                    && r["source"]["ip"]
+                        .as_str()
+                        .is_some_and(|ip| ip != client.ip.to_string())
+                    && r["destination"]["ip"] == nginx.ip.to_string().as_str()
+                    && r["direction"] == "pod"
+            });
+            if conn && drop {
+                Ok(recs)
+            } else {
+                Err(serde_json::to_string_pretty(&recs).unwrap_or_default())
+            }
+        },
+    );
+    println!("observe: {} events", recs.len());
+    // The filters: by verdict, by pod, by address.
+    let drops = observed(&node, &["--verdict", "dropped"]);
+    assert!(!drops.is_empty() && drops.iter().all(|r| r["verdict"] == "dropped"));
+    let nginx_flows = observed(&node, &["--pod", "default/nginx-server"]);
+    assert!(
+        nginx_flows.iter().any(|r| is_conn(r, 0)),
+        "the endpoint's pod finds it"
+    );
+    let by_vip = observed(&node, &["--ip", "198.19.96.20", "--verdict", "forwarded"]);
+    assert!(
+        !by_vip.is_empty()
+            && by_vip
+                .iter()
+                .all(|r| r["service"]["vip"] == "198.19.96.20:80")
+    );
+    // For people: one line per event.
+    let text = node.ctl_ok(&["observe", "--verdict", "forwarded"]);
+    println!("{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("FORWARDED") && l.contains("service default/web")),
+        "{text}"
+    );
+    let text = node.ctl_ok(&["observe", "--verdict", "dropped"]);
+    assert!(text.contains("DROPPED (spoofed_ip)"), "{text}");
+
+    // --follow: only what happens after it started.
+    let ctl = tb.bin("vswitchctl").display().to_string();
+    let socket = node.socket.display().to_string();
+    let follow = tb.spawn_in(
+        &node.netns,
+        "observe-follow",
+        &ctl,
+        &["--socket", &socket, "-o", "json", "observe", "--follow"],
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        follow.is_running(),
+        "observe --follow ended: {}",
+        follow.output()
+    );
+    assert_eq!(follow.output().trim(), "", "nothing before a new event");
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    fetch(&client, "http://198.19.96.20/");
+    vswitch_e2e::wait_for(
+        "the new connection streamed by --follow",
+        Duration::from_secs(5),
+        || {
+            let text = follow.output();
+            let streamed = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|r| is_conn(&r, since.saturating_sub(1000)));
+            if streamed {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
     );
 }
 

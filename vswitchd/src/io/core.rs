@@ -106,6 +106,10 @@ pub struct Core<X> {
     batch_capture: Option<Sessions>,
     /// The tunnel socket's own address (the outer source of what it sends, in captures).
     tunnel_local: SocketAddrV4,
+    /// Frames handed to the datapath in the batch being handled.
+    batch_frames: u32,
+    /// The batch sizes (`vswitch_engine_batch_frames`).
+    batches: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// Shows a port's frame to the captures of that port.
@@ -159,6 +163,8 @@ impl<X> Core<X> {
             capture: ctx.capture,
             batch_capture: None,
             tunnel_local,
+            batch_frames: 0,
+            batches: ctx.batches,
         }
     }
 
@@ -222,6 +228,7 @@ impl<X> Core<X> {
         let v = self
             .datapath
             .from_port(&self.batch_tables, id, buf, self.batch_now);
+        self.batch_frames += 1;
         self.carry_out(be, b, v);
     }
 
@@ -302,6 +309,7 @@ impl<X> Core<X> {
                 tap_tunnel(caps, Cap::In, src, self.tunnel_local, buf.frame());
             }
             let v = (self.datapath).from_tunnel(&self.batch_tables, src, buf, self.batch_now);
+            self.batch_frames += 1;
             let Verdict::ToPort(p) = v else {
                 self.carry_out(be, b, v);
                 continue;
@@ -374,6 +382,10 @@ pub fn run<B: Backend>(core: Core<B::Port>, be: B) -> Result<()> {
         }
         if let Some(sock) = &e.core.tunnel {
             e.core.tunnel_tx.flush(&e.core.datapath, sock);
+        }
+        if e.core.batch_frames > 0 {
+            e.core.batches.observe(f64::from(e.core.batch_frames));
+            e.core.batch_frames = 0;
         }
     }
 }
@@ -451,6 +463,7 @@ mod tests {
             uring_registered_buffers: false,
             lost,
             capture: Arc::default(),
+            batches: crate::metrics::EngineBatches::default().worker(0),
         };
         (Core::new(ctx, pool), tx, lost_rx)
     }

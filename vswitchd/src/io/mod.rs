@@ -236,6 +236,8 @@ pub struct EngineCtx {
     pub lost: tokio::sync::mpsc::UnboundedSender<PortId>,
     /// The running captures (shared by every worker and the control plane).
     pub capture: Arc<capture::CaptureHub>,
+    /// This worker's batch size histogram (frames per loop with work).
+    pub batches: prometheus_client::metrics::histogram::Histogram,
 }
 
 fn eventfd() -> Result<OwnedFd> {
@@ -380,6 +382,8 @@ pub struct EngineOpts {
     pub uring_multishot: bool,
     /// io_uring: a registered buffer pool (`--uring-registered-buffers`).
     pub uring_registered_buffers: bool,
+    /// The engines' batch size histograms (one per worker).
+    pub batches: crate::metrics::EngineBatches,
 }
 
 /// Starts `opts.workers` engines of the kind `opts.kind` chooses, each on its own thread.
@@ -450,6 +454,7 @@ pub fn start(datapath: Arc<Datapath>, opts: &EngineOpts) -> Result<IoHandle> {
             uring_registered_buffers: opts.uring_registered_buffers,
             lost: lost_tx.clone(),
             capture: Arc::clone(&capture),
+            batches: opts.batches.worker(worker),
         };
         let thread = std::thread::Builder::new()
             .name(format!("vswitch-{chosen}-{worker}"))

@@ -48,7 +48,9 @@ fn snapshot() -> Snapshot {
 }
 
 fn render(s: Snapshot, latency: &ControlLatency) -> String {
-    Metrics::new(move || s.clone(), latency).render().unwrap()
+    Metrics::new(move || s.clone(), latency, &EngineBatches::default())
+        .render()
+        .unwrap()
 }
 
 fn assert_has(text: &str, line: &str) {
@@ -148,9 +150,31 @@ fn scrapes_read_the_source_each_time() {
                 ..Snapshot::default()
             },
             &ControlLatency::default(),
+            &EngineBatches::default(),
         )
     };
     assert_has(&m.render().unwrap(), "vswitch_conntrack_entries 0");
     n.store(5, std::sync::atomic::Ordering::Relaxed);
     assert_has(&m.render().unwrap(), "vswitch_conntrack_entries 5");
+}
+
+#[test]
+fn engine_batch_sizes_are_a_histogram_per_worker() {
+    let batches = EngineBatches::default();
+    let w0 = batches.worker(0);
+    for n in [1.0, 3.0, 64.0] {
+        w0.observe(n);
+    }
+    batches.worker(1).observe(200.0);
+    let text = Metrics::new(Snapshot::default, &ControlLatency::default(), &batches)
+        .render()
+        .unwrap();
+    assert_has(&text, "# TYPE vswitch_engine_batch_frames histogram");
+    assert_has(&text, r#"vswitch_engine_batch_frames_count{worker="0"} 3"#);
+    assert_has(&text, r#"vswitch_engine_batch_frames_sum{worker="0"} 68.0"#);
+    assert_has(
+        &text,
+        r#"vswitch_engine_batch_frames_bucket{worker="0",le="4"} 2"#,
+    );
+    assert_has(&text, r#"vswitch_engine_batch_frames_count{worker="1"} 1"#);
 }
