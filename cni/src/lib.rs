@@ -5,7 +5,10 @@
 //! Contract (docs/cni.md has the operator's version):
 //! - Input as the spec says: `CNI_COMMAND` (ADD, DEL, CHECK, STATUS, VERSION, GC),
 //!   `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`, `CNI_ARGS` (`K8S_POD_NAME` and
-//!   `K8S_POD_NAMESPACE` are used, other keys ignored), and the network configuration on stdin:
+//!   `K8S_POD_NAMESPACE` are used, other keys ignored; any name is passed on as given:
+//!   vswitchd maps one that is not a Kubernetes name, such as podman's `dazzling_chatterjee`,
+//!   to a port name and keeps the original, `validate::runtime_port_name`), and the network
+//!   configuration on stdin:
 //!   `cniVersion`, `name`, `type`, plus `socket` (default [`vswitch_proto::DEFAULT_SOCKET`]),
 //!   `timeoutSeconds` (default 10) and `dns` (copied into ADD's result). Unknown fields are
 //!   ignored; an `ipam` section is refused (code 2): vswitchd allocates addresses.

@@ -269,6 +269,8 @@ mod tests {
             mtu: 1450,
             labels: BTreeMap::new(),
             container_id: Some("c1".into()),
+            runtime_name: None,
+            runtime_namespace: None,
             dns: None,
         }
     }
@@ -369,6 +371,30 @@ mod tests {
                 "dns": {}
             })
         );
+    }
+
+    /// podman passes the container's name as K8S_POD_NAME, containerd 64-hex ids: the
+    /// plugin passes both on as given (the daemon maps the name to a port name).
+    #[test]
+    fn add_passes_runtime_names_and_ids_on_unchanged() {
+        let id = "4f1bf1b0f7ad4b6dd2f5c2c8a0e96ae2b3bb0aa3f6f5d0f05b5a3f0d7e4c1a90";
+        for name in ["dazzling_chatterjee", "Web_1", "web_1"] {
+            let args = format!("IgnoreUnknown=1;K8S_POD_NAME={name}");
+            let mut vars: Vec<(&str, &str)> = add_env("ADD")
+                .into_iter()
+                .filter(|(k, _)| *k != "CNI_ARGS" && *k != "CNI_CONTAINERID")
+                .collect();
+            vars.push(("CNI_ARGS", &args));
+            vars.push(("CNI_CONTAINERID", id));
+            let (out, seen) = invoke(&vars, CONF_110, |_| Ok(Response::Port(port())));
+            assert!(out.success, "{name}: {out:?}");
+            let Request::CniAdd(a) = &seen[0] else {
+                panic!("{seen:?}")
+            };
+            assert_eq!(a.pod_name.as_deref(), Some(name));
+            assert_eq!(a.pod_namespace, None);
+            assert_eq!(a.container_id, id);
+        }
     }
 
     #[test]

@@ -197,6 +197,8 @@ mod tests {
             mtu: 1450,
             labels: BTreeMap::new(),
             container_id: Some("c1".into()),
+            runtime_name: None,
+            runtime_namespace: None,
             dns: None,
         }
     }

@@ -99,6 +99,8 @@ fn answer(vars: &HashMap<String, String>, req: &Request) -> Result<Response, Cal
                 mtu: 1450,
                 labels: BTreeMap::new(),
                 container_id: Some(a.container_id.clone()),
+                runtime_name: None,
+                runtime_namespace: None,
                 dns: None,
             }),
             Request::NodeShow => Response::Node(node()),

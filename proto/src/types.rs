@@ -202,6 +202,15 @@ pub struct PortInfo {
     /// The CNI container id, for ports attached through the CNI plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The name the container runtime gave (`K8S_POD_NAME`, or the container id when it
+    /// passed none), when the port's name is not that name: a runtime name that is not a
+    /// Kubernetes name (`Web_1`) is mapped to one (`validate::runtime_port_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_name: Option<String>,
+    /// The namespace the runtime gave (`K8S_POD_NAMESPACE`), when the port's namespace is
+    /// not that name (mapped the same way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_namespace: Option<String>,
     /// The pod's resolver settings (the cluster DNS and the Kubernetes search path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<PodDns>,

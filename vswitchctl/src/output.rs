@@ -64,7 +64,7 @@ pub(crate) fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
 }
 
 const PORT_HEADERS: [&str; 6] = ["NAME", "NAMESPACE", "IP", "MAC", "NODE", "STATUS"];
-const PORT_WIDE_HEADERS: [&str; 11] = [
+const PORT_WIDE_HEADERS: [&str; 12] = [
     "NAME",
     "NAMESPACE",
     "IP",
@@ -75,8 +75,20 @@ const PORT_WIDE_HEADERS: [&str; 11] = [
     "IFNAME",
     "GATEWAY",
     "MTU",
+    "RUNTIME-NAME",
     "LABELS",
 ];
+
+/// The name the container runtime gave a port when it is not the port's own (`Web_1` for
+/// port `web-1-24b9b594`), as `NAMESPACE/NAME` when the namespace was mapped too;
+/// `<none>` for the kubelet's pods and `port add`.
+fn runtime_name(p: &PortInfo) -> String {
+    match (&p.runtime_namespace, &p.runtime_name) {
+        (None, None) => "<none>".to_string(),
+        (None, Some(n)) => n.clone(),
+        (Some(ns), n) => format!("{ns}/{}", n.as_ref().unwrap_or(&p.name)),
+    }
+}
 
 fn port_row(p: &PortInfo, wide: bool) -> Vec<String> {
     let mut row = vec![
@@ -93,6 +105,7 @@ fn port_row(p: &PortInfo, wide: bool) -> Vec<String> {
             p.ifname.clone(),
             p.gateway.clone(),
             p.mtu.to_string(),
+            runtime_name(p),
             labels(&p.labels),
         ]);
     }
@@ -487,6 +500,8 @@ mod tests {
                 mtu: 1450,
                 labels: [("app".to_string(), "nginx".to_string())].into(),
                 container_id: None,
+                runtime_name: None,
+                runtime_namespace: None,
                 dns: None,
             },
             PortInfo {
@@ -503,6 +518,8 @@ mod tests {
                 mtu: 1450,
                 labels: Default::default(),
                 container_id: None,
+                runtime_name: None,
+                runtime_namespace: None,
                 dns: None,
             },
         ]
@@ -534,11 +551,38 @@ bb            kube-system  198.18.1.10  0a:58:c6:12:01:0a  node1  Detached
     #[test]
     fn port_list_wide() {
         let want = "\
-NAME          NAMESPACE    IP           MAC                NODE   STATUS    NETNS                 IFNAME  GATEWAY     MTU   LABELS
-nginx-server  default      198.18.1.2   0a:58:c6:12:01:02  node1  Running   /var/run/netns/nginx  eth0    198.18.1.1  1450  app=nginx
-bb            kube-system  198.18.1.10  0a:58:c6:12:01:0a  node1  Detached  bb                    eth0    198.18.1.1  1450  <none>
+NAME          NAMESPACE    IP           MAC                NODE   STATUS    NETNS                 IFNAME  GATEWAY     MTU   RUNTIME-NAME  LABELS
+nginx-server  default      198.18.1.2   0a:58:c6:12:01:02  node1  Running   /var/run/netns/nginx  eth0    198.18.1.1  1450  <none>        app=nginx
+bb            kube-system  198.18.1.10  0a:58:c6:12:01:0a  node1  Detached  bb                    eth0    198.18.1.1  1450  <none>        <none>
 ";
         assert_eq!(ports(&sample_ports(), Format::Wide), want);
+    }
+
+    /// A podman container's port: the table shows the port name, the wide listing and JSON
+    /// the name the runtime gave too.
+    #[test]
+    fn port_list_shows_the_runtime_name() {
+        let mut p = sample_ports()[0].clone();
+        p.name = "web-1-24b9b594".into();
+        p.container_id = Some("4f1bf1b0f7ad".into());
+        p.runtime_name = Some("Web_1".into());
+        let wide = ports(std::slice::from_ref(&p), Format::Wide);
+        assert!(wide.lines().nth(1).unwrap().contains("  Web_1  "), "{wide}");
+        assert!(wide.starts_with("NAME            "), "{wide}");
+        let table = ports(std::slice::from_ref(&p), Format::Table);
+        assert!(
+            table.contains("web-1-24b9b594") && !table.contains("Web_1"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&ports(std::slice::from_ref(&p), Format::Json)).unwrap();
+        assert_eq!(json[0]["runtime_name"], "Web_1");
+        assert_eq!(json[0]["name"], "web-1-24b9b594");
+        assert!(json[0].get("runtime_namespace").is_none(), "{json}");
+        p.runtime_namespace = Some("Team_A".into());
+        assert_eq!(runtime_name(&p), "Team_A/Web_1");
+        p.runtime_name = None;
+        assert_eq!(runtime_name(&p), "Team_A/web-1-24b9b594");
     }
 
     #[test]

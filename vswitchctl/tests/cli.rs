@@ -112,6 +112,8 @@ fn sample_port(name: &str, ip: &str) -> PortInfo {
         mtu: 1450,
         labels: [("app".to_string(), name.to_string())].into(),
         container_id: None,
+        runtime_name: None,
+        runtime_namespace: None,
         dns: None,
     }
 }

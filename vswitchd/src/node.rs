@@ -67,8 +67,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Loads the persisted state, re-attaches the ports whose namespaces still exist and
-    /// restores the conntrack table.
+    /// Loads the persisted state, re-attaches the ports whose namespaces still exist (a
+    /// port whose namespace is gone was deleted while the daemon was down: it is removed as
+    /// a lost port, `lost.rs`) and restores the conntrack table.
     pub async fn recover(
         args: Args,
         datapath: Arc<Datapath>,
@@ -114,6 +115,8 @@ impl Node {
         {
             let mut inner = node.inner.lock().await;
             let mut taps = Vec::new();
+            // The namespaces of ports found lost (their resolv.conf goes with them).
+            let mut lost_netns = Vec::new();
             for rec in st.peers {
                 match inner.peer_from_record(rec.clone()) {
                     Ok(peer) => {
@@ -137,12 +140,30 @@ impl Node {
                         }
                         info!(port = %key.name, ip = %port.rec.ip, "re-attached");
                     }
+                    Err(e) if lost::netns_missing(&port.rec.netns) => {
+                        // Deleted while the daemon was down: it will never come back (a
+                        // runtime that recreates the pod makes a new namespace and ADDs again).
+                        node.ports_lost.fetch_add(1, Relaxed);
+                        warn!(
+                            port = %key.name, namespace = %key.namespace, ip = %port.rec.ip,
+                            netns = %port.rec.netns,
+                            "port lost: its network namespace was deleted while the daemon \
+                             was down; removed ({e:#})"
+                        );
+                        lost_netns.push(port.rec.netns.clone());
+                        continue;
+                    }
                     Err(e) => {
                         port.status = PortStatus::Detached;
                         warn!(port = %key.name, "cannot re-attach: {e:#}");
                     }
                 }
                 inner.ports.insert(key, port);
+            }
+            for netns in lost_netns {
+                if !inner.ports.values().any(|p| p.rec.netns == netns) {
+                    node.remove_pod_resolver(&netns);
+                }
             }
             node.recover_services(&mut inner, st.services);
             for (name, why) in inner.recover_namespaces(st.namespaces) {
@@ -206,7 +227,10 @@ impl Node {
         let mut inner = self.inner.lock().await;
         let result = match req {
             Request::NodeShow => Ok(Response::Node(self.node_info(&inner))),
-            Request::PortAdd(spec) => self.port_add(&mut inner, spec, None).await,
+            Request::PortAdd(spec) => {
+                self.port_add(&mut inner, spec, None, Default::default())
+                    .await
+            }
             Request::PortDel(key) => self.port_del(&mut inner, key).await,
             Request::CniAdd(a) => self.cni_add(&mut inner, a).await,
             Request::CniDel(k) => self.cni_del(&mut inner, k).await,
@@ -378,6 +402,8 @@ impl Node {
             mtu: u32::from(cfg.pod_mtu),
             labels: p.rec.labels.clone(),
             container_id: p.rec.container_id.clone(),
+            runtime_name: p.rec.runtime_name.clone(),
+            runtime_namespace: p.rec.runtime_namespace.clone(),
             dns: cfg
                 .dns_ip
                 .map(|ip| state::pod_dns(ip, &p.rec.namespace, &cfg.cluster_domain)),
@@ -389,13 +415,16 @@ impl Node {
         inner: &mut Inner,
         spec: PortSpec,
         container_id: Option<String>,
+        (runtime_name, runtime_namespace): (Option<String>, Option<String>),
     ) -> Result<Response, Reject> {
         let key = inner.check_port_spec(&spec)?;
         let netns_given = spec.netns.clone();
         let netns =
             podnet::resolve_netns(&spec.netns).map_err(|e| reject("netns", format!("{e:#}")))?;
         let netns = netns.display().to_string();
-        let new = inner.plan_port(spec, netns.clone(), container_id.clone())?;
+        let mut new = inner.plan_port(spec, netns.clone(), container_id.clone())?;
+        new.rec.runtime_name = runtime_name;
+        new.rec.runtime_namespace = runtime_namespace;
         let (id, fd) = self
             .attach(inner, &new.rec, new.mac)
             .await

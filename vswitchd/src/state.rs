@@ -10,9 +10,18 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use tracing::{error, warn};
 
 /// Version of the state file format.
 const STATE_VERSION: u32 = 1;
+
+/// The state file in the state directory.
+pub const STATE_FILE: &str = "state.json";
+/// The state before the last save: the fallback when [`STATE_FILE`] is damaged.
+pub const PREV_FILE: &str = "state.json.prev";
+/// Where a damaged [`STATE_FILE`] is kept after a fallback, for a post-mortem.
+pub const CORRUPT_FILE: &str = "state.json.corrupt";
 
 /// A port as persisted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +39,13 @@ pub struct PortRecord {
     /// The CNI container id, for ports attached through the CNI plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The runtime's name for the pod when `name` is a mapping of it
+    /// (`vswitch_proto::PortInfo::runtime_name`); absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_name: Option<String>,
+    /// The runtime's namespace when `namespace` is a mapping of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_namespace: Option<String>,
 }
 
 /// A peer as persisted.
@@ -132,6 +148,9 @@ pub struct Store {
     dir: PathBuf,
     // Held for the flock: dropping it releases the lock.
     _lock: nix::fcntl::Flock<File>,
+    /// `state.json` holds a state this daemon loaded or saved: the next save keeps it as
+    /// [`PREV_FILE`].
+    current_good: AtomicBool,
 }
 
 impl Store {
@@ -170,34 +189,92 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: lock,
+            current_good: AtomicBool::new(false),
         })
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.join("state.json")
+        self.dir.join(STATE_FILE)
     }
 
-    /// Loads the state, or an empty one for a fresh directory.
+    /// Loads the state, or an empty one for a fresh directory. A `state.json` that cannot be
+    /// read or parsed (truncated by a bad disk, corrupted, emptied) is not the end: the
+    /// previous good state ([`PREV_FILE`], kept by every [`Store::save`]) is used, with an
+    /// `error!` line naming both files, and a copy of the unusable file is kept as
+    /// [`CORRUPT_FILE`] (the next save replaces the file itself). The previous state is one save behind: the last acknowledged change
+    /// may be missing from it. Only when neither is usable does it fail, saying which files
+    /// to move away. A state of another format version is refused as before (no fallback:
+    /// it is not damage).
     pub fn load(&self) -> Result<PersistedState> {
-        let path = self.path();
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let st: PersistedState = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("parsing {}", path.display()))?;
-                if st.version != STATE_VERSION {
-                    bail!(
-                        "{}: state version {} is not supported (expected {STATE_VERSION})",
-                        path.display(),
-                        st.version
-                    );
-                }
+        let (path, prev) = (self.path(), self.dir.join(PREV_FILE));
+        match read_state(&path)? {
+            Read::Good(st) => {
+                self.current_good.store(true, Relaxed);
                 Ok(st)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PersistedState {
-                version: STATE_VERSION,
-                ..Default::default()
-            }),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            Read::Missing => match read_state(&prev)? {
+                Read::Missing => Ok(PersistedState {
+                    version: STATE_VERSION,
+                    ..Default::default()
+                }),
+                Read::Good(st) => {
+                    error!(
+                        "{} is missing but {} exists: starting from that previous state (the \
+                         last change before the loss may be missing)",
+                        path.display(),
+                        prev.display()
+                    );
+                    Ok(st)
+                }
+                Read::Unusable(e) => bail!(
+                    "{} is missing and the previous state {} is unusable ({e:#}): move {} out \
+                     of {} to start with an empty state (the pods of this node must then be \
+                     added again), or put back a good copy of state.json",
+                    path.display(),
+                    prev.display(),
+                    prev.display(),
+                    self.dir.display()
+                ),
+            },
+            Read::Unusable(e) => match read_state(&prev)? {
+                Read::Good(st) => {
+                    let aside = self.dir.join(CORRUPT_FILE);
+                    // A copy (the file itself is replaced by the next save): loading is
+                    // idempotent, and says the same thing when done twice.
+                    let kept = match fs::copy(&path, &aside) {
+                        Ok(_) => format!("a copy is kept as {}", aside.display()),
+                        Err(r) => format!("could not be copied to {}: {r}", aside.display()),
+                    };
+                    error!(
+                        "{} is unusable ({e:#}; {kept}): falling back to the previous good \
+                         state {} ({} ports, {} peers, {} services; the last change before \
+                         the damage may be missing)",
+                        path.display(),
+                        prev.display(),
+                        st.ports.len(),
+                        st.peers.len(),
+                        st.services.len()
+                    );
+                    Ok(st)
+                }
+                Read::Missing => bail!(
+                    "{} is unusable ({e:#}) and there is no previous state {}: move {} out of \
+                     {} to start with an empty state (the pods of this node must then be added \
+                     again), or put back a good copy",
+                    path.display(),
+                    prev.display(),
+                    path.display(),
+                    self.dir.display()
+                ),
+                Read::Unusable(e2) => bail!(
+                    "neither {} ({e:#}) nor the previous state {} ({e2:#}) is usable: move both \
+                     out of {} to start with an empty state (the pods of this node must then be \
+                     added again), or put back a good copy of state.json",
+                    path.display(),
+                    prev.display(),
+                    self.dir.display()
+                ),
+            },
         }
     }
 
@@ -207,12 +284,71 @@ impl Store {
     }
 
     /// Writes the state crash-safe ([`write_atomic`]). After it returns, a crash at any
-    /// point keeps this state.
+    /// point keeps this state. The state it replaces is kept first as [`PREV_FILE`] (a hard
+    /// link, renamed into place: no copy, and a crash leaves the old or the new previous
+    /// state) when it is known good (loaded or saved by this daemon); a `state.json` found
+    /// unusable never replaces a good previous state.
     pub fn save(&self, st: &PersistedState) -> Result<()> {
         let mut st = st.clone();
         st.version = STATE_VERSION;
         let bytes = serde_json::to_vec_pretty(&st)?;
-        write_atomic(&self.dir, "state.json", &bytes, 0o600)
+        if self.current_good.load(Relaxed) {
+            if let Err(e) = self.keep_previous() {
+                // The save itself matters more: it goes on without a previous state.
+                warn!("keeping the previous state as {PREV_FILE}: {e:#}");
+            }
+        }
+        write_atomic(&self.dir, STATE_FILE, &bytes, 0o600)?;
+        self.current_good.store(true, Relaxed);
+        Ok(())
+    }
+
+    /// Links the current `state.json` as [`PREV_FILE`] (atomically replacing the old one).
+    /// The directory is synced by the [`write_atomic`] that follows.
+    fn keep_previous(&self) -> Result<()> {
+        let tmp = self.dir.join(format!("{PREV_FILE}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        match fs::hard_link(self.path(), &tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("linking {}", tmp.display())),
+        }
+        let prev = self.dir.join(PREV_FILE);
+        fs::rename(&tmp, &prev).with_context(|| format!("renaming {} into place", tmp.display()))
+    }
+}
+
+/// What one state file holds.
+enum Read {
+    /// It does not exist.
+    Missing,
+    /// A state of this format version.
+    Good(PersistedState),
+    /// It cannot be read or parsed (damage): why.
+    Unusable(anyhow::Error),
+}
+
+/// Reads one state file. A state of another format version is an error, not damage.
+fn read_state(path: &Path) -> Result<Read> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Missing),
+        Err(e) => {
+            return Ok(Read::Unusable(
+                anyhow::Error::new(e).context(format!("reading {}", path.display())),
+            ))
+        }
+    };
+    match serde_json::from_slice::<PersistedState>(&bytes) {
+        Ok(st) if st.version == STATE_VERSION => Ok(Read::Good(st)),
+        Ok(st) => bail!(
+            "{}: state version {} is not supported (expected {STATE_VERSION})",
+            path.display(),
+            st.version
+        ),
+        Err(e) => Ok(Read::Unusable(
+            anyhow::Error::new(e).context(format!("parsing {}", path.display())),
+        )),
     }
 }
 
@@ -269,6 +405,8 @@ mod tests {
                 mac: "0a:58:c6:12:01:02".into(),
                 labels: BTreeMap::new(),
                 container_id: Some("c0ffee".into()),
+                runtime_name: None,
+                runtime_namespace: None,
             }],
             peers: vec![],
             last_allocated: Some("198.18.1.2".parse().unwrap()),
@@ -336,6 +474,142 @@ mod tests {
         assert!(!d.join("f.tmp").exists());
         let err = write_atomic(&d.join("missing"), "f", b"x", 0o600).unwrap_err();
         assert!(format!("{err:#}").contains("missing/f.tmp"), "{err:#}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn state_with(ports: &[&str]) -> PersistedState {
+        PersistedState {
+            version: STATE_VERSION,
+            pod_cidr: "198.18.1.0/24".into(),
+            ports: ports
+                .iter()
+                .enumerate()
+                .map(|(i, n)| PortRecord {
+                    name: n.to_string(),
+                    namespace: "default".into(),
+                    netns: format!("/var/run/netns/{n}"),
+                    ifname: "eth0".into(),
+                    ip: Ipv4Addr::new(198, 18, 1, 2 + i as u8),
+                    prefix_len: 24,
+                    mac: "0a:58:c6:12:01:02".into(),
+                    labels: BTreeMap::new(),
+                    container_id: None,
+                    runtime_name: None,
+                    runtime_namespace: None,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_save_keeps_the_state_it_replaces() {
+        let d = tempdir("prev");
+        let store = Store::open(&d, &d.join("sock")).unwrap();
+        let (one, two, three) = (
+            state_with(&["a"]),
+            state_with(&["a", "b"]),
+            state_with(&["b"]),
+        );
+        store.save(&one).unwrap();
+        assert!(!d.join(PREV_FILE).exists(), "nothing before the first save");
+        store.save(&two).unwrap();
+        let prev: PersistedState =
+            serde_json::from_slice(&fs::read(d.join(PREV_FILE)).unwrap()).unwrap();
+        assert_eq!(prev, one);
+        store.save(&three).unwrap();
+        let prev: PersistedState =
+            serde_json::from_slice(&fs::read(d.join(PREV_FILE)).unwrap()).unwrap();
+        assert_eq!(prev, two);
+        assert_eq!(store.load().unwrap(), three);
+        assert!(!d.join(format!("{PREV_FILE}.tmp")).exists());
+        drop(store);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_state_falls_back_to_the_previous_one() {
+        for damage in [
+            &b""[..],
+            b"{\"version\":1,\"pod_cidr\":\"198.18",
+            b"\0\0\0\0",
+            b"[]",
+        ] {
+            let d = tempdir("fallback");
+            let (one, two) = (state_with(&["a"]), state_with(&["a", "b"]));
+            {
+                let store = Store::open(&d, &d.join("sock")).unwrap();
+                store.save(&one).unwrap();
+                store.save(&two).unwrap();
+            }
+            fs::write(d.join(STATE_FILE), damage).unwrap();
+            let store = Store::open(&d, &d.join("sock")).unwrap();
+            assert_eq!(store.load().unwrap(), one, "{damage:?}");
+            // Loading again says the same (the datastore's start loads twice).
+            assert_eq!(store.load().unwrap(), one, "{damage:?}");
+            assert_eq!(fs::read(d.join(CORRUPT_FILE)).unwrap(), damage);
+            // The next save must not keep the damaged file as the previous state.
+            let three = state_with(&["c"]);
+            store.save(&three).unwrap();
+            let prev: PersistedState =
+                serde_json::from_slice(&fs::read(d.join(PREV_FILE)).unwrap()).unwrap();
+            assert_eq!(prev, one, "{damage:?}");
+            assert_eq!(store.load().unwrap(), three);
+            // From now on state.json is good again: the next save keeps it.
+            store.save(&one).unwrap();
+            let prev: PersistedState =
+                serde_json::from_slice(&fs::read(d.join(PREV_FILE)).unwrap()).unwrap();
+            assert_eq!(prev, three);
+            drop(store);
+            fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    #[test]
+    fn nothing_usable_is_refused_with_what_to_do() {
+        let d = tempdir("unusable");
+        let store = Store::open(&d, &d.join("sock")).unwrap();
+        // A damaged state.json, no previous state.
+        fs::write(d.join(STATE_FILE), b"{\"version\":1,").unwrap();
+        let e = format!("{:#}", store.load().unwrap_err());
+        assert!(
+            e.contains("state.json is unusable") && e.contains("parsing"),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("move {}", d.join(STATE_FILE).display())),
+            "{e}"
+        );
+        // Both damaged.
+        fs::write(d.join(PREV_FILE), b"").unwrap();
+        let e = format!("{:#}", store.load().unwrap_err());
+        assert!(
+            e.contains("neither") && e.contains(PREV_FILE) && e.contains("move both"),
+            "{e}"
+        );
+        // Missing state.json, damaged previous state.
+        fs::remove_file(d.join(STATE_FILE)).unwrap();
+        let e = format!("{:#}", store.load().unwrap_err());
+        assert!(
+            e.contains(&format!("move {}", d.join(PREV_FILE).display())),
+            "{e}"
+        );
+        // Missing state.json, good previous state: used.
+        fs::write(
+            d.join(PREV_FILE),
+            serde_json::to_vec(&state_with(&["a"])).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(store.load().unwrap(), state_with(&["a"]));
+        // Another format version is refused, not taken for damage.
+        fs::write(
+            d.join(STATE_FILE),
+            br#"{"version":9,"pod_cidr":"","ports":[],"peers":[],"last_allocated":null}"#,
+        )
+        .unwrap();
+        let e = format!("{:#}", store.load().unwrap_err());
+        assert!(e.contains("state version 9 is not supported"), "{e}");
+        drop(store);
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -35,8 +35,8 @@ pub use datastore::{datastore_prefix, datastore_url, ETCD_SCHEME};
 pub use inspect::{log_filter, namespaced, trace_spec, TraceProto, TraceTarget, LOG_LEVELS};
 pub use ipnet::Ipv4Net;
 pub use name::{
-    container_id, dns_label, dns_name, ifname, k8s_name, label, labels, node_name, selector,
-    service_name, MAX_DNS_NAME_LEN,
+    container_id, dns_label, dns_name, ifname, k8s_name, label, labels, node_name,
+    runtime_port_name, selector, service_name, MAX_DNS_NAME_LEN, MAX_K8S_NAME_LEN,
 };
 pub use net::{cidr, ip_with_prefix, ipv4, mac, socket_addr_v4};
 pub use netns::{netns, NetnsRef, NETNS_DIRS, NETNS_RUN_DIR};

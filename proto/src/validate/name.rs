@@ -30,6 +30,66 @@ pub fn k8s_name(field: &'static str, s: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The longest name [`k8s_name`] accepts.
+pub const MAX_K8S_NAME_LEN: usize = 253;
+
+/// Hex digits of the suffix [`runtime_port_name`] appends.
+const RUNTIME_SUFFIX_LEN: usize = 8;
+
+/// The port name (a valid [`k8s_name`]) a container runtime's name maps to: what the daemon
+/// names a CNI attachment after (`K8S_POD_NAME`, `K8S_POD_NAMESPACE`, or the container id).
+/// Kubernetes passes DNS-1123 names; podman, nerdctl and containerd's tools pass names with
+/// capitals and underscores (`dazzling_chatterjee`, `Web_1`) and the CNI spec allows any
+/// container id of `[a-zA-Z0-9][a-zA-Z0-9_.-]*`. The mapping is
+///
+/// - the identity for a valid [`k8s_name`] (nothing changes for Kubernetes);
+/// - otherwise lowercase, every character other than `a-z 0-9 - .` replaced by `-`, the ends
+///   trimmed to alphanumerics, cut to fit, then `-` and [`RUNTIME_SUFFIX_LEN`] hex digits of
+///   a hash (64-bit FNV-1a) of the original name: `Web_1` -> `web-1-xxxxxxxx`, `web_1` ->
+///   `web-1-yyyyyyyy`, two containers, two ports.
+///
+/// Pure and fixed: the same name gives the same port name in every process and release (the
+/// hash is spelled out here, not the standard library's, which may change). Never panics.
+pub fn runtime_port_name(s: &str) -> String {
+    if k8s_name("name", s).is_ok() {
+        return s.to_string();
+    }
+    let mapped: String = s
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let mut base = mapped.trim_matches(|c: char| !alnum(c)).to_string();
+    // ASCII only by now: byte lengths are character counts.
+    base.truncate(MAX_K8S_NAME_LEN - RUNTIME_SUFFIX_LEN - 1);
+    let base = base.trim_end_matches(|c: char| !alnum(c));
+    let hash = fnv1a64(s.as_bytes());
+    let suffix = format!("{hash:016x}");
+    let suffix = &suffix[..RUNTIME_SUFFIX_LEN];
+    if base.is_empty() {
+        suffix.to_string()
+    } else {
+        format!("{base}-{suffix}")
+    }
+}
+
+/// 64-bit FNV-1a (fixed constants: the result is stable across processes and releases).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 /// A node name follows the same rules as a pod name.
 pub fn node_name(field: &'static str, s: &str) -> Result<(), Invalid> {
     k8s_name(field, s)

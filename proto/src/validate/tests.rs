@@ -20,6 +20,67 @@ fn k8s_and_node_names() {
     assert!(k8s_name("name", &"a".repeat(254)).is_err());
 }
 
+/// The names and ids podman, nerdctl and containerd pass map to valid, distinct port names;
+/// Kubernetes names map to themselves.
+#[test]
+fn runtime_names_map_to_port_names() {
+    // DNS-1123 names (the kubelet's) are unchanged.
+    for same in [
+        "web-1",
+        "nginx",
+        "a.b-1",
+        "cni-ab12cd34ef56",
+        &"a".repeat(253),
+    ] {
+        assert_eq!(runtime_port_name(same), same);
+    }
+    // Fixed: the same name in any process and release (a restart finds the same port);
+    // the suffixes are FNV-1a 64 of the original, as computed independently.
+    assert_eq!(runtime_port_name("Web_1"), "web-1-24b9b594");
+    assert_eq!(runtime_port_name("web_1"), "web-1-65d34e2e");
+    assert_eq!(
+        runtime_port_name("dazzling_chatterjee"),
+        "dazzling-chatterjee-02feebd9"
+    );
+    let hex64 = "4f1bf1b0f7ad4b6dd2f5c2c8a0e96ae2b3bb0aa3f6f5d0f05b5a3f0d7e4c1a90";
+    assert_eq!(
+        runtime_port_name(hex64),
+        hex64,
+        "a 64-hex id is a valid name"
+    );
+    let names = [
+        "Web_1",
+        "web_1",
+        "WEB_1",
+        "web-1",
+        "dazzling_chatterjee",
+        "Dazzling_Chatterjee",
+        "_",
+        "-",
+        "a_",
+        "A",
+        "a",
+        "x_y.z",
+        "x-y.z",
+        "ctr_4F1BF1B0F7AD4B6DD2F5C2C8A0E96AE2B3BB0AA3F6F5D0F05B5A3F0D7E4C1A90",
+        "nerdctl-Web_1",
+        "émile",
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for n in names {
+        let m = runtime_port_name(n);
+        assert!(k8s_name("name", &m).is_ok(), "{n} -> {m}");
+        assert_eq!(runtime_port_name(n), m, "{n}: not stable");
+        assert!(seen.insert(m.clone()), "{n} -> {m} collides");
+    }
+    // Long names are cut to fit, with the suffix kept.
+    let long = format!("A_{}", "b".repeat(400));
+    let m = runtime_port_name(&long);
+    assert_eq!(m.len(), MAX_K8S_NAME_LEN, "{m}");
+    assert!(k8s_name("name", &m).is_ok(), "{m}");
+    assert_ne!(m, runtime_port_name(&format!("a_{}", "b".repeat(400))));
+}
+
 #[test]
 fn ifnames() {
     for good in ["eth0", "net1", "a", "fifteen-chars-x"] {
@@ -415,6 +476,20 @@ fn affinities() {
 type NameCheck = fn(&'static str, &str) -> Result<(), Invalid>;
 
 proptest! {
+    /// Every container id the CNI spec allows maps to a valid port name, itself when it is
+    /// one already.
+    #[test]
+    fn container_ids_map_to_valid_port_names(s in "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,300}") {
+        let port = runtime_port_name(&s);
+        prop_assert!(k8s_name("name", &port).is_ok(), "{:?} -> {:?}", s, port);
+        if k8s_name("name", &s).is_ok() {
+            prop_assert_eq!(&port, &s);
+        } else {
+            prop_assert_ne!(&port, &s);
+        }
+    }
+
+
     /// No check panics, and every refusal names the field it was given.
     #[test]
     fn any_string_is_checked_without_panic(s in "\\PC{0,40}") {
@@ -425,6 +500,8 @@ proptest! {
                 prop_assert_eq!(e.field, "f");
             }
         }
+        let port = runtime_port_name(&s);
+        prop_assert!(k8s_name("f", &port).is_ok(), "{:?} -> {:?}", s, port);
         if let Err(e) = ipv4("f", &s) { prop_assert_eq!(e.field, "f"); }
         if let Err(e) = ip_with_prefix("f", &s) { prop_assert_eq!(e.field, "f"); }
         if let Err(e) = cidr("f", &s) { prop_assert_eq!(e.field, "f"); }

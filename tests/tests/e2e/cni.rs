@@ -369,6 +369,122 @@ fn cni_add_check_del() {
     assert!(node.ports().is_empty(), "{:?}", node.ports());
 }
 
+/// Ids as containerd and podman make them: 64 hex digits.
+const HEX_ID_PODMAN: &str = "4f1bf1b0f7ad4b6dd2f5c2c8a0e96ae2b3bb0aa3f6f5d0f05b5a3f0d7e4c1a90";
+const HEX_ID_CTR: &str = "9e2c5d07a1b34f6e8d90c1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6";
+const HEX_ID_WEB_UPPER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const HEX_ID_WEB_LOWER: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+/// A container's environment as podman's CNI backend sets it: `K8S_POD_NAME` is the
+/// container's name, and no other Kubernetes argument.
+fn podman_env(c: &Container, name: &str, command: &str) -> Vec<(&'static str, String)> {
+    let mut vars = c.env(command);
+    vars.retain(|(k, _)| *k != "CNI_ARGS");
+    vars.push(("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAME={name}")));
+    vars
+}
+
+/// (8) Runtimes other than the kubelet: podman passes the container's name (capitals,
+/// underscores) as `K8S_POD_NAME`, containerd's tools a 64-hex id and no name. Each one is
+/// served (ADD, CHECK, DEL), named by a valid port name shown in `port list`, with the
+/// runtime's name kept (`-o wide`, JSON); `Web_1` and `web_1` are two containers, with the
+/// same names again after a daemon restart.
+#[test]
+fn cni_runtime_names_podman_and_containerd() {
+    let Some(tb) = Testbed::new("cni_runtime_names_podman_and_containerd") else {
+        return;
+    };
+    let node = tb.add_node(1, NodeOpts::default().without_underlay());
+    let plugin = Plugin::new(&tb, &node.socket);
+    let conf = plugin.conf("1.0.0", json!({}));
+    let gw = node.gateway.to_string();
+
+    // podman run --network vswitch-e2e --name dazzling_chatterjee ...
+    let c = Container::new(&tb, HEX_ID_PODMAN, None);
+    let name = "dazzling_chatterjee";
+    let result = plugin.run(&podman_env(&c, name, "ADD"), &conf).ok_json();
+    assert_result_is_real(&c, &result, &gw);
+    ping_ok(&c.netns, &gw).unwrap();
+    let port = port_of(&node, &c.id).unwrap_or_else(|| panic!("no port for {}", c.id));
+    let port_name = port["name"].as_str().unwrap().to_string();
+    assert_eq!(port_name, "dazzling-chatterjee-02feebd9", "{port}");
+    assert_eq!(port["runtime_name"], name, "{port}");
+    assert_eq!(port["namespace"], "default", "{port}");
+    assert!(port.get("runtime_namespace").is_none(), "{port}");
+    let table = node.ctl_ok(&["port", "list"]);
+    assert!(table.contains(&port_name), "{table}");
+    let wide = node.ctl_ok(&["-o", "wide", "port", "list"]);
+    assert!(
+        wide.contains("RUNTIME-NAME") && wide.contains(name),
+        "{wide}"
+    );
+    let again = plugin.run(&podman_env(&c, name, "ADD"), &conf).ok_json();
+    assert_eq!(again, result, "second ADD differs");
+    let check_conf = plugin.conf("1.0.0", json!({ "prevResult": result }));
+    plugin
+        .run(&podman_env(&c, name, "CHECK"), &check_conf)
+        .ok_empty();
+    plugin.run(&podman_env(&c, name, "DEL"), &conf).ok_empty();
+    assert!(port_of(&node, &c.id).is_none(), "port survived DEL");
+    plugin.run(&podman_env(&c, name, "DEL"), &conf).ok_empty();
+
+    // ctr run --cni ...: a 64-hex id, no name.
+    let c = Container::new(&tb, HEX_ID_CTR, None);
+    let result = plugin.cmd(&c, "ADD", &conf).ok_json();
+    assert_result_is_real(&c, &result, &gw);
+    let port = port_of(&node, &c.id).unwrap_or_else(|| panic!("no port for {}", c.id));
+    assert_eq!(port["name"], format!("cni-{}", &HEX_ID_CTR[..12]), "{port}");
+    assert!(port.get("runtime_name").is_none(), "{port}");
+    let check_conf = plugin.conf("1.0.0", json!({ "prevResult": result }));
+    plugin.cmd(&c, "CHECK", &check_conf).ok_empty();
+    plugin.cmd(&c, "DEL", &conf).ok_empty();
+    assert!(port_of(&node, &c.id).is_none(), "port survived DEL");
+
+    // Web_1 and web_1: two containers, two ports, two addresses that reach each other.
+    let upper = Container::new(&tb, HEX_ID_WEB_UPPER, None);
+    let lower = Container::new(&tb, HEX_ID_WEB_LOWER, None);
+    let r_upper = plugin
+        .run(&podman_env(&upper, "Web_1", "ADD"), &conf)
+        .ok_json();
+    let r_lower = plugin
+        .run(&podman_env(&lower, "web_1", "ADD"), &conf)
+        .ok_json();
+    assert_ne!(result_ip(&r_upper), result_ip(&r_lower));
+    ping_ok(&upper.netns, &result_ip(&r_lower).to_string()).unwrap();
+    ping_ok(&lower.netns, &result_ip(&r_upper).to_string()).unwrap();
+    let names = |node: &vswitch_e2e::Node| {
+        let p_upper = port_of(node, &upper.id).expect("Web_1's port");
+        let p_lower = port_of(node, &lower.id).expect("web_1's port");
+        assert_eq!(p_upper["runtime_name"], "Web_1", "{p_upper}");
+        assert_eq!(p_lower["runtime_name"], "web_1", "{p_lower}");
+        (p_upper["name"].clone(), p_lower["name"].clone())
+    };
+    let before = names(&node);
+    assert_ne!(before.0, before.1, "Web_1 and web_1 share a port name");
+    let wide = node.ctl_ok(&["-o", "wide", "port", "list"]);
+    assert!(
+        wide.contains(" Web_1 ") && wide.contains(" web_1 "),
+        "{wide}"
+    );
+
+    // Stable: the same names, addresses and results after a restart.
+    tb.restart_daemon(&node);
+    assert_eq!(names(&node), before, "names changed across a restart");
+    let after = plugin
+        .run(&podman_env(&upper, "Web_1", "ADD"), &conf)
+        .ok_json();
+    assert_eq!(after, r_upper, "ADD after restart differs");
+    ping_ok(&upper.netns, &result_ip(&r_lower).to_string()).unwrap();
+    for (c, n, r) in [(&upper, "Web_1", &r_upper), (&lower, "web_1", &r_lower)] {
+        let check_conf = plugin.conf("1.0.0", json!({ "prevResult": r }));
+        plugin
+            .run(&podman_env(c, n, "CHECK"), &check_conf)
+            .ok_empty();
+        plugin.run(&podman_env(c, n, "DEL"), &conf).ok_empty();
+    }
+    assert!(node.ports().is_empty(), "{:?}", node.ports());
+}
+
 /// (4) 50 containers attached in parallel get 50 distinct working addresses.
 #[test]
 fn cni_fifty_parallel_adds() {

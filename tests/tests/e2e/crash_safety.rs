@@ -5,6 +5,8 @@
 //!   change may be there or not, but leaves nothing behind.
 //! - A second daemon on the same state directory or socket is refused, and the first serves
 //!   on.
+//! - A truncated state.json (a bad disk) does not stop the daemon: it falls back to the
+//!   previous good state (state.json.prev), says so in its log, and the pods carry traffic.
 //!
 //! The tests run their daemons themselves ([`vswitch_e2e::daemon`]) to be able to SIGKILL
 //! them and start them again.
@@ -466,4 +468,75 @@ fn second_daemon_is_refused_and_the_first_serves_on() {
     let _second = tb.add_pod(&node, "pod2", &[]);
     assert_eq!(node.ports().len(), 2);
     drop(d);
+}
+
+/// State.json truncated while the daemon is stopped: the daemon starts from
+/// state.json.prev, logs the fallback naming both files, keeps the damaged file aside, and the
+/// pods (added before the last save) carry traffic again.
+#[test]
+fn truncated_state_falls_back_to_the_previous_state() {
+    let Some(tb) = Testbed::new("truncated_state_falls_back_to_the_previous_state") else {
+        return;
+    };
+    let node = tb.add_node(1, NodeOpts::default().without_underlay());
+    let a = tb.add_pod(&node, "a", &[]);
+    let b = tb.add_pod(&node, "b", &[]);
+    assert!(a.ping(b.ip).status.success(), "a cannot reach b before");
+    // One more save after the pods': state.json.prev then holds both of them.
+    node.ctl_ok(&[
+        "service",
+        "add",
+        "last",
+        "--vip",
+        "198.19.96.40",
+        "--port",
+        "80",
+        "--endpoint",
+        &b.ip.to_string(),
+    ]);
+    let dir = node.state_dir.clone();
+    let prev: Value = serde_json::from_slice(&fs::read(dir.join("state.json.prev")).unwrap())
+        .expect("state.json.prev is JSON");
+    assert_eq!(
+        names(&prev["ports"], "ports"),
+        BTreeSet::from(["a".into(), "b".into()])
+    );
+
+    tb.stop_daemon(&node);
+    // A bad disk: the file cut in the middle.
+    let whole = fs::read(dir.join("state.json")).unwrap();
+    fs::write(dir.join("state.json"), &whole[..whole.len() / 2]).unwrap();
+    tb.start_daemon(&node);
+
+    let log = node.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("falling back to the previous good state"))
+        .unwrap_or_else(|| panic!("no fallback line in the log:\n{log}"));
+    assert!(
+        line.contains("ERROR") && line.contains("state.json ") && line.contains("state.json.prev"),
+        "{line}"
+    );
+    assert_eq!(
+        fs::read(dir.join("state.json.corrupt")).unwrap(),
+        &whole[..whole.len() / 2],
+        "the damaged file is not kept"
+    );
+    let ports = node.ports();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert!(ports.iter().all(|p| p["status"] == "Running"), "{ports:?}");
+    assert!(
+        a.ping(b.ip).status.success(),
+        "a cannot reach b after the fallback"
+    );
+    assert!(b.ping(node.gateway).status.success(), "b lost its switch");
+    // The state on disk is whole again.
+    let now = read_state(&dir);
+    assert_eq!(
+        names(&now["ports"], "ports"),
+        BTreeSet::from(["a".into(), "b".into()])
+    );
+    // And the node takes changes.
+    let c = tb.add_pod(&node, "c", &[]);
+    assert!(c.ping(a.ip).status.success(), "a new pod cannot reach a");
 }

@@ -10,6 +10,9 @@
 //!   each other and to the restarting node's pod: same-node traffic never fails, cross-node
 //!   traffic resumes by itself.
 //!
+//! - A pod's namespace is deleted while its node's daemon is stopped: at startup the daemon
+//!   removes the port as lost (counted) instead of keeping it `Detached` for ever.
+//!
 //! Stalls and durations are printed, never asserted (timing on a loaded 2-core VM is noise).
 
 use std::fs;
@@ -362,4 +365,47 @@ fn peer_daemon_restart_traffic_resumes() {
         out.describe()
     );
     println!("test took {:?}", t0.elapsed());
+}
+
+/// A pod deleted (its netns removed) while the daemon was down is noticed at startup: its
+/// port is removed from `port list` and the state, counted in `ports_lost`, its address
+/// freed; the other pod is re-attached and carries traffic.
+#[test]
+fn netns_deleted_while_the_daemon_is_down() {
+    let Some(tb) = Testbed::new("netns_deleted_while_the_daemon_is_down") else {
+        return;
+    };
+    let node = tb.add_node(1, NodeOpts::default().without_underlay());
+    let a = tb.add_pod(&node, "a", &[]);
+    let b = tb.add_pod(&node, "b", &[]);
+    assert_ping(&a, b.ip);
+    tb.stop_daemon(&node);
+    ip_ok(&["netns", "del", &a.netns]);
+    tb.start_daemon(&node);
+
+    let ports = node.ports();
+    assert!(
+        !ports.iter().any(|p| p["name"] == "a"),
+        "the deleted pod's port is still listed: {ports:?}"
+    );
+    let p_b = node.port("b").expect("b's port");
+    assert_eq!(p_b["status"], "Running", "{p_b}");
+    assert_eq!(ports_lost(&node), 1);
+    let log = node.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("port lost") && l.contains("while the daemon was down")),
+        "no `port lost` line:\n{log}"
+    );
+    let state = fs::read_to_string(node.state_dir.join("state.json")).unwrap();
+    assert!(
+        !state.contains(&a.ip.to_string()),
+        "state.json still holds a's port: {state}"
+    );
+    assert_ping(&b, node.gateway);
+    // Its address is free again: a pod asking for it gets it.
+    let a_ip = format!("{}/24", a.ip);
+    let again = tb.add_pod_with(&node, "again", &[], &["--ip", &a_ip]);
+    assert_ping(&again, b.ip);
+    assert_eq!(node.ports().len(), 2);
 }

@@ -98,6 +98,8 @@ impl Node {
                 mtu: 0,
                 labels: p.labels.clone(),
                 container_id: None,
+                runtime_name: None,
+                runtime_namespace: None,
                 dns: None,
             }
         }));

@@ -13,6 +13,10 @@
 //!   kernel detaches our fd and every read fails with `EBADFD`, in both engines. The engine
 //!   stops serving the port at the first such failure and reports it (`io::is_port_lost`).
 //!
+//! - The pod's namespace was deleted while the daemon was down: at startup its path names
+//!   nothing, the port cannot be re-attached, and it is removed the same way rather than
+//!   kept `Detached` for ever (`Node::recover`, [`netns_missing`]).
+//!
 //! Either way the control plane cleans up as `port del` would (tables, persisted state, the
 //! address, the pod's resolv.conf, the engine's fd), logs a `port lost` line naming the port
 //! and counts it (`ports_lost` in `stats`).
@@ -45,6 +49,13 @@ fn netns_gone(path: &str, was: NetnsId) -> bool {
         Ok(m) => (m.dev(), m.ino()) != was,
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
+}
+
+/// Whether the namespace path `path` names nothing now (at startup: a pod deleted while
+/// the daemon was down). Only ENOENT counts: a path that cannot be examined otherwise keeps
+/// its port (`Detached`).
+pub fn netns_missing(path: &str) -> bool {
+    matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 impl Node {

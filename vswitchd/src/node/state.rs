@@ -360,6 +360,8 @@ impl NodeState {
                 mac: mac.to_string(),
                 labels: spec.labels,
                 container_id,
+                runtime_name: None,
+                runtime_namespace: None,
             },
             mac,
             allocated: spec.ip.is_none(),

@@ -72,6 +72,8 @@ fn detached_pod(st: &mut NodeState, name: &str, addr: &str, labels: &[(&str, &st
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         container_id: None,
+        runtime_name: None,
+        runtime_namespace: None,
     };
     let port = Port::detached(rec);
     st.ports.insert(port.key(), port);
