@@ -276,6 +276,7 @@ impl Datapath {
         if let Some(v) = services::conntrack_packet(self, tables, from, pkt, &ip, now_ms) {
             return v;
         }
+        services::direct_flow(self, tables, pkt, &ip, now_ms)?;
         if !routed {
             return port::switch(self, tables, port, pkt, dst); // Stage::Switch
         }
