@@ -106,6 +106,10 @@ drop_reasons! {
     /// A query for the upstream resolver dropped because its pod had its share of the
     /// forwarder's pending table waiting, or forwarded its most queries this second.
     DnsForwardLimited => "dns_forward_limited",
+    /// A datagram on the DNS forwarder's upstream sockets that answers no pending query:
+    /// a wrong id, question, socket or source address (a spoofing attempt), or a late or
+    /// duplicated answer. Counted by the shell.
+    DnsUpstreamUnmatched => "dns_upstream_unmatched",
 }
 
 /// Where a dropped frame was going through the switch: the drop counters are kept per

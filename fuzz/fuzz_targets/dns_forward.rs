@@ -14,10 +14,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use vswitch_datapath::dns_forward::{Dest, MAX_PENDING};
+use vswitch_datapath::dns_forward::{Dest, Source, MAX_PENDING, SOCKETS};
 use vswitch_datapath::{DnsForwarder, PortId};
 
 const PORT: PortId = PortId::new(1);
+/// The upstream resolver.
+const UP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 53), 53);
 
 const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const DNS: Ipv4Addr = Ipv4Addr::new(198, 19, 96, 10);
@@ -44,7 +46,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let client = SocketAddrV4::new(POD, 5353);
-    let mut f = DnsForwarder::new(*key);
+    let mut f = DnsForwarder::new(*key, UP);
+    let mut last_socket = 0;
     let mut now = 0u64;
     let mut last_id = None;
     let mut last_query = Vec::new();
@@ -70,7 +73,11 @@ fuzz_target!(|data: &[u8]| {
                         d[..2].copy_from_slice(&u16::to_be_bytes(id));
                     }
                 }
-                let took = f.handle_upstream(now, &d);
+                let from = Source {
+                    socket: last_socket,
+                    addr: UP,
+                };
+                let took = f.handle_upstream(now, from, &d);
                 assert!(!took || (d.len() >= 12 && d[2] & 0x80 != 0));
                 if took {
                     let t = f.poll_transmit().expect("the answer is queued");
@@ -92,7 +99,10 @@ fuzz_target!(|data: &[u8]| {
         }
         while let Some(t) = f.poll_transmit() {
             match t.dest {
-                Dest::Upstream { id } => {
+                Dest::Upstream { id, socket, addr } => {
+                    assert_eq!(addr, UP);
+                    assert!(socket < SOCKETS);
+                    last_socket = socket;
                     assert_eq!(&t.payload[..2], &id.to_be_bytes());
                     assert_eq!(&t.payload[2..], &last_query[2..]);
                     last_id = Some(id);
@@ -103,5 +113,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(f.pending_len() <= MAX_PENDING);
         let _ = f.take_failed();
         let _ = f.take_limited();
+        let _ = f.take_unmatched();
+        while f.poll_reopen().is_some() {}
     }
 });

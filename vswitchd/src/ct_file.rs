@@ -2,10 +2,18 @@
 //! connections through Service VIPs survive a restart of the daemon.
 //!
 //! - Written crash-safe ([`crate::state::write_atomic`]) on a graceful stop, after the I/O
-//!   engine has stopped (nothing changes after the snapshot), and every second from a
+//!   engine has stopped (nothing changes after the snapshot), and periodically from a
 //!   blocking task (never on the packet thread, never blocking the control plane) when the
 //!   datapath's conntrack generation moved, or every [`REFRESH`] to keep the lifetimes
-//!   current. A SIGKILL loses at most the last second's new connections and state changes.
+//!   current.
+//! - The periodic writes are whole-file rewrites, rate-limited by size ([`write_interval`]):
+//!   after a write of `B` bytes the next one waits `max(1 s, B / MAX_WRITE_RATE)`, so that
+//!   the checkpoint averages at most [`MAX_WRITE_RATE`] (1 MiB/s) of disk writes however
+//!   fast a pod churns connections (at 65,536 entries, about 10 MB, one write every ~10 s
+//!   instead of 10 MB every second). The price is the loss window: a SIGKILL loses the new
+//!   connections and state changes since the last write, at most `max(1 s, B / 1 MiB/s)`
+//!   plus the tick (1 s): about 2 s for a table of a few thousand entries, about 11 s
+//!   for a full default table.
 //! - Read at start, against the recovered tables before they are installed (the tunnel is
 //!   served from the start: a reply must meet its connection as soon as it meets its
 //!   client's port) and before the pods' TAPs are served: the datapath validates every
@@ -29,6 +37,29 @@ pub const FILE: &str = "conntrack.json";
 const VERSION: u32 = 1;
 /// How often the file is rewritten even without changes (lifetimes move on).
 const REFRESH: Duration = Duration::from_secs(60);
+/// Most bytes a second the periodic checkpoint writes, on average (see [`write_interval`]).
+pub const MAX_WRITE_RATE: u64 = 1 << 20;
+/// Shortest time between two periodic writes.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long after a periodic write of `bytes` bytes the next one may happen: long enough
+/// that the writes average at most [`MAX_WRITE_RATE`] bytes a second, and at least
+/// [`MIN_INTERVAL`]. This is also the loss window of a SIGKILL (plus the one-second tick).
+pub fn write_interval(bytes: u64) -> Duration {
+    let ms = bytes.saturating_mul(1000) / MAX_WRITE_RATE;
+    Duration::from_millis(ms).max(MIN_INTERVAL)
+}
+
+/// Whether the periodic checkpoint writes now, `since` after its last write of `bytes`
+/// bytes holding `entries` entries (`None`: nothing written yet), with the table `changed`
+/// since: when the table changed or the last write holds entries older than [`REFRESH`],
+/// and not before [`write_interval`] has passed.
+pub fn write_due(changed: bool, last: Option<(Duration, u64, usize)>) -> bool {
+    let Some((since, bytes, entries)) = last else {
+        return true;
+    };
+    since >= write_interval(bytes) && (changed || (entries > 0 && since >= REFRESH))
+}
 
 /// The file as written.
 #[derive(Serialize)]
@@ -64,6 +95,8 @@ struct Written {
     generation: Option<u64>,
     at: Instant,
     entries: usize,
+    /// The file's size.
+    bytes: u64,
 }
 
 /// Saves and restores `conntrack.json` for one datapath.
@@ -88,6 +121,7 @@ impl Checkpointer {
                 generation: None,
                 at: Instant::now(),
                 entries: 0,
+                bytes: 0,
             }),
             stopped: AtomicBool::new(false),
         }
@@ -98,7 +132,7 @@ impl Checkpointer {
     }
 
     /// Writes the current state; the caller holds `written`.
-    fn write(&self, w: &mut Written) -> Result<usize> {
+    fn write(&self, w: &mut Written, now: Instant) -> Result<usize> {
         let generation = self.datapath.conntrack_generation();
         let snapshot = self.datapath.export_conntrack(self.now_ms());
         let out = FileOut {
@@ -111,24 +145,39 @@ impl Checkpointer {
         let entries = snapshot.conns.len() + snapshot.affinities.len();
         *w = Written {
             generation: Some(generation),
-            at: Instant::now(),
+            at: now,
             entries,
+            bytes: bytes.len() as u64,
         };
         Ok(snapshot.conns.len())
     }
 
-    /// The periodic checkpoint (blocking: run it off the runtime): writes when the state
-    /// changed since the last write, or when the last write holds entries and is older than
-    /// [`REFRESH`].
-    pub fn tick(&self) {
+    /// The periodic checkpoint (blocking: run it off the runtime): writes when
+    /// [`write_due`] says so. True when it wrote.
+    pub fn tick(&self) -> bool {
+        self.tick_at(Instant::now())
+    }
+
+    /// [`Checkpointer::tick`] at time `now`.
+    fn tick_at(&self, now: Instant) -> bool {
         let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
         if self.stopped.load(Relaxed) {
-            return;
+            return false;
         }
         let changed = w.generation != Some(self.datapath.conntrack_generation());
-        if changed || (w.entries > 0 && w.at.elapsed() >= REFRESH) {
-            if let Err(e) = self.write(&mut w) {
+        let last = w
+            .generation
+            .map(|_| (now.saturating_duration_since(w.at), w.bytes, w.entries));
+        if !write_due(changed, last) {
+            return false;
+        }
+        match self.write(&mut w, now) {
+            Ok(_) => true,
+            Err(e) => {
                 warn!("conntrack checkpoint: {e:#}");
+                // Retried no sooner than a write of that size would allow.
+                w.at = now;
+                false
             }
         }
     }
@@ -138,7 +187,7 @@ impl Checkpointer {
     pub fn final_save(&self) {
         let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
         self.stopped.store(true, Relaxed);
-        match self.write(&mut w) {
+        match self.write(&mut w, Instant::now()) {
             Ok(n) => info!(connections = n, "conntrack saved to {FILE}"),
             Err(e) => warn!("saving conntrack: {e:#}"),
         }
@@ -317,6 +366,80 @@ mod tests {
         let r = ck.restore(&Tables::default());
         assert_eq!((r.conns, r.invalid, r.stale), (0, 3, 1), "{r:?}");
         assert_eq!(ck.datapath.conntrack_len(), 0);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The schedule of periodic writes: a small table is written a second after it
+    /// changed; a large one no more often than its size allows at [`MAX_WRITE_RATE`], so a
+    /// table churning every second costs at most about 1 MiB/s of writes whatever its size.
+    #[test]
+    fn write_schedule_bounds_the_bytes_per_second() {
+        let s = Duration::from_secs;
+        assert_eq!(write_interval(0), s(1));
+        assert_eq!(write_interval(200_000), s(1));
+        assert_eq!(write_interval(10 * MAX_WRITE_RATE), s(10));
+        assert_eq!(write_interval(100 * MAX_WRITE_RATE), s(100));
+        // Nothing written yet: write.
+        assert!(write_due(false, None));
+        // Changed: due once the interval is over.
+        assert!(!write_due(
+            true,
+            Some((Duration::from_millis(999), 1000, 5))
+        ));
+        assert!(write_due(true, Some((s(1), 1000, 5))));
+        let big = 10 * MAX_WRITE_RATE;
+        assert!(!write_due(true, Some((s(9), big, 65536))));
+        assert!(write_due(true, Some((s(10), big, 65536))));
+        // Unchanged: only the refresh, and only with entries.
+        assert!(!write_due(false, Some((s(59), 1000, 5))));
+        assert!(write_due(false, Some((s(60), 1000, 5))));
+        assert!(!write_due(false, Some((s(600), 1000, 0))));
+        // A run of ten minutes, the table changing every second, ticks every second.
+        for (entries, per_entry) in [(1_000u64, 150u64), (65_536, 160), (1 << 20, 160)] {
+            let bytes = entries * per_entry;
+            let (mut last, mut written, mut writes) = (None, 0u64, 0u64);
+            let run = 600;
+            for t in 0..run {
+                let now = s(t);
+                let l = last.map(|(at, b, e): (Duration, u64, usize)| (now - at, b, e));
+                if write_due(true, l) {
+                    written += bytes;
+                    writes += 1;
+                    last = Some((now, bytes, entries as usize));
+                }
+            }
+            // At most the bound on average, give or take the first write.
+            assert!(
+                written <= MAX_WRITE_RATE * run + bytes,
+                "{entries} entries: {written} bytes in {run} s"
+            );
+            if bytes <= MAX_WRITE_RATE {
+                assert_eq!(writes, run, "a small table is written every second");
+            }
+        }
+    }
+
+    /// The checkpointer follows the schedule: after a write, an unchanged empty table is not
+    /// written again, and a changed one not before the interval.
+    #[test]
+    fn the_checkpointer_follows_the_schedule() {
+        let d = tempdir("sched");
+        let ck = checkpointer(&d);
+        let t0 = Instant::now();
+        assert!(ck.tick_at(t0));
+        assert!(
+            !ck.tick_at(t0 + Duration::from_secs(120)),
+            "unchanged, no entries"
+        );
+        // Pretend the last write was large and the table changed.
+        {
+            let mut w = ck.written.lock().unwrap();
+            w.bytes = 5 * MAX_WRITE_RATE;
+            w.generation = Some(u64::MAX);
+            w.at = t0;
+        }
+        assert!(!ck.tick_at(t0 + Duration::from_secs(4)));
+        assert!(ck.tick_at(t0 + Duration::from_secs(5)));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

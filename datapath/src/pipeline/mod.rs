@@ -368,6 +368,10 @@ impl Datapath {
         if let Some(v) = services::conntrack_packet(self, m, tables, from, pkt, &ip, now_ms) {
             return v;
         }
+        if M::LIVE {
+            // A trace does not track (nor remap) a direct flow: it would create an entry.
+            services::direct_flow(self, tables, pkt, &ip, now_ms)?;
+        }
         if !routed {
             let syn = self.syn_event_if::<M>(FlowPoint::Port(port.id), pkt, &ip, now_ms);
             let v = port::switch(self, m, tables, port, pkt, dst); // Stage::Switch

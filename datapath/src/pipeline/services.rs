@@ -13,6 +13,11 @@
 //!   back to VIP:port, destination back to the client), delivered to the client's port. A
 //!   reply the endpoint switched at L2 (same subnet) keeps its MACs and TTL; a routed one is
 //!   rewritten as routing does.
+//! - Direct connections to an endpoint (a local pod to a service endpoint's address and
+//!   port, not through a VIP; switched or routed) are tracked too ([`direct_flow`]), so that
+//!   a VIP connection and a direct one from the same client port never share a 4-tuple at
+//!   the endpoint (see [`crate::state::conntrack`]): their packets go the usual way, only
+//!   with the source port rewritten when the direct connection had to take another one.
 //! - No ready endpoint: a TCP segment is answered with a RST from VIP:port, a UDP datagram
 //!   with ICMP port unreachable from the VIP; both count [`DropReason::ServiceNoEndpoints`].
 
@@ -27,6 +32,7 @@ use crate::wire::l4::{tcp_reset, L4Info, L4Proto, TCP_ACK, TCP_RST, TCP_SYN};
 use crate::wire::{self, forward_l3, icmp, nat, Ipv4Info, PROTO_TCP, PROTO_UDP};
 use crate::{Datapath, Verdict};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// ICMP code "port unreachable".
 const CODE_PORT_UNREACH: u8 = 3;
@@ -64,6 +70,9 @@ pub(super) fn conntrack_packet<M: Mode>(
             dp.ct.seen(&conn, true, l4.flags, now_ms);
         }
         return Some(nat_reply(dp, m, tables, from, &conn, pkt, ip, &l4));
+    }
+    if conn.is_direct() {
+        return direct_orig(dp, from, conn, pkt, ip, &l4, now_ms);
     }
     let Ingress::Port(port, true) = from else {
         return None; // to a VIP but not routed by us: not ours to translate
@@ -116,6 +125,76 @@ fn tuple_str(t: &crate::wire::l4::Tuple) -> String {
         t.proto, t.src, t.sport, t.dst, t.dport
     )
     .to_lowercase()
+}
+
+/// An original-direction packet of direct connection `conn`: accounted, its source port
+/// rewritten when the connection has another one, then on its usual way (`None`), or the
+/// rewrite's error.
+fn direct_orig(
+    dp: &Datapath,
+    from: Ingress<'_>,
+    conn: Arc<Conn>,
+    pkt: &mut PacketBuf,
+    ip: &Ipv4Info,
+    l4: &L4Info,
+    now_ms: u64,
+) -> Option<Result<Verdict, DropReason>> {
+    if !matches!(from, Ingress::Port(..)) {
+        return None; // a direct connection's client is a local pod
+    }
+    let syn = l4.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
+    if l4.proto == L4Proto::Tcp && syn && conn.state() == State::Close {
+        dp.ct.remove(&conn); // the tuple reused: a new connection, tracked afresh
+        return None;
+    }
+    dp.ct.seen(&conn, false, l4.flags, now_ms);
+    let r = &conn.reply;
+    if r.dport == l4.sport {
+        return None;
+    }
+    let to = nat::tuple(r.proto, r.dst, r.dport, r.src, r.sport);
+    nat::rewrite_pkt(pkt, ip, l4, &to).err().map(Err)
+}
+
+/// A packet from local pod `port` that no tracked connection owns, on its way to be
+/// switched or routed: when it opens a connection (a TCP SYN, any UDP datagram) to a
+/// service endpoint's address and port, the connection is tracked as a direct one, and
+/// its source port rewritten if a VIP connection holds its tuple at the endpoint. A pod
+/// over half its share of the conntrack table (or a full table) keeps its direct flows
+/// untracked: never a drop, and the rest of its share stays for its VIP connections.
+pub(super) fn direct_flow(
+    dp: &Datapath,
+    tables: &Tables,
+    pkt: &mut PacketBuf,
+    ip: &Ipv4Info,
+    now_ms: u64,
+) -> Result<(), DropReason> {
+    if !matches!(ip.proto, PROTO_TCP | PROTO_UDP) || ip.src == ip.dst {
+        return Ok(());
+    }
+    let Some(l4) = L4Info::parse(pkt.frame(), ip) else {
+        return Ok(());
+    };
+    if l4.proto == L4Proto::Tcp && l4.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
+        return Ok(());
+    }
+    let ep = std::net::SocketAddrV4::new(ip.dst, l4.dport);
+    if !tables.services().is_endpoint(ep, l4.proto) {
+        return Ok(());
+    }
+    let (held, share) = dp.ct.client_share(ip.src);
+    if held >= share / 2 {
+        return Ok(());
+    }
+    let Ok(conn) = dp.ct.create(l4.tuple(ip), ep, None, l4.flags, now_ms) else {
+        return Ok(());
+    };
+    let r = &conn.reply;
+    if !conn.is_direct() || r.dport == l4.sport {
+        return Ok(());
+    }
+    let to = nat::tuple(r.proto, r.dst, r.dport, r.src, r.sport);
+    nat::rewrite_pkt(pkt, ip, &l4, &to)
 }
 
 /// A routed packet from `port` to a service address that no tracked connection owns.

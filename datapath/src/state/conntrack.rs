@@ -18,8 +18,17 @@
 //!   connections are never evicted, so a table full of them refuses new connections
 //!   ([`DropReason::ConntrackFull`]).
 //! - Reply tuples are unique: when the natural one is taken (hairpin, or one client port
-//!   reaching the same endpoint through two VIPs), the source port is rewritten to one from
-//!   a per-datapath allocator (SNAT), as netfilter's NAT does.
+//!   reaching the same endpoint through two VIPs, or through a VIP and directly), the source
+//!   port is rewritten to one from a per-datapath allocator (SNAT), as netfilter's NAT does.
+//! - *Direct* connections (a local pod to a service endpoint's address and port, not through
+//!   a VIP) are tracked too, as connections whose endpoint is their own destination
+//!   ([`Conn::is_direct`]), so that the two kinds never share a tuple at the endpoint: a
+//!   VIP connection created while a direct one holds `endpoint -> client:port` gets another
+//!   source port, and a direct connection opened while a VIP connection holds that tuple
+//!   gets its source port rewritten (both ways) instead. Direct flows to addresses that are
+//!   no endpoint are not tracked (they cannot meet a VIP connection), nor are direct TCP
+//!   connections that began before their destination became an endpoint, nor a pod's
+//!   direct ones beyond half its share of the table (see `pipeline/services.rs`).
 //! - A generation counter moves with every change worth saving (a connection created or
 //!   removed, a state transition), so that the shell checkpoints the table only when it
 //!   changed ([`crate::state::ct_persist`]).
@@ -77,6 +86,11 @@ impl Conn {
     /// When it expires, on the datapath's clock.
     pub(crate) fn expires_ms(&self) -> u64 {
         self.expires_ms.load(Relaxed)
+    }
+
+    /// True for a direct connection: its endpoint is its own destination, no VIP.
+    pub(crate) fn is_direct(&self) -> bool {
+        self.orig.dst == self.reply.src && self.orig.dport == self.reply.sport
     }
 
     fn expired(&self, now_ms: u64) -> bool {
@@ -266,6 +280,12 @@ impl Conntrack {
         self.conns.fetch_sub(1, Relaxed);
         self.give_client_slot(orig.src);
         Err(RestoreSkip::Duplicate)
+    }
+
+    /// Connections of client `client`, and the most it may hold.
+    pub(crate) fn client_share(&self, client: Ipv4Addr) -> (usize, usize) {
+        let n = self.per_client.get(&client).map_or(0, |n| *n);
+        (n, self.pod_max)
     }
 
     /// Number of connections.

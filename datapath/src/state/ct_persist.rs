@@ -29,7 +29,9 @@ pub struct ConnRecord {
     pub proto: L4Proto,
     /// The client pod's address and port (the original source).
     pub client: SocketAddrV4,
-    /// The service's VIP and port (the original destination).
+    /// The service's VIP and port (the original destination); the endpoint itself for a
+    /// direct connection (a pod to an endpoint's address, tracked so that no VIP
+    /// connection shares its tuple).
     pub service: SocketAddrV4,
     /// The endpoint the connection is translated to.
     pub endpoint: SocketAddrV4,
@@ -240,7 +242,15 @@ impl NatState<'_> {
         if !valid {
             return Err(Skip::Invalid);
         }
-        self.check_service(tables, r.proto, r.client, r.service, r.endpoint)?;
+        if r.service == r.endpoint {
+            // A direct connection (no VIP): its destination must still be an endpoint.
+            let client_here = tables.port_by_ip(*r.client.ip()).is_some();
+            if !client_here || !tables.services().is_endpoint(r.endpoint, r.proto) {
+                return Err(Skip::Stale);
+            }
+        } else {
+            self.check_service(tables, r.proto, r.client, r.service, r.endpoint)?;
+        }
         let left = r.expires_in_ms.saturating_sub(age_ms);
         if left == 0 {
             return Err(Skip::Expired);

@@ -11,10 +11,20 @@
 //!   are unpredictable: SipHash-1-3 of a counter under a 128-bit key the shell takes from the
 //!   OS's random source ([`DnsForwarder::new`]), a keyed PRF; seeing earlier ids tells an
 //!   off-path host nothing about the next one.
+//! - Queries leave from a pool of sockets ([`SOCKETS`] per forwarder, each bound by the
+//!   shell to a port the kernel picks at random): each query goes out of one drawn under the
+//!   key ([`Dest::Upstream`] names it), and a socket that has carried
+//!   [`QUERIES_PER_SOCKET`] queries is retired: it takes no new ones, and once its last
+//!   pending query ends (answered, expired, failed) the shell is told to close it and open
+//!   a fresh one on a new random port ([`DnsForwarder::poll_reopen`]). An off-path spoofer
+//!   must guess the source port as well as the id. (When every socket is retiring at once,
+//!   a query goes out of a retiring one rather than be dropped.)
 //! - A response is taken only when its id is pending *and* its question section (name, type,
-//!   class; the name compared without regard to ASCII case) is the query's: a spoofer must
-//!   guess the id and know the name. (The shell's connected socket adds the third check,
-//!   the upstream's address and port.)
+//!   class; the name compared without regard to ASCII case) is the query's *and* it came
+//!   in on the socket the query left from *and* from the address and port the query was
+//!   sent to ([`DnsForwarder::handle_upstream`] is given both): a spoofer must guess the
+//!   id and the port, and know the name. Anything else from the upstream sockets is
+//!   dropped and counted ([`DnsForwarder::take_unmatched`]).
 //! - The table of pending queries is bounded ([`MAX_PENDING`]), and so is each pod's share
 //!   of it ([`MAX_PENDING_PER_POD`]) and each pod's rate of forwarded queries
 //!   ([`MAX_QUERIES_PER_POD_PER_SEC`]): one pod asking for names whose servers never answer
@@ -22,7 +32,8 @@
 //!   unanswered after [`TIMEOUT_MS`] too (the pod's resolver retries). The table is swept for
 //!   expired queries at most every [`SWEEP_MS`], on any call that brings the time.
 //! - Responses that match no pending query (late, duplicated, shorter than a DNS header, not
-//!   a response, another question) are ignored and never panic. A response is returned with the pod's port and
+//!   a response, another question, another socket or source) are ignored, counted as
+//!   unmatched, and never panic. A response is returned with the pod's port and
 //!   address ([`Dest::Pod`]); the shell turns it into the pod's frame with
 //!   [`crate::Datapath::dns_upstream_reply`], which counts its own failures.
 //! - Failures of the forwarder (malformed query, full table, expiry, a send the shell reports
@@ -54,6 +65,10 @@ pub const SWEEP_MS: u64 = 250;
 /// Most datagrams waiting in [`DnsForwarder::poll_transmit`]'s queue; more are dropped (the
 /// shell drains the queue after each call).
 pub const MAX_QUEUED: usize = 64;
+/// Sockets in a forwarder's pool (each one file descriptor in the shell).
+pub const SOCKETS: usize = 32;
+/// Queries a socket carries before it is retired and replaced by one on a new port.
+pub const QUERIES_PER_SOCKET: u32 = 64;
 /// Length of a DNS header (the id is its first two bytes, QR the top bit of the third).
 const DNS_HDR: usize = 12;
 
@@ -66,6 +81,10 @@ struct Pending {
     id: u16,
     /// The keyed hash of the query's question section.
     question: u64,
+    /// The socket of the pool it left from.
+    socket: usize,
+    /// Where it was sent.
+    upstream: SocketAddrV4,
     /// When it expires, on the shell's clock.
     deadline_ms: u64,
 }
@@ -78,6 +97,10 @@ pub enum Dest {
     Upstream {
         /// The id the query carries upstream.
         id: u16,
+        /// The socket of the pool to send it from (`0..SOCKETS`).
+        socket: usize,
+        /// The upstream resolver's address and port.
+        addr: SocketAddrV4,
     },
     /// The upstream's response, with the pod's id restored, for pod `port` at `client`.
     Pod {
@@ -128,9 +151,37 @@ struct Queued {
     len: usize,
 }
 
+/// Where a datagram from the upstream came in: the pool's socket and the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// The socket of the pool that received it.
+    pub socket: usize,
+    /// Its source address and port.
+    pub addr: SocketAddrV4,
+}
+
+/// One socket of the pool, as the machine sees it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// Queries sent from it since it was (re)opened.
+    uses: u32,
+    /// Its queries still pending.
+    pending: usize,
+    /// It carried its [`QUERIES_PER_SOCKET`]: no new queries, reopened once idle.
+    retiring: bool,
+}
+
 /// The forwarder to the upstream resolver of one engine.
 #[derive(Debug)]
 pub struct DnsForwarder {
+    /// The upstream resolver.
+    upstream: SocketAddrV4,
+    /// The socket pool.
+    slots: Vec<Slot>,
+    /// Sockets the shell must close and open afresh (each at most once in the queue).
+    reopen: VecDeque<usize>,
+    /// Datagrams from the upstream sockets that answered nothing pending.
+    unmatched: u64,
     pending: HashMap<u16, Pending>,
     /// Per pod: its share of `pending` and its rate window (entries go when both are idle).
     pods: HashMap<PortId, PodUse>,
@@ -149,10 +200,20 @@ pub struct DnsForwarder {
 }
 
 impl DnsForwarder {
-    /// A forwarder with no pending query whose ids are drawn under `key` (the shell gives
-    /// random bytes; tests choose them).
-    pub fn new(key: [u8; 16]) -> DnsForwarder {
+    /// A forwarder to `upstream` with a pool of [`SOCKETS`] sockets and no pending query,
+    /// whose ids and sockets are drawn under `key` (the shell gives random bytes; tests
+    /// choose them).
+    pub fn new(key: [u8; 16], upstream: SocketAddrV4) -> DnsForwarder {
+        DnsForwarder::with_sockets(key, upstream, SOCKETS)
+    }
+
+    /// Like [`DnsForwarder::new`], with a pool of `sockets` sockets (at least one).
+    pub fn with_sockets(key: [u8; 16], upstream: SocketAddrV4, sockets: usize) -> DnsForwarder {
         DnsForwarder {
+            upstream,
+            slots: vec![Slot::default(); sockets.max(1)],
+            reopen: VecDeque::new(),
+            unmatched: 0,
             pending: HashMap::with_capacity(MAX_PENDING),
             pods: HashMap::new(),
             key,
@@ -189,6 +250,31 @@ impl DnsForwarder {
         std::mem::take(&mut self.limited)
     }
 
+    /// Datagrams from the upstream sockets since the last call that answered no pending
+    /// query (wrong id, question, socket or source; late, duplicated, not a response); the
+    /// shell adds them to [`crate::DropReason::DnsUpstreamUnmatched`].
+    pub fn take_unmatched(&mut self) -> u64 {
+        std::mem::take(&mut self.unmatched)
+    }
+
+    /// The number of sockets in the pool.
+    pub fn sockets(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// A socket the shell must now close and replace with a fresh one on a new random port
+    /// (it carried its [`QUERIES_PER_SOCKET`] and has nothing pending). The shell drains
+    /// these after every call, before it sends anything [`DnsForwarder::poll_transmit`]
+    /// gives.
+    pub fn poll_reopen(&mut self) -> Option<usize> {
+        self.reopen.pop_front()
+    }
+
+    /// The socket the pending query with upstream id `id` left from.
+    pub fn socket_of(&self, id: u16) -> Option<usize> {
+        self.pending.get(&id).map(|p| p.socket)
+    }
+
     /// Queries of pod `port` waiting for the upstream.
     pub fn pending_of(&self, port: PortId) -> usize {
         self.pods.get(&port).map_or(0, |u| u.pending)
@@ -200,6 +286,30 @@ impl DnsForwarder {
         h.write_u64(n);
         let [a, b, ..] = h.finish().to_be_bytes();
         u16::from_be_bytes([a, b])
+    }
+
+    /// The socket for the next query: drawn under the key among those not retiring (any,
+    /// when all are).
+    fn pick_socket(&mut self) -> usize {
+        let n = self.slots.len();
+        let draw = Self::id_draw(&self.key, self.draws | 1 << 63);
+        let start = usize::from(draw) % n;
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.slots.get(i).is_some_and(|s| !s.retiring))
+            .unwrap_or(start)
+    }
+
+    /// A query on socket `socket` has ended: a retiring socket left idle is handed to the
+    /// shell to reopen.
+    fn socket_query_ended(slots: &mut [Slot], reopen: &mut VecDeque<usize>, socket: usize) {
+        if let Some(s) = slots.get_mut(socket) {
+            s.pending = s.pending.saturating_sub(1);
+            if s.retiring && s.pending == 0 {
+                *s = Slot::default();
+                reopen.push_back(socket);
+            }
+        }
     }
 
     /// A fresh id no pending query uses (the table never holds all 65536).
@@ -335,8 +445,20 @@ impl DnsForwarder {
         }
         self.admit_pod(port, now_ms)?;
         let id = self.fresh_id();
-        if !self.enqueue(Dest::Upstream { id }, q, id) {
+        let socket = self.pick_socket();
+        let upstream = self.upstream;
+        let dest = Dest::Upstream {
+            id,
+            socket,
+            addr: upstream,
+        };
+        if !self.enqueue(dest, q, id) {
             return Err(Rejected::QueueFull);
+        }
+        if let Some(s) = self.slots.get_mut(socket) {
+            s.uses += 1;
+            s.pending += 1;
+            s.retiring |= s.uses >= QUERIES_PER_SOCKET;
         }
         if let Some(u) = self.pods.get_mut(&port) {
             u.pending += 1;
@@ -350,17 +472,29 @@ impl DnsForwarder {
                 client,
                 id: orig,
                 question,
+                socket,
+                upstream,
                 deadline_ms,
             },
         );
         Ok(())
     }
 
-    /// A datagram from the upstream. A response to a pending query ends it and is queued for
-    /// the pod, with the pod's id (true); anything else is ignored (false). Sweeps expired
+    /// A datagram from the upstream, received on the pool's socket `from.socket` from
+    /// `from.addr`. A response to a pending query (its id, its question, the socket it left
+    /// from, the address it went to) ends it and is queued for the pod, with the pod's id
+    /// (true); anything else is ignored and counted as unmatched (false). Sweeps expired
     /// queries first when due, so a response after its query's deadline may be ignored.
-    pub fn handle_upstream(&mut self, now_ms: u64, datagram: &[u8]) -> bool {
+    pub fn handle_upstream(&mut self, now_ms: u64, from: Source, datagram: &[u8]) -> bool {
         self.handle_timeout(now_ms);
+        let taken = self.answer(from, datagram);
+        if !taken {
+            self.unmatched += 1;
+        }
+        taken
+    }
+
+    fn answer(&mut self, from: Source, datagram: &[u8]) -> bool {
         let id = match datagram {
             [a, b, flags, ..] if datagram.len() >= DNS_HDR && flags & 0x80 != 0 => {
                 u16::from_be_bytes([*a, *b])
@@ -370,11 +504,15 @@ impl DnsForwarder {
         let Some(p) = self.pending.get(&id).copied() else {
             return false;
         };
+        if p.socket != from.socket || p.upstream != from.addr {
+            return false;
+        }
         if self.question_hash(datagram) != Some(p.question) {
             return false;
         }
         self.pending.remove(&id);
         Self::pod_query_ended(&mut self.pods, p.port);
+        Self::socket_query_ended(&mut self.slots, &mut self.reopen, p.socket);
         let dest = Dest::Pod {
             port: p.port,
             client: p.client,
@@ -390,6 +528,7 @@ impl DnsForwarder {
     pub fn transmit_failed(&mut self, id: u16) {
         if let Some(p) = self.pending.remove(&id) {
             Self::pod_query_ended(&mut self.pods, p.port);
+            Self::socket_query_ended(&mut self.slots, &mut self.reopen, p.socket);
             self.failed += 1;
         }
     }
@@ -425,12 +564,14 @@ impl DnsForwarder {
         let before = self.pending.len();
         let mut earliest = u64::MAX;
         let pods = &mut self.pods;
+        let (slots, reopen) = (&mut self.slots, &mut self.reopen);
         self.pending.retain(|_, p| {
             let keep = p.deadline_ms > now_ms;
             if keep {
                 earliest = earliest.min(p.deadline_ms);
             } else {
                 Self::pod_query_ended(pods, p.port);
+                Self::socket_query_ended(slots, reopen, p.socket);
             }
             keep
         });

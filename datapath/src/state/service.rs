@@ -40,6 +40,10 @@ pub(crate) type ServiceKey = (Ipv4Addr, u16, L4Proto);
 pub(crate) struct ServiceTable {
     ports: HashMap<ServiceKey, ServiceEntry>,
     vips: HashSet<Ipv4Addr>,
+    /// The endpoints of all services, as (address, port, protocol): direct connections to
+    /// them are tracked so that no VIP connection shares their tuple (see
+    /// [`crate::state::conntrack`]).
+    endpoints: HashSet<ServiceKey>,
     /// (name, namespace), lowercase -> VIP.
     names: HashMap<(String, String), Ipv4Addr>,
     /// Bare name, lowercase -> VIP: the service in "default", else the only one of that name.
@@ -51,6 +55,7 @@ impl ServiceTable {
         let mut t = ServiceTable::default();
         for s in services {
             t.vips.insert(s.vip);
+            (t.endpoints).extend(s.endpoints.iter().map(|e| (*e.ip(), e.port(), s.proto)));
             t.ports.insert((s.vip, s.port, s.proto), s);
         }
         let mut by_name: HashMap<String, Vec<(String, Ipv4Addr)>> = HashMap::new();
@@ -83,6 +88,11 @@ impl ServiceTable {
     /// True when `ip` is the VIP of some service.
     pub(crate) fn is_vip(&self, ip: Ipv4Addr) -> bool {
         self.vips.contains(&ip)
+    }
+
+    /// True when `ep` is, for `proto`, a ready endpoint of some service.
+    pub(crate) fn is_endpoint(&self, ep: SocketAddrV4, proto: L4Proto) -> bool {
+        !self.endpoints.is_empty() && self.endpoints.contains(&(*ep.ip(), ep.port(), proto))
     }
 
     /// The VIP of service `name` in `namespace` (both lowercase).

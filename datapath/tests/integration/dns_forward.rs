@@ -16,8 +16,8 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use vswitch_datapath::buf::VNET_F_NEEDS_CSUM;
 use vswitch_datapath::dns_forward::{
-    Dest, Rejected, Transmit, MAX_PENDING, MAX_PENDING_PER_POD, MAX_QUERIES_PER_POD_PER_SEC,
-    MAX_QUEUED, SWEEP_MS, TIMEOUT_MS,
+    Dest, Rejected, Source, Transmit, MAX_PENDING, MAX_PENDING_PER_POD,
+    MAX_QUERIES_PER_POD_PER_SEC, MAX_QUEUED, QUERIES_PER_SOCKET, SWEEP_MS, TIMEOUT_MS,
 };
 use vswitch_datapath::*;
 
@@ -272,13 +272,25 @@ const SEED: [u8; 16] = [0x5e, 0xed, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 fn upstream_out(f: &mut DnsForwarder) -> Vec<(u16, Vec<u8>)> {
     let mut out = Vec::new();
     while let Some(t) = f.poll_transmit() {
-        let Dest::Upstream { id } = t.dest else {
+        let Dest::Upstream { id, addr, .. } = t.dest else {
             panic!("{t:?}")
         };
         assert_eq!(&t.payload[..2], &id.to_be_bytes(), "the id on the wire");
+        assert_eq!(addr, UP, "to the upstream");
         out.push((id, t.payload.to_vec()));
     }
     out
+}
+
+/// The upstream resolver of the forwarder's tests.
+const UP: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(192, 0, 2, 53), 53);
+
+/// `d` from the upstream, on the socket its id's query left from (socket 0 when its id is
+/// not pending).
+fn up(f: &mut DnsForwarder, now: u64, d: &[u8]) -> bool {
+    let id = (d.len() >= 2).then(|| u16::from_be_bytes([d[0], d[1]]));
+    let socket = id.and_then(|id| f.socket_of(id)).unwrap_or(0);
+    f.handle_upstream(now, Source { socket, addr: UP }, d)
 }
 
 /// `q` turned into a response (QR set).
@@ -306,7 +318,7 @@ fn reference_ids(key: [u8; 16], n: usize) -> Vec<u16> {
 fn forwarder_rewrites_the_id_and_restores_it_on_the_answer() {
     let n = fwd_node(true);
     let q = query("example.test", RecordType::A);
-    let mut f = DnsForwarder::new(SEED);
+    let mut f = DnsForwarder::new(SEED, UP);
     assert_eq!(f.poll_transmit(), None);
     assert_eq!(f.handle(0, A, sa(IP_A, 40000), &query_frame(&q)), Ok(()));
     assert_eq!(f.handle(0, A, sa(IP_A, 40000), &query_frame(&q)), Ok(()));
@@ -336,7 +348,7 @@ fn forwarder_rewrites_the_id_and_restores_it_on_the_answer() {
     assert_eq!(f.pending_len(), 2);
     // The upstream answers the second one.
     let r = answered(&out[1].1);
-    assert!(f.handle_upstream(1, &r));
+    assert!(up(&mut f, 1, &r));
     let t = f.poll_transmit().expect("the answer");
     let want = [&[0x42, 0x42][..], &r[2..]].concat();
     assert_eq!(
@@ -362,7 +374,7 @@ fn forwarder_rewrites_the_id_and_restores_it_on_the_answer() {
 
 #[test]
 fn forwarder_answers_go_back_to_the_pod_that_asked() {
-    let mut f = DnsForwarder::new([7; 16]);
+    let mut f = DnsForwarder::new([7; 16], UP);
     let q = query("example.test", RecordType::A);
     let from_b = udp_dgram(mac_b(), router(), sa(IP_B, 5353), sa(DNS_IP, 53), &q, 64);
     f.handle(0, A, sa(IP_A, 40000), &query_frame(&q)).unwrap();
@@ -374,7 +386,7 @@ fn forwarder_answers_go_back_to_the_pod_that_asked() {
         .rev()
         .zip([(B, sa(IP_B, 5353)), (A, sa(IP_A, 40000))])
     {
-        assert!(f.handle_upstream(0, &answered(p)), "{id}");
+        assert!(up(&mut f, 0, &answered(p)), "{id}");
         let t = f.poll_transmit().unwrap();
         assert_eq!(
             t.dest,
@@ -390,34 +402,34 @@ fn forwarder_answers_go_back_to_the_pod_that_asked() {
 
 #[test]
 fn forwarder_ignores_what_answers_nothing_pending() {
-    let mut f = DnsForwarder::new(SEED);
+    let mut f = DnsForwarder::new(SEED, UP);
     let q = query("example.test", RecordType::A);
     f.handle(0, A, sa(IP_A, 40000), &query_frame(&q)).unwrap();
     let (id, sent) = upstream_out(&mut f).pop().unwrap();
     // The query itself echoed back (QR clear) is not a response, and ends nothing.
-    assert!(!f.handle_upstream(0, &sent));
+    assert!(!up(&mut f, 0, &sent));
     // Another id.
     let mut other = answered(&sent);
     other[..2].copy_from_slice(&id.wrapping_add(1).to_be_bytes());
-    assert!(!f.handle_upstream(0, &other));
+    assert!(!up(&mut f, 0, &other));
     // Shorter than a header, even with the right id and QR.
     let r = answered(&sent);
     for len in 0..12 {
-        assert!(!f.handle_upstream(0, &r[..len]), "{len} bytes");
+        assert!(!up(&mut f, 0, &r[..len]), "{len} bytes");
     }
     assert_eq!(f.poll_transmit(), None);
     assert_eq!(f.pending_len(), 1);
     // The real answer, then the same again (duplicated or late).
-    assert!(f.handle_upstream(0, &r));
+    assert!(up(&mut f, 0, &r));
     assert!(f.poll_transmit().is_some());
-    assert!(!f.handle_upstream(0, &r));
+    assert!(!up(&mut f, 0, &r));
     assert_eq!(f.poll_transmit(), None);
     assert_eq!(f.take_failed(), 0, "ignored, not failures");
 }
 
 #[test]
 fn forwarder_rejects_frames_that_hold_no_query() {
-    let mut f = DnsForwarder::new(SEED);
+    let mut f = DnsForwarder::new(SEED, UP);
     let q = query("example.test", RecordType::A);
     let bad = [
         Vec::new(),
@@ -436,7 +448,7 @@ fn forwarder_rejects_frames_that_hold_no_query() {
 
 #[test]
 fn forwarder_expires_unanswered_queries() {
-    let mut f = DnsForwarder::new(SEED);
+    let mut f = DnsForwarder::new(SEED, UP);
     let q = query("example.test", RecordType::A);
     assert_eq!(f.poll_timeout(), None);
     f.handle(1000, A, sa(IP_A, 40000), &query_frame(&q))
@@ -454,7 +466,7 @@ fn forwarder_expires_unanswered_queries() {
     assert_eq!(f.handle_timeout(1100 + TIMEOUT_MS), 0, "swept 100 ms ago");
     assert_eq!(f.poll_timeout(), Some(1000 + TIMEOUT_MS + SWEEP_MS));
     // The answer of the expired query comes late: ignored.
-    assert!(!f.handle_upstream(1000 + TIMEOUT_MS + 1, &answered(&out[0].1)));
+    assert!(!up(&mut f, 1000 + TIMEOUT_MS + 1, &answered(&out[0].1)));
     assert_eq!(f.handle_timeout(1000 + TIMEOUT_MS + SWEEP_MS), 1);
     assert_eq!(f.take_failed(), 1);
     assert_eq!(f.poll_timeout(), None);
@@ -463,7 +475,7 @@ fn forwarder_expires_unanswered_queries() {
     f.handle(20_000, A, sa(IP_A, 40000), &query_frame(&q))
         .unwrap();
     let (_, sent) = upstream_out(&mut f).pop().unwrap();
-    assert!(!f.handle_upstream(20_000 + TIMEOUT_MS, &answered(&sent)));
+    assert!(!up(&mut f, 20_000 + TIMEOUT_MS, &answered(&sent)));
     assert_eq!(f.take_failed(), 1);
 }
 
@@ -477,7 +489,7 @@ fn many(i: usize) -> (PortId, SocketAddrV4) {
 /// others still get their queries through; a pod's rate is bounded per second.
 #[test]
 fn one_pod_gets_only_its_share_and_its_rate() {
-    let mut f = DnsForwarder::new(SEED);
+    let mut f = DnsForwarder::new(SEED, UP);
     let frame = query_frame(&query("never.answers.test", RecordType::A));
     for _ in 0..MAX_PENDING_PER_POD {
         f.handle(0, A, sa(IP_A, 1), &frame).unwrap();
@@ -506,7 +518,7 @@ fn one_pod_gets_only_its_share_and_its_rate() {
             sent += 1;
         }
         for (_, p) in upstream_out(&mut f) {
-            assert!(f.handle_upstream(t0, &answered(&p)));
+            assert!(up(&mut f, t0, &answered(&p)));
             f.poll_transmit().unwrap();
         }
     }
@@ -526,7 +538,7 @@ fn one_pod_gets_only_its_share_and_its_rate() {
 /// case): a spoofer who guessed the id but not the name, type or class is ignored.
 #[test]
 fn answers_must_match_the_question_too() {
-    let mut f = DnsForwarder::new(SEED);
+    let mut f = DnsForwarder::new(SEED, UP);
     let q = query("Example.Test", RecordType::A);
     f.handle(0, A, sa(IP_A, 1), &query_frame(&q)).unwrap();
     let (id, sent) = upstream_out(&mut f).pop().unwrap();
@@ -540,22 +552,22 @@ fn answers_must_match_the_question_too() {
         forged("example.test", RecordType::AAAA),
         forged("www.example.test", RecordType::A),
     ] {
-        assert!(!f.handle_upstream(0, &r));
+        assert!(!up(&mut f, 0, &r));
     }
     // No question at all.
     let mut bare = answered(&sent);
     bare.truncate(12);
     bare[4..6].copy_from_slice(&[0, 0]);
-    assert!(!f.handle_upstream(0, &bare));
+    assert!(!up(&mut f, 0, &bare));
     assert_eq!(f.pending_len(), 1);
     // The name in another case (a 0x20-style echo) matches.
-    assert!(f.handle_upstream(0, &forged("EXAMPLE.test", RecordType::A)));
+    assert!(up(&mut f, 0, &forged("EXAMPLE.test", RecordType::A)));
     assert_eq!(f.pending_len(), 0);
 }
 
 #[test]
 fn forwarder_table_and_queue_are_bounded() {
-    let mut f = DnsForwarder::new(SEED);
+    let mut f = DnsForwarder::new(SEED, UP);
     let q = query("example.test", RecordType::A);
     let frame = query_frame(&q);
     // The transmit queue: the shell drains it after each call.
@@ -593,7 +605,7 @@ fn forwarder_table_and_queue_are_bounded() {
     let id = *ids.iter().next().unwrap();
     let mut r = answered(&q);
     r[..2].copy_from_slice(&id.to_be_bytes());
-    assert!(f.handle_upstream(2, &r));
+    assert!(up(&mut f, 2, &r));
     assert!(f.poll_transmit().is_some());
     assert_eq!(f.handle(3, A, sa(IP_A, 1), &frame), Ok(()));
     // A query whose send failed is no longer pending and counts once.
@@ -618,7 +630,7 @@ proptest! {
             1..40,
         ),
     ) {
-        let mut f = DnsForwarder::new(SEED);
+        let mut f = DnsForwarder::new(SEED, UP);
         let q = query("example.test", RecordType::A);
         for _ in 0..8 {
             f.handle(0, A, sa(IP_A, 1), &query_frame(&q)).unwrap();
@@ -639,7 +651,7 @@ proptest! {
             let live = id.filter(|id| ids.contains(id) && !taken.contains(id));
             let response = d.len() >= 12 && d[2] & 0x80 != 0;
             let before = f.pending_len();
-            let took = f.handle_upstream(now, &d);
+            let took = up(&mut f, now, &d);
             prop_assert!(f.pending_len() <= before);
             if took {
                 prop_assert!(response && live.is_some() && use_id);
@@ -656,4 +668,171 @@ proptest! {
             let _ = f.poll_timeout();
         }
     }
+}
+
+/// The socket and destination of each upstream datagram queued in `f`, as (id, socket,
+/// payload).
+fn upstream_sockets(f: &mut DnsForwarder) -> Vec<(u16, usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(t) = f.poll_transmit() {
+        let Dest::Upstream { id, socket, addr } = t.dest else {
+            panic!("{t:?}")
+        };
+        assert_eq!(addr, UP);
+        out.push((id, socket, t.payload.to_vec()));
+    }
+    out
+}
+
+/// An answer must come in on the socket its query left from and from the address and port
+/// the query went to: the right id and question on another socket, or from another
+/// address or port, is not taken, and counted as unmatched.
+#[test]
+fn answers_must_come_from_the_upstream_on_the_querys_socket() {
+    let mut f = DnsForwarder::new(SEED, UP);
+    let q = query("example.test", RecordType::A);
+    f.handle(0, A, sa(IP_A, 1), &query_frame(&q)).unwrap();
+    let (_, socket, sent) = upstream_sockets(&mut f).pop().unwrap();
+    let r = answered(&sent);
+    let other_socket = (socket + 1) % f.sockets();
+    let wrong = [
+        Source {
+            socket: other_socket,
+            addr: UP,
+        },
+        Source {
+            socket,
+            addr: SocketAddrV4::new(*UP.ip(), 5353),
+        },
+        Source {
+            socket,
+            addr: SocketAddrV4::new(std::net::Ipv4Addr::new(192, 0, 2, 54), 53),
+        },
+    ];
+    for from in wrong {
+        assert!(!f.handle_upstream(0, from, &r), "{from:?}");
+    }
+    // Another id, and another question, from the right place.
+    let mut other_id = r.clone();
+    other_id[0] ^= 0x80;
+    assert!(!f.handle_upstream(0, Source { socket, addr: UP }, &other_id));
+    let mut other_q = answered(&query("example.tesu", RecordType::A));
+    other_q[..2].copy_from_slice(&r[..2]);
+    assert!(!f.handle_upstream(0, Source { socket, addr: UP }, &other_q));
+    assert_eq!(f.poll_transmit(), None);
+    assert_eq!(f.take_unmatched(), 5);
+    assert_eq!(f.pending_len(), 1);
+    assert!(f.handle_upstream(0, Source { socket, addr: UP }, &r));
+    assert!(f.poll_transmit().is_some());
+    assert_eq!(f.take_unmatched(), 0);
+    // The same answer again: unmatched.
+    assert!(!f.handle_upstream(0, Source { socket, addr: UP }, &r));
+    assert_eq!(f.take_unmatched(), 1);
+}
+
+/// Consecutive queries get ids that are not a sequence and leave from sockets spread over
+/// the pool.
+#[test]
+fn ids_are_not_sequential_and_sockets_are_spread() {
+    let mut f = DnsForwarder::new(SEED, UP);
+    let q = query("example.test", RecordType::A);
+    let mut sent = Vec::new();
+    for i in 0..128 {
+        let (port, client) = many(i);
+        f.handle(0, port, client, &query_frame(&q)).unwrap();
+        sent.extend(upstream_sockets(&mut f));
+    }
+    let ids: Vec<u16> = sent.iter().map(|s| s.0).collect();
+    let steps = ids
+        .windows(2)
+        .filter(|w| w[1].wrapping_sub(w[0]) <= 2)
+        .count();
+    assert!(steps < 3, "sequential ids: {ids:?}");
+    let sockets: HashSet<usize> = sent.iter().map(|s| s.1).collect();
+    assert!(
+        sockets.len() >= f.sockets() * 3 / 4,
+        "{} of {} sockets used",
+        sockets.len(),
+        f.sockets()
+    );
+    let socket_seq: Vec<usize> = sent.iter().map(|s| s.1).collect();
+    let mut g = DnsForwarder::new([9; 16], UP);
+    let mut other = Vec::new();
+    for i in 0..128 {
+        let (port, client) = many(i);
+        g.handle(0, port, client, &query_frame(&q)).unwrap();
+        other.extend(upstream_sockets(&mut g).into_iter().map(|s| s.1));
+    }
+    assert_ne!(socket_seq, other, "another key, another socket sequence");
+}
+
+/// A socket that carried its queries is retired: it takes no new query while another
+/// socket can, and once its last query ends the shell is told to reopen it, once.
+#[test]
+fn sockets_are_retired_and_reopened_once_idle() {
+    let mut f = DnsForwarder::with_sockets(SEED, UP, 2);
+    let q = query("example.test", RecordType::A);
+    let mut sent = Vec::new();
+    let on = |sent: &Vec<(u16, usize, Vec<u8>)>, s: usize| sent.iter().filter(|x| x.1 == s).count();
+    let mut i = 0;
+    let per = QUERIES_PER_SOCKET as usize;
+    while on(&sent, 0) < per && on(&sent, 1) < per {
+        let (port, client) = many(i);
+        i += 1;
+        f.handle(0, port, client, &query_frame(&q)).unwrap();
+        sent.extend(upstream_sockets(&mut f));
+    }
+    let full = if on(&sent, 0) == per { 0 } else { 1 };
+    let before = on(&sent, 1 - full);
+    assert!(before < per);
+    // Until the other one retires too, everything goes to the other one.
+    let more = per - before;
+    for _ in 0..more {
+        let (port, client) = many(i);
+        i += 1;
+        f.handle(0, port, client, &query_frame(&q)).unwrap();
+        sent.extend(upstream_sockets(&mut f));
+    }
+    assert_eq!(on(&sent, full), per, "no more on a retired socket");
+    assert_eq!(on(&sent, 1 - full), per);
+    assert_eq!(f.poll_reopen(), None, "its queries are still pending");
+    let mut answers: Vec<_> = sent.iter().filter(|x| x.1 == full).collect();
+    let last = answers.pop().unwrap();
+    for (_, s, p) in answers {
+        assert!(f.handle_upstream(
+            1,
+            Source {
+                socket: *s,
+                addr: UP
+            },
+            &answered(p)
+        ));
+        assert!(f.poll_transmit().is_some());
+        assert_eq!(f.poll_reopen(), None);
+    }
+    assert!(f.handle_upstream(
+        1,
+        Source {
+            socket: last.1,
+            addr: UP
+        },
+        &answered(&last.2)
+    ));
+    assert!(f.poll_transmit().is_some());
+    assert_eq!(f.poll_reopen(), Some(full));
+    assert_eq!(f.poll_reopen(), None);
+    // The reopened socket takes queries again (the other one is retired now).
+    let mut used = HashSet::new();
+    for i in i..i + 40 {
+        let (port, client) = many(i);
+        f.handle(1, port, client, &query_frame(&q)).unwrap();
+        used.extend(upstream_sockets(&mut f).into_iter().map(|s| s.1));
+    }
+    assert_eq!(used, HashSet::from([full]));
+    // Expiry ends queries too: the other socket, retired, is reopened when its queries
+    // expire.
+    f.handle_timeout(1 + TIMEOUT_MS);
+    let mut reopened: Vec<usize> = std::iter::from_fn(|| f.poll_reopen()).collect();
+    reopened.sort();
+    assert!(reopened.contains(&(1 - full)), "{reopened:?}");
 }

@@ -111,7 +111,7 @@ fn provoke(r: DropReason) -> Input {
             peer_src(),
             vx(&udp_frame(pm, vm, IP_A, IP_B, 64, true, b"x")),
         ),
-        TxError | DnsUpstreamFailed | DnsForwardLimited => Input::Shell,
+        TxError | DnsUpstreamFailed | DnsForwardLimited | DnsUpstreamUnmatched => Input::Shell,
         GsoUnsupported => Input::Segment(
             tcp_frame(a, rt, IP_A, IP_R, &[0; 3000]),
             VnetHdr {

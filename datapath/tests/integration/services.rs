@@ -426,3 +426,165 @@ fn ttl_one_to_a_vip_is_time_exceeded() {
     assert_eq!(pkt.frame()[34], 11);
     assert_eq!(n.drops(DropReason::TtlExceeded), 1);
 }
+
+// ---- Service NAT source ports: a VIP connection and a direct one never share a tuple ----
+
+/// A's segment from `from` to `to`, switched at L2 (B is on A's subnet) when `to` is B,
+/// routed when it is a VIP.
+fn seg_a(from: u16, to: SocketAddrV4, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let dst_mac = if *to.ip() == IP_B { mac_b() } else { router() };
+    tcp_seg(
+        mac_a(),
+        dst_mac,
+        sa(IP_A, from),
+        to,
+        flags,
+        1000,
+        0,
+        payload,
+    )
+}
+
+/// B's segment from 8080 to A's port `to`, switched at L2.
+fn seg_b(to: u16, flags: u8) -> Vec<u8> {
+    tcp_seg(
+        mac_b(),
+        mac_a(),
+        sa(IP_B, 8080),
+        sa(IP_A, to),
+        flags,
+        5000,
+        1001,
+        b"",
+    )
+}
+
+/// A direct connection A:40000 -> B:8080 (B an endpoint of VIP:80), then a VIP connection
+/// from the same port to the same endpoint: the VIP one gets another source port (B sees
+/// two distinct 4-tuples), and the replies of each go back translated as their own.
+#[test]
+fn a_vip_connection_does_not_take_a_direct_connections_tuple() {
+    let n = svc_node(64, web(&[sa(IP_B, 8080)]), vec![]);
+    let direct = seg_a(40000, sa(IP_B, 8080), SYN, b"");
+    let (v, pkt) = n.port(A, &direct, d());
+    assert_eq!(v, Verdict::ToPort(B));
+    assert_eq!(
+        pkt.frame(),
+        &direct[..],
+        "a direct connection's frame is untouched"
+    );
+    let (v, pkt) = n.port(A, &seg_a(40000, sa(VIP, 80), SYN, b""), d());
+    assert_eq!(v, Verdict::ToPort(B));
+    let (src, dst, _) = addrs(pkt.frame());
+    assert_eq!(dst, sa(IP_B, 8080));
+    assert_eq!(*src.ip(), IP_A, "the client's address is kept");
+    assert_ne!(
+        src.port(),
+        40000,
+        "the tuple at the endpoint is taken by the direct one"
+    );
+    let remapped = src.port();
+    // B answers the VIP connection on the remapped port: A sees the VIP and its own port.
+    let (v, pkt) = n.port(B, &seg_b(remapped, SYN | ACK), d());
+    assert_eq!(v, Verdict::ToPort(A));
+    assert_eq!(
+        addrs(pkt.frame()),
+        (sa(VIP, 80), sa(IP_A, 40000), SYN | ACK)
+    );
+    // B answers the direct connection: A sees B, not the VIP.
+    let (v, pkt) = n.port(B, &seg_b(40000, SYN | ACK), d());
+    assert_eq!(v, Verdict::ToPort(A));
+    assert_eq!(pkt.frame(), &seg_b(40000, SYN | ACK)[..]);
+    // Later segments of each keep their translation.
+    let (_, pkt) = n.port(A, &seg_a(40000, sa(VIP, 80), ACK, b"v"), d());
+    assert_eq!(addrs(pkt.frame()).0, sa(IP_A, remapped));
+    let ack = seg_a(40000, sa(IP_B, 8080), ACK, b"d");
+    let (_, pkt) = n.port(A, &ack, d());
+    assert_eq!(pkt.frame(), &ack[..]);
+    assert_eq!(n.dp.conntrack_len(), 2);
+}
+
+/// The other order: a VIP connection from A:40001, then a direct connection from the same
+/// port to the same endpoint. The VIP one holds the tuple at the endpoint, so the direct
+/// one's source port is rewritten, both ways, for its whole life; the VIP connection's
+/// replies are not mistaken for it.
+#[test]
+fn a_direct_connection_does_not_take_a_vip_connections_tuple() {
+    let n = svc_node(64, web(&[sa(IP_B, 8080)]), vec![]);
+    let (_, pkt) = n.port(A, &seg_a(40001, sa(VIP, 80), SYN, b""), d());
+    assert_eq!(
+        addrs(pkt.frame()).0,
+        sa(IP_A, 40001),
+        "the client port is kept"
+    );
+    let (v, pkt) = n.port(A, &seg_a(40001, sa(IP_B, 8080), SYN, b""), d());
+    assert_eq!(v, Verdict::ToPort(B));
+    let (src, dst, _) = addrs(pkt.frame());
+    assert_eq!((*src.ip(), dst), (IP_A, sa(IP_B, 8080)));
+    assert_ne!(src.port(), 40001);
+    let remapped = src.port();
+    // A checksum-valid frame after the rewrite.
+    let want = seg_a(remapped, sa(IP_B, 8080), SYN, b"");
+    assert_eq!(pkt.frame(), &want[..]);
+    // B's replies: to the remapped port -> the direct connection, back on A's port.
+    let (v, pkt) = n.port(B, &seg_b(remapped, SYN | ACK), d());
+    assert_eq!(v, Verdict::ToPort(A));
+    assert_eq!(pkt.frame(), &seg_b(40001, SYN | ACK)[..]);
+    // ... to A's own port -> the VIP connection, from the VIP.
+    let (_, pkt) = n.port(B, &seg_b(40001, SYN | ACK), d());
+    assert_eq!(addrs(pkt.frame()).0, sa(VIP, 80));
+    // A's next direct segment is rewritten again.
+    let (_, pkt) = n.port(A, &seg_a(40001, sa(IP_B, 8080), ACK, b"x"), d());
+    assert_eq!(pkt.frame(), &seg_a(remapped, sa(IP_B, 8080), ACK, b"x")[..]);
+}
+
+/// Two VIPs with the same endpoint, one client port: the second connection gets another
+/// source port, and each reply comes back from its own VIP.
+#[test]
+fn two_vips_to_one_endpoint_from_one_client_port() {
+    let services = vec![
+        svc(VIP, 80, L4Proto::Tcp, &[sa(IP_B, 8080)], None),
+        svc(VIP2, 80, L4Proto::Tcp, &[sa(IP_B, 8080)], None),
+    ];
+    let n = svc_node(64, services, vec![]);
+    let (_, p1) = n.port(A, &seg_a(40002, sa(VIP, 80), SYN, b""), d());
+    let (_, p2) = n.port(A, &seg_a(40002, sa(VIP2, 80), SYN, b""), d());
+    let (s1, s2) = (addrs(p1.frame()).0, addrs(p2.frame()).0);
+    assert_eq!(s1, sa(IP_A, 40002));
+    assert_eq!(*s2.ip(), IP_A);
+    assert_ne!(s2.port(), 40002);
+    let (_, r1) = n.port(B, &seg_b(40002, SYN | ACK), d());
+    let (_, r2) = n.port(B, &seg_b(s2.port(), SYN | ACK), d());
+    assert_eq!(addrs(r1.frame()).0, sa(VIP, 80));
+    assert_eq!(addrs(r2.frame()).0, sa(VIP2, 80));
+    assert_eq!(addrs(r2.frame()).1, sa(IP_A, 40002));
+}
+
+/// The remapped entries survive a save and restore (`ct_persist`): after the import, both
+/// connections translate as before.
+#[test]
+fn remapped_source_ports_survive_a_restart() {
+    let n = svc_node(64, web(&[sa(IP_B, 8080)]), vec![]);
+    n.port(A, &seg_a(40003, sa(VIP, 80), SYN, b""), d());
+    let (_, pkt) = n.port(A, &seg_a(40003, sa(IP_B, 8080), SYN, b""), d());
+    let remapped = addrs(pkt.frame()).0.port();
+    assert_ne!(remapped, 40003);
+    let snap = n.dp.export_conntrack(1);
+    assert_eq!(snap.conns.len(), 2);
+    let json = serde_json::to_string(&snap).unwrap();
+    let back: CtSnapshot = serde_json::from_str(&json).unwrap();
+
+    let m = svc_node(64, web(&[sa(IP_B, 8080)]), vec![]);
+    let r = m.dp.import_conntrack(&back, 0, 1);
+    assert_eq!(r.conns, 2, "{r:?}");
+    let (_, pkt) = m.port(A, &seg_a(40003, sa(IP_B, 8080), ACK, b"x"), d());
+    assert_eq!(pkt.frame(), &seg_a(remapped, sa(IP_B, 8080), ACK, b"x")[..]);
+    let (_, pkt) = m.port(B, &seg_b(remapped, ACK), d());
+    assert_eq!(pkt.frame(), &seg_b(40003, ACK)[..]);
+    let (_, pkt) = m.port(B, &seg_b(40003, ACK), d());
+    assert_eq!(addrs(pkt.frame()).0, sa(VIP, 80));
+    // Without the endpoint, the direct record is stale.
+    let o = svc_node(64, web(&[sa(IP_R, 8080)]), vec![]);
+    let r = o.dp.import_conntrack(&back, 0, 1);
+    assert_eq!((r.conns, r.stale), (0, 2), "{r:?}");
+}

@@ -2,7 +2,9 @@
 //! the cluster reaches a small upstream resolver running in the node's network namespace
 //! (127.0.0.1:5353) and its answer comes back to the pod from the cluster DNS address;
 //! cluster names are still answered by the switch; an unanswered query is counted
-//! (`dns_upstream_failed`); without the flag such names are REFUSED.
+//! (`dns_upstream_failed`); without the flag such names are REFUSED. Queries leave from
+//! many source ports, and a forged answer (the right id, another question) is not
+//! delivered (`dns_upstream_unmatched`).
 
 use std::time::{Duration, Instant};
 use vswitch_e2e::{Bg, Node, NodeOpts, OutputExt, Pod, Testbed};
@@ -14,10 +16,17 @@ const EXAMPLE_IP: &str = "198.18.200.7";
 /// A service VIP (inside the default service CIDR).
 const VIP: &str = "198.19.96.20";
 
+/// The address the upstream gives `spoof.test`.
+const SPOOF_GENUINE_IP: &str = "198.18.200.8";
+/// The address a forged answer gives.
+const FORGED_IP: &str = "198.18.200.66";
+
 /// The upstream resolver: `example.test` A -> 198.18.200.7 (other types: no data), every
-/// other name NXDOMAIN. Prints `ready` once bound and `query NAME TYPE` per query.
+/// other name NXDOMAIN. Prints `ready` once bound and `query NAME TYPE SOURCE-PORT` per
+/// query. For `spoof.test` it first sends a forged answer, the query's id with another
+/// question (`example.test` A -> 198.18.200.66), then the genuine one (-> 198.18.200.8).
 const RESOLVER: &str = r#"
-import socket, struct
+import socket, struct, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 5353))
 print("ready", flush=True)
@@ -39,10 +48,16 @@ while True:
     qtype = struct.unpack("!H", q[i:i + 2])[0]
     question = q[12:i + 4]
     name = ".".join(labels)
-    print("query", name, qtype, flush=True)
+    print("query", name, qtype, peer[1], flush=True)
     rflags = 0x8080 | (flags & 0x0100)
     answer = b""
-    if name == "example.test":
+    if name == "spoof.test" and qtype == 1:
+        fq = b"\x07example\x04test\x00" + struct.pack("!HH", 1, 1)
+        fa = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 30, 4) + socket.inet_aton("198.18.200.66")
+        s.sendto(struct.pack("!HHHHHH", qid, rflags, 1, 1, 0, 0) + fq + fa, peer)
+        time.sleep(0.05)
+        answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 30, 4) + socket.inet_aton("198.18.200.8")
+    elif name == "example.test":
         if qtype == 1:
             answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 30, 4) + socket.inet_aton("198.18.200.7")
     else:
@@ -181,6 +196,61 @@ fn outside_names_are_forwarded_by_the_epoll_engine() {
     };
     let node = forwarding_node(&tb, 1, NodeOpts::datapath("epoll"));
     check_forwarding(&tb, &node);
+}
+
+/// The source ports of the queries the resolver saw for names ending in `suffix`.
+fn source_ports(resolver: &Bg, suffix: &str) -> std::collections::HashSet<u16> {
+    resolver
+        .output()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("query")).then_some(())?;
+            let name = w.next()?;
+            let _ty = w.next()?;
+            let port = w.next()?.parse().ok()?;
+            name.ends_with(suffix).then_some(port)
+        })
+        .collect()
+}
+
+/// Forwarded queries leave from many source ports (a pool of sockets on random ports, not
+/// one per worker), and an answer with the query's id but another question is not
+/// delivered: the pod gets the genuine answer, and the forgery is counted.
+#[test]
+fn queries_leave_from_many_ports_and_forged_answers_are_dropped() {
+    let Some(tb) = Testbed::new("dns_upstream_ports") else {
+        return;
+    };
+    let node = forwarding_node(&tb, 1, NodeOpts::default());
+    let resolver = start_resolver(&tb, &node);
+    let pod = tb.add_pod(&node, "busybox-client", &[]);
+    for i in 0..12 {
+        let _ = nslookup(&pod, &format!("n{i}.ports.test"));
+    }
+    let ports = source_ports(&resolver, ".ports.test");
+    assert!(
+        ports.len() >= 4,
+        "12 queries left from {} source port(s) {ports:?}: {}",
+        ports.len(),
+        resolver.output()
+    );
+    let out = nslookup(&pod, "spoof.test");
+    assert!(
+        out.status.success() && out.stdout_str().contains(SPOOF_GENUINE_IP),
+        "spoof.test did not resolve to the genuine {SPOOF_GENUINE_IP}: {}\nupstream: {}",
+        out.describe(),
+        resolver.output()
+    );
+    assert!(
+        !out.stdout_str().contains(FORGED_IP),
+        "the forged answer was delivered: {}",
+        out.describe()
+    );
+    assert!(
+        node.drops("dns_upstream_unmatched") >= 1,
+        "the forged answer was not counted"
+    );
 }
 
 #[test]

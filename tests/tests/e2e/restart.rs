@@ -5,7 +5,8 @@
 //! - The TCP connection must survive: the pods' TAPs are persistent and re-attached, and in
 //!   `service_tcp_connection_survives_restarts`, where iperf3 connects through a Service VIP
 //!   (DNAT on the client's node), the client node's daemon restores its conntrack table
-//!   (`conntrack.json`: saved on SIGTERM, checkpointed every second for SIGKILL).
+//!   (`conntrack.json`: saved on SIGTERM, checkpointed for SIGKILL: every second for a
+//!   small table like this one, rate-limited by size for large ones).
 //! - No wget may fail outside the downtime windows.
 //! - The stalls are printed (not asserted: timing on a loaded 2-core VM is noise).
 //!

@@ -507,6 +507,65 @@ fn service_hairpin_reaches_itself() {
     );
 }
 
+/// Two TCP connections from one client port: one straight to nginx's pod address, one to
+/// the VIP (DNAT to the same pod and port). `SO_REUSEADDR` lets both sockets bind the port.
+/// Prints `direct ...` and `vip ...` with the first bytes of each answer.
+const SAME_PORT_CLIENT: &str = r#"
+import socket, sys
+ep, vip = sys.argv[1], sys.argv[2]
+def conn(dst):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 41000))
+    s.settimeout(4)
+    s.connect((dst, 80))
+    return s
+d = conn(ep)
+v = conn(vip)
+for s, name in ((d, "direct"), (v, "vip")):
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    print(name, s.recv(12).decode(), flush=True)
+"#;
+
+/// A direct connection and a VIP connection from the same client port to the same endpoint:
+/// without a remapped source port they would share a 4-tuple at nginx (the second SYN meets
+/// an established connection, and the direct connection's replies would be taken for the
+/// VIP's). Both must work.
+#[test]
+fn a_direct_and_a_vip_connection_from_one_client_port_both_work() {
+    let Some(tb) = Testbed::new("service_same_client_port") else {
+        return;
+    };
+    let node = tb.add_node(1, NodeOpts::default());
+    let nginx = tb.add_pod(&node, "nginx-server", &[("app", "nginx")]);
+    let _server = tb.start_nginx(&nginx);
+    node.ctl_ok(&[
+        "service",
+        "add",
+        "nginx-service",
+        "--vip",
+        "198.19.96.20",
+        "--port",
+        "80",
+        "--selector",
+        "app=nginx",
+    ]);
+    let client = tb.add_pod(&node, "busybox-client", &[]);
+    let ep = nginx.ip.to_string();
+    let out = client.exec_timeout(
+        Duration::from_secs(20),
+        "python3",
+        &["-c", SAME_PORT_CLIENT, &ep, "198.19.96.20"],
+    );
+    assert!(
+        out.status.success()
+            && out.stdout_str().contains("direct HTTP/1.1 200")
+            && out.stdout_str().contains("vip HTTP/1.1 200"),
+        "{}",
+        out.describe()
+    );
+}
+
 /// The flow records of `observe -o json ARGS` on `node`.
 fn observed(node: &Node, args: &[&str]) -> Vec<serde_json::Value> {
     let mut all = vec!["observe", "--last", "1000"];

@@ -44,7 +44,7 @@ pub fn run(ctx: EngineCtx) -> Result<()> {
     }
     if let Some(fwd) = &core.dns {
         epoll.add(
-            fwd.socket().as_fd(),
+            fwd.poll_fd(),
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_DNS),
         )?;
     }

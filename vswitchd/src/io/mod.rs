@@ -372,7 +372,7 @@ pub struct EngineOpts {
     pub underlay: Option<Ipv4Addr>,
     pub vxlan_port: u16,
     /// With `--dns-upstream`, queries the cluster DNS does not serve are forwarded there
-    /// ([`dns_forward`]; each worker has its own forwarder socket).
+    /// ([`dns_forward`]; each worker has its own pool of forwarder sockets).
     pub dns_upstream: Option<SocketAddrV4>,
     /// After traffic an engine polls this long before it sleeps (`--poll-us`).
     pub spin: Duration,

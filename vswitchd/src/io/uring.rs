@@ -388,7 +388,7 @@ impl UringBackend {
 
     fn arm_dns_poll(&mut self, core: &Core<Reads>) {
         if let Some(fwd) = &core.dns {
-            let fd = fwd.socket().as_raw_fd();
+            let fd = fwd.poll_fd().as_raw_fd();
             let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
                 .build()
                 .user_data(ud(OP_POLL_DNS, 0, NO_PORT));
