@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
@@ -116,8 +116,28 @@ async fn t<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<
     }
 }
 
-/// Connects to etcd and checks that it answers.
+/// Connects to etcd and checks that it answers: to one member at a time, starting with the
+/// member after the one the previous connection tried first, until one answers. Not one
+/// client balanced over every member: its first request could be routed to a member that
+/// is gone, and a node whose member died then failed to reconnect for as long as the
+/// balancer kept picking it (while the cluster had its quorum).
 async fn connect(s: &Settings) -> Result<Client> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let urls = s.urls();
+    let start = NEXT.fetch_add(1, Relaxed);
+    let mut errors = Vec::new();
+    for i in 0..urls.len() {
+        let url = &urls[(start + i) % urls.len()];
+        match connect_one(s, url).await {
+            Ok(c) => return Ok(c),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    bail!("no etcd member answered: {}", errors.join("; "))
+}
+
+/// Connects to the etcd member at `url` and checks that it answers.
+async fn connect_one(s: &Settings, url: &str) -> Result<Client> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         // HTTP/2 pings: a dead connection fails the watch and keepalive streams.
@@ -126,15 +146,14 @@ async fn connect(s: &Settings) -> Result<Client> {
     if let Some(tls) = &s.tls {
         opts = opts.with_tls(tls.options()?);
     }
-    let urls = s.urls();
     let mut c =
-        match tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(&urls, Some(opts))).await {
-            Ok(r) => r.map_err(|e| anyhow!("connecting to {}: {e}", urls.join(",")))?,
-            Err(_) => bail!("connecting to {} timed out", urls.join(",")),
+        match tokio::time::timeout(CONNECT_TIMEOUT, Client::connect([url], Some(opts))).await {
+            Ok(r) => r.map_err(|e| anyhow!("connecting to {url}: {e}"))?,
+            Err(_) => bail!("connecting to {url} timed out"),
         };
     t(c.status())
         .await
-        .with_context(|| format!("etcd at {}", urls.join(",")))?;
+        .with_context(|| format!("etcd at {url}"))?;
     Ok(c)
 }
 
