@@ -6,7 +6,7 @@ scraped every second and the flow log on, against both off.
     scripts/bench_observe.py            (as root; `make bench` runs it through bench.sh;
                                          BENCH_OBSERVE=0 skips it)
 
-Knobs (environment): BENCH_OBSERVE_RUNS (3; 1 with BENCH_QUICK)  BENCH_OBSERVE_SCENARIOS
+Knobs (environment): BENCH_OBSERVE_RUNS (5; 1 with BENCH_QUICK)  BENCH_OBSERVE_SCENARIOS
 (same-node,cross-node)  BENCH_OBSERVE_DATAPATH (uring)  BENCH_SECONDS, BENCH_PPS_SECONDS,
 BENCH_PPS_COUNT (as bench.py)  BENCH_OUT=docs/bench  VSWITCH_BIN_DIR=target/release.
 Output: $BENCH_OUT/observe.json: per scenario and mode the runs and their medians, and the
@@ -30,7 +30,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (the testbeds and measurements of bench.py)
 
-RUNS = int(os.environ.get("BENCH_OBSERVE_RUNS", "1" if bench.QUICK else "3"))
+RUNS = int(os.environ.get("BENCH_OBSERVE_RUNS", "1" if bench.QUICK else "5"))
 SCENARIOS = os.environ.get("BENCH_OBSERVE_SCENARIOS", "same-node,cross-node").split(",")
 DATAPATH = os.environ.get("BENCH_OBSERVE_DATAPATH", "uring")
 METRICS_ADDR = "127.0.0.1:9419"
