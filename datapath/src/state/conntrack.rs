@@ -343,13 +343,7 @@ impl Conntrack {
             return Err(DropReason::ConntrackPodLimit);
         }
         let state = State::initial(orig.proto, flags);
-        let mut reply = Tuple {
-            proto: orig.proto,
-            src: *ep.ip(),
-            sport: ep.port(),
-            dst: snat.unwrap_or(orig.src),
-            dport: orig.sport,
-        };
+        let mut reply = initial_reply(&orig, ep, snat);
         if snat.is_some() || self.map.contains_key(&reply) {
             reply.dport = self.draw_port(self.next_port.load(Relaxed) % SNAT_PORT_COUNT);
         }
@@ -383,13 +377,7 @@ impl Conntrack {
             return Err(DropReason::ConntrackFull);
         }
         let state = State::initial(orig.proto, flags);
-        let mut reply = Tuple {
-            proto: orig.proto,
-            src: *ep.ip(),
-            sport: ep.port(),
-            dst: snat.unwrap_or(orig.src),
-            dport: orig.sport,
-        };
+        let mut reply = initial_reply(&orig, ep, snat);
         let mut conn = None;
         for i in 0..=PORT_TRIES {
             if snat.is_some() || i > 0 {
@@ -637,6 +625,18 @@ impl Conntrack {
             }
         }
         n
+    }
+}
+
+/// The reply tuple of a new connection from `orig` to endpoint `ep` before any port is
+/// remapped: from the endpoint, to `snat` (hairpin) or the client, at the client's port.
+fn initial_reply(orig: &Tuple, ep: SocketAddrV4, snat: Option<Ipv4Addr>) -> Tuple {
+    Tuple {
+        proto: orig.proto,
+        src: *ep.ip(),
+        sport: ep.port(),
+        dst: snat.unwrap_or(orig.src),
+        dport: orig.sport,
     }
 }
 

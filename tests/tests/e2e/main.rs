@@ -16,6 +16,7 @@ mod dns_upstream;
 mod faults;
 mod harness;
 mod hostile;
+mod inspect;
 mod metrics;
 mod one_node;
 mod restart;

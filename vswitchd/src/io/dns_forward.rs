@@ -282,6 +282,20 @@ mod tests {
         dp
     }
 
+    /// A loopback socket standing for the upstream resolver (reads time out after 2 s), and
+    /// its address.
+    fn upstream() -> (UdpSocket, SocketAddrV4) {
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        upstream
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let up = match upstream.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        (upstream, up)
+    }
+
     /// Ethernet + IPv4 + UDP from the pod (port 4000) to the DNS address around `q`.
     fn frame(q: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 42];
@@ -301,14 +315,7 @@ mod tests {
 
     #[test]
     fn ids_are_rewritten_restored_and_unanswered_queries_expire() {
-        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-        upstream
-            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        let up = match upstream.local_addr().unwrap() {
-            std::net::SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        };
+        let (upstream, up) = upstream();
         let dp = datapath();
         let mut fwd = DnsForwarder::new(up).unwrap();
         let client = SocketAddrV4::new(POD, 4000);
@@ -381,14 +388,7 @@ mod tests {
     /// by one on a new port: after a few thousand queries the pool's ports have changed.
     #[test]
     fn queries_leave_from_many_ports_and_the_ports_rotate() {
-        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-        upstream
-            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        let up = match upstream.local_addr().unwrap() {
-            std::net::SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        };
+        let (upstream, up) = upstream();
         let dp = datapath();
         let tables = dp.tables();
         let mut fwd = DnsForwarder::new(up).unwrap();
